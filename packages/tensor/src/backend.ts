@@ -1,0 +1,231 @@
+/**
+ * The backend-agnostic tensor interface. Everything above this package (the model, the KV cache, the
+ * converter, training) is written against {@link Backend}; a backend package (for example
+ * `@rrt/backend-tfjs`) implements it and proves itself with the conformance suite in
+ * `@rrt/tensor/testing`.
+ *
+ * NOTE: tensors are immutable values, as in tfjs and mlx. Every op returns a new tensor that the caller
+ * owns: dispose it, or create it inside {@link Backend.tidy}, which disposes everything made inside the
+ * scope except what the scope returns or {@link Backend.keep}s.
+ *
+ * @module
+ */
+
+/** Element types that tensors compute in. */
+export type DType = 'float32' | 'int32';
+
+/**
+ * Element types that weights may be stored in. Half-precision storage is decoded to float32 when a
+ * tensor is created from it ({@link Backend.fromBytes}); compute happens in {@link DType}.
+ */
+export type StorageDType = 'float32' | 'float16' | 'bfloat16' | 'int32';
+
+/** A tensor's shape: one non-negative integer per dimension; `[]` is a scalar. */
+export type Shape = readonly number[];
+
+declare const tensorBrand: unique symbol;
+
+/**
+ * An opaque tensor owned by one {@link Backend}. Only its shape and dtype are visible; read its values
+ * with {@link Backend.read}. Tensors from different backends must not be mixed.
+ */
+export interface Tensor {
+  /** Dimensions, outermost first. */
+  readonly shape: readonly number[];
+  /** Element type. */
+  readonly dtype: DType;
+  /** @internal brands the type so that plain objects are not tensors. */
+  readonly [tensorBrand]: true;
+}
+
+/** A trainable tensor: its value can be replaced in place, and {@link Backend.valueAndGrad} differentiates with respect to it. */
+export interface Variable extends Tensor {
+  /** @internal */
+  readonly [variableBrand]: true;
+}
+declare const variableBrand: unique symbol;
+
+/** Typed array that holds a tensor's values on the host. */
+export type TensorData = Float32Array | Int32Array;
+
+/** Options of {@link Backend.matmul}. */
+export interface MatmulOptions {
+  /** Use `aᵀ` (the last two dimensions swapped) instead of `a`. */
+  transposeA?: boolean;
+  /** Use `bᵀ` (the last two dimensions swapped) instead of `b`. Linear layers stored `[out, in]` use this. */
+  transposeB?: boolean;
+}
+
+/** Result of {@link Backend.topk}. */
+export interface TopK {
+  /** The k largest values along the last axis, in descending order. */
+  values: Tensor;
+  /** Their int32 indices along the last axis. */
+  indices: Tensor;
+}
+
+/** Result of {@link Backend.valueAndGrad}. */
+export interface ValueAndGrad {
+  /** The scalar value of the function. */
+  value: Tensor;
+  /** The gradient of the value with respect to each variable, in the order the variables were given. */
+  grads: Tensor[];
+}
+
+/** A tensor or a number that broadcasts as a scalar. */
+export type TensorOrScalar = Tensor | number;
+
+/**
+ * What a decoder forward pass, a KV cache and training need from a tensor library.
+ *
+ * Shapes broadcast as in NumPy for the elementwise binary ops. Axes may be negative (counted from the
+ * end). Every op returns a new tensor.
+ *
+ * @example
+ * ```ts
+ * const { backend } = await createBackend('auto'); // from @rrt/backend-tfjs
+ * const y = backend.tidy(() => {
+ *   const a = backend.fromArray(new Float32Array([1, 2, 3, 4]), [2, 2]);
+ *   return backend.matmul(a, a, { transposeB: true });
+ * });
+ * console.log(await backend.read(y)); // Float32Array [5, 11, 11, 25]
+ * backend.dispose(y);
+ * ```
+ */
+export interface Backend {
+  /** Short name of the implementation that runs the ops, e.g. `"tfjs-wasm"`. */
+  readonly name: string;
+
+  // ---- creation and read-back ----
+
+  /** A tensor holding `data` (row-major) with the given shape. The array is copied. */
+  fromArray(data: TensorData | readonly number[], shape: Shape, dtype?: DType): Tensor;
+  /**
+   * A tensor decoded from little-endian bytes in a storage dtype. float16 and bfloat16 become float32
+   * tensors; the bytes are not retained.
+   */
+  fromBytes(bytes: Uint8Array, dtype: StorageDType, shape: Shape): Tensor;
+  /** A tensor of the given shape filled with `value`. */
+  fill(shape: Shape, value: number, dtype?: DType): Tensor;
+  /** Reads a tensor's values back to the host (row-major). Does not dispose the tensor. */
+  read(x: Tensor): Promise<TensorData>;
+
+  // ---- matrix products ----
+
+  /**
+   * Matrix product over the last two dimensions, batched over the leading ones (which broadcast).
+   * `a: [..., m, k]`, `b: [..., k, n]` → `[..., m, n]` (before the transpose flags apply).
+   */
+  matmul(a: Tensor, b: Tensor, options?: MatmulOptions): Tensor;
+
+  // ---- elementwise ----
+
+  /** `a + b`, broadcasting. */
+  add(a: Tensor, b: TensorOrScalar): Tensor;
+  /** `a − b`, broadcasting. */
+  sub(a: Tensor, b: TensorOrScalar): Tensor;
+  /** `a · b`, broadcasting. */
+  mul(a: Tensor, b: TensorOrScalar): Tensor;
+  /** `a / b`, broadcasting. */
+  div(a: Tensor, b: TensorOrScalar): Tensor;
+  /** Elementwise maximum, broadcasting. */
+  maximum(a: Tensor, b: TensorOrScalar): Tensor;
+  /** `−x`. */
+  neg(x: Tensor): Tensor;
+  /** `eˣ`. */
+  exp(x: Tensor): Tensor;
+  /** Natural logarithm. */
+  log(x: Tensor): Tensor;
+  /** `√x`. */
+  sqrt(x: Tensor): Tensor;
+  /** `1/√x`. */
+  rsqrt(x: Tensor): Tensor;
+  /** `x²`. */
+  square(x: Tensor): Tensor;
+  /** Hyperbolic tangent. */
+  tanh(x: Tensor): Tensor;
+  /** Logistic sigmoid `1/(1+e⁻ˣ)`. */
+  sigmoid(x: Tensor): Tensor;
+  /** SiLU (swish): `x·σ(x)`. */
+  silu(x: Tensor): Tensor;
+  /** GELU, tanh approximation: `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`. */
+  geluTanh(x: Tensor): Tensor;
+  /** Converts between float32 and int32 (float → int truncates toward zero). */
+  cast(x: Tensor, dtype: DType): Tensor;
+
+  // ---- reductions ----
+
+  /** Sum over `axes` (all axes when omitted). */
+  sum(x: Tensor, axes?: number | readonly number[], keepDims?: boolean): Tensor;
+  /** Mean over `axes` (all axes when omitted). */
+  mean(x: Tensor, axes?: number | readonly number[], keepDims?: boolean): Tensor;
+  /** Maximum over `axes` (all axes when omitted). */
+  max(x: Tensor, axes?: number | readonly number[], keepDims?: boolean): Tensor;
+  /** Int32 index of the maximum along `axis` (the first one on ties); the axis is removed. */
+  argmax(x: Tensor, axis?: number): Tensor;
+  /** The `k` largest entries along the last axis, sorted descending. */
+  topk(x: Tensor, k: number): TopK;
+
+  // ---- normalisation and activations of the transformer ----
+
+  /** Softmax along `axis` (default last). */
+  softmax(x: Tensor, axis?: number): Tensor;
+  /** Log-softmax along `axis` (default last), computed stably. */
+  logSoftmax(x: Tensor, axis?: number): Tensor;
+  /** RMSNorm over the last axis: `x / √(mean(x²) + eps) · weight`, `weight: [d]`. */
+  rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor;
+  /**
+   * Rotary position embedding, "rotate half" layout (Hugging Face Llama): with `x = [x₁, x₂]` split in
+   * halves along the last axis, returns `[x₁·cos − x₂·sin, x₂·cos + x₁·sin]`.
+   * `x: [..., T, D]`; `cos`, `sin`: `[..., T, D/2]` broadcasting against `x`'s leading dimensions.
+   */
+  rope(x: Tensor, cos: Tensor, sin: Tensor): Tensor;
+  /**
+   * Additive causal mask `[queryLength, keyLength]`: 0 where key `j ≤ offset + i` (query `i` sits at
+   * position `offset + i`), −∞ elsewhere.
+   */
+  causalMask(queryLength: number, keyLength: number, offset: number): Tensor;
+
+  // ---- indexing and layout ----
+
+  /** Rows of `table` picked by the int32 `indices` along `axis` (default 0): an embedding lookup. */
+  gather(table: Tensor, indices: Tensor, axis?: number): Tensor;
+  /** The slice starting at `begin` with extent `size` per axis (`-1`: to the end). */
+  slice(x: Tensor, begin: readonly number[], size: readonly number[]): Tensor;
+  /** Joins tensors along `axis`. */
+  concat(xs: readonly Tensor[], axis: number): Tensor;
+  /** Same values in a new shape (one dimension may be `-1`). */
+  reshape(x: Tensor, shape: Shape): Tensor;
+  /** Permutes the axes (`perm` defaults to reversing them). */
+  transpose(x: Tensor, perm?: readonly number[]): Tensor;
+  /** Stacks same-shaped tensors along a new `axis`. */
+  stack(xs: readonly Tensor[], axis?: number): Tensor;
+  /** Elementwise choice: `condition ? a : b`, `condition` an int32 0/1 tensor, broadcasting. */
+  where(condition: Tensor, a: Tensor, b: Tensor): Tensor;
+
+  // ---- memory ----
+
+  /**
+   * Runs `fn` in a memory scope: tensors created inside are disposed when it returns, except the ones it
+   * returns (a tensor, or an array or record of tensors) and those passed to {@link Backend.keep}.
+   */
+  tidy<T extends Tensor | Tensor[] | Record<string, Tensor> | void>(fn: () => T): T;
+  /** Exempts a tensor from disposal by the enclosing {@link Backend.tidy} scopes. */
+  keep<T extends Tensor>(x: T): T;
+  /** Frees tensors now. Disposing a tensor twice is harmless. */
+  dispose(x: Tensor | readonly Tensor[] | Record<string, Tensor>): void;
+  /** Number of tensors currently alive on this backend (for leak checks). */
+  numTensors(): number;
+
+  // ---- training ----
+
+  /** A trainable variable initialised with a copy of `initial`. */
+  variable(initial: Tensor, name?: string): Variable;
+  /** Replaces a variable's value with a copy of `value` (same shape and dtype). */
+  assign(variable: Variable, value: Tensor): void;
+  /**
+   * Evaluates the scalar function `f` and its gradients with respect to `variables`.
+   * The returned tensors are owned by the caller.
+   */
+  valueAndGrad(f: () => Tensor, variables: readonly Variable[]): ValueAndGrad;
+}

@@ -1,0 +1,31 @@
+/**
+ * `@rrt/tensor`: the backend-agnostic tensor interface of rrt. It imports no tensor library: a backend
+ * package implements {@link Backend}, and `@rrt/tensor/testing` checks that it does so correctly.
+ *
+ * @packageDocumentation
+ */
+export type {
+  Backend,
+  DType,
+  MatmulOptions,
+  Shape,
+  StorageDType,
+  Tensor,
+  TensorData,
+  TensorOrScalar,
+  TopK,
+  ValueAndGrad,
+  Variable,
+} from './backend.js';
+export {
+  bfloat16BitsToNumber,
+  bytesPerElement,
+  decodeBfloat16,
+  decodeFloat16,
+  encodeBfloat16,
+  encodeFloat16,
+  float16BitsToNumber,
+  numberToBfloat16Bits,
+  numberToFloat16Bits,
+} from './half.js';
+export { formatShape, sameShape, sizeOf } from './shape.js';
