@@ -1,1 +1,70 @@
-export {};
+/**
+ * `@rrt/core`: the rrt decoder. It loads Hugging Face checkpoints (Llama, Mistral, Qwen2, Gemma) and
+ * their recursive and relaxed conversions, runs them exactly on any `@rrt/tensor` backend, and generates
+ * text.
+ *
+ * @packageDocumentation
+ */
+export {
+  ConfigError,
+  RrtError,
+  SafetensorsError,
+  type SafetensorsErrorLocation,
+  WeightError,
+} from './errors.js';
+export {
+  type GenerateOptions,
+  type GenerateTextOptions,
+  generateText,
+  generateTokens,
+} from './generate/generate.js';
+export {
+  argmax,
+  createSampler,
+  type Sampler,
+  type SamplingOptions,
+  seededRandom,
+} from './generate/sampling.js';
+export {
+  type HiddenActivation,
+  type ModelConfig,
+  type ModelFamily,
+  type ResolvedConfig,
+  resolveConfig,
+  supportedModelTypes,
+} from './model/config.js';
+export {
+  Decoder,
+  type ForwardOptions,
+  type ForwardOutput,
+  type LoopOutput,
+  ropeTables,
+} from './model/decoder.js';
+export { type LoadModelOptions, loadModel, readConfig } from './model/load.js';
+export {
+  type EffectiveLayer,
+  effectiveLayerCount,
+  exitDepths,
+  type InitMethod,
+  type LinearModule,
+  layerSchedule,
+  linearModules,
+  type RecursionConfig,
+  recursionToJson,
+  resolveRecursion,
+  type SharingStrategy,
+} from './model/recursion.js';
+export {
+  type LayerWeights,
+  type Linear,
+  type LoRA,
+  linearShapes,
+  loadWeights,
+  loraKey,
+  loraTensorName,
+  type ModelWeights,
+  moduleTensorName,
+} from './model/weights.js';
+export * from './safetensors/index.js';
+export * from './import/index.js';
+export * from './tokenizer/index.js';

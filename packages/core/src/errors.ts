@@ -1,0 +1,91 @@
+/**
+ * Typed errors of `@rrt/core`. Every error says which file, tensor or field is wrong and what was
+ * expected, so that a message alone is enough to find the problem.
+ *
+ * @module
+ */
+
+/**
+ * Base class of every error that rrt raises on purpose. Catch it to tell rrt's own, explained failures
+ * from bugs and from errors of the platform.
+ *
+ * @example
+ * ```ts
+ * try { await openCheckpoint(dir); } catch (error) { if (error instanceof RrtError) console.error(error.message); else throw error; }
+ * ```
+ */
+export class RrtError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    // Subclasses get their own name without repeating it.
+    this.name = new.target.name;
+  }
+}
+
+/** Where in a safetensors file or checkpoint a {@link SafetensorsError} was found. */
+export interface SafetensorsErrorLocation {
+  /** The tensor concerned, when there is one. */
+  readonly tensor?: string;
+  /** The header field concerned (`dtype`, `shape`, `data_offsets`, `__metadata__`, `weight_map`, ...). */
+  readonly field?: string;
+  /** The underlying error (an I/O or JSON error), kept for debugging. */
+  readonly cause?: unknown;
+}
+
+/**
+ * A safetensors file, checkpoint index or write request is invalid, or an I/O step on one failed. The
+ * message reads `<file>: tensor "<name>" field "<field>": <what was expected>`, with the parts that
+ * apply.
+ *
+ * @example
+ * ```ts
+ * try { await openSafetensors('model.safetensors'); }
+ * catch (error) { if (error instanceof SafetensorsError) console.error(error.file, error.tensor, error.message); }
+ * ```
+ */
+export class SafetensorsError extends RrtError {
+  /** The file (or directory) concerned. */
+  readonly file: string;
+  /** The tensor concerned, when there is one. */
+  readonly tensor: string | undefined;
+  /** The header field concerned, when there is one. */
+  readonly field: string | undefined;
+
+  constructor(file: string, detail: string, location: SafetensorsErrorLocation = {}) {
+    const tensorPart = location.tensor === undefined ? '' : `: tensor ${JSON.stringify(location.tensor)}`;
+    const fieldPart = location.field === undefined ? '' : ` field "${location.field}"`;
+    const where = tensorPart === '' && fieldPart !== '' ? `:${fieldPart}` : `${tensorPart}${fieldPart}`;
+    super(`${file}${where}: ${detail}`, location.cause === undefined ? undefined : { cause: location.cause });
+    this.file = file;
+    this.tensor = location.tensor;
+    this.field = location.field;
+  }
+}
+
+/** A `config.json` (or its `recursion` section) is missing a field or holds a bad value. */
+export class ConfigError extends RrtError {
+  constructor(
+    /** The config file. */
+    readonly file: string,
+    /** The field at fault (dotted path). */
+    readonly field: string,
+    /** What was expected there. */
+    readonly expected: string,
+  ) {
+    super(`${file}: field "${field}" must be ${expected}`);
+  }
+}
+
+/** A checkpoint lacks a tensor the config needs, or holds one of the wrong shape or dtype. */
+export class WeightError extends RrtError {
+  constructor(
+    /** The checkpoint directory or file. */
+    readonly file: string,
+    /** The tensor at fault. */
+    readonly tensor: string,
+    /** What is wrong. */
+    readonly problem: string,
+  ) {
+    super(`${file}: tensor "${tensor}" ${problem}`);
+  }
+}

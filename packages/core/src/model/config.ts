@@ -1,0 +1,250 @@
+import { ConfigError } from '../errors.js';
+import { type RecursionConfig, resolveRecursion } from './recursion.js';
+
+/** Architecture families that the decoder implements; `model_type` values map onto these. */
+export type ModelFamily = 'llama' | 'gemma';
+
+/** Activation of the gated feed-forward network. */
+export type HiddenActivation = 'silu' | 'gelu_tanh';
+
+/**
+ * A decoder's configuration, resolved from a Hugging Face `config.json`: field names follow the HF ones in
+ * camelCase, every derived field is filled in once by {@link resolveConfig}.
+ */
+export interface ModelConfig {
+  /** `model_type` as written in `config.json` (`llama`, `mistral`, `qwen2`, `gemma`). */
+  modelType: string;
+  /** Which forward pass runs it. */
+  family: ModelFamily;
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  /** Number of effective layers N; a recursive model stores fewer (see {@link ModelConfig.recursion}). */
+  numHiddenLayers: number;
+  numAttentionHeads: number;
+  numKeyValueHeads: number;
+  /** Per-head dimension; Gemma sets it independently of `hiddenSize / numAttentionHeads`. */
+  headDim: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  /** Linear RoPE scaling: positions are divided by this factor (1 when unscaled). */
+  ropeScalingFactor: number;
+  maxPositionEmbeddings: number;
+  /** The output head reuses the embedding matrix. */
+  tieWordEmbeddings: boolean;
+  /** q, k and v projections carry a bias (Qwen2, or Llama's `attention_bias`). */
+  attentionBias: boolean;
+  hiddenAct: HiddenActivation;
+  /** RMSNorm multiplies by `1 + weight` (Gemma) rather than `weight`. */
+  normAddOne: boolean;
+  /** Embeddings are multiplied by this (Gemma: √hiddenSize; others 1). */
+  embeddingScale: number;
+  bosTokenId: number | undefined;
+  /** Token ids that end generation. */
+  eosTokenIds: number[];
+  /** Present for recursive and relaxed models: how the stored block is looped. */
+  recursion: RecursionConfig | undefined;
+}
+
+const familyByModelType: Record<string, ModelFamily> = {
+  llama: 'llama',
+  mistral: 'llama',
+  qwen2: 'llama',
+  gemma: 'gemma',
+};
+
+/** `model_type` values the decoder supports. */
+export const supportedModelTypes: readonly string[] = Object.keys(familyByModelType);
+
+/** Keys of `config.json` that are read; others are reported by {@link resolveConfig} as ignored. */
+const knownKeys = new Set([
+  'model_type',
+  'architectures',
+  'vocab_size',
+  'hidden_size',
+  'intermediate_size',
+  'num_hidden_layers',
+  'num_attention_heads',
+  'num_key_value_heads',
+  'head_dim',
+  'rms_norm_eps',
+  'rope_theta',
+  'rope_scaling',
+  'max_position_embeddings',
+  'tie_word_embeddings',
+  'attention_bias',
+  'hidden_act',
+  'hidden_activation',
+  'bos_token_id',
+  'eos_token_id',
+  'recursion',
+  'torch_dtype',
+  'transformers_version',
+  'use_cache',
+  'pad_token_id',
+  'initializer_range',
+  'attention_dropout',
+  'mlp_bias',
+  'pretraining_tp',
+  'sliding_window',
+  'use_sliding_window',
+  'max_window_layers',
+]);
+
+/** Result of {@link resolveConfig}. */
+export interface ResolvedConfig {
+  config: ModelConfig;
+  /** Keys of the raw config that were not understood (they do not change the forward pass). */
+  ignoredKeys: string[];
+}
+
+/**
+ * Resolves a parsed `config.json` into a {@link ModelConfig}. Every required field is checked; a bad or
+ * missing one raises a {@link ConfigError} naming `file` and the field.
+ *
+ * @example
+ * ```ts
+ * const { config } = resolveConfig(JSON.parse(text), 'model/config.json');
+ * ```
+ */
+export function resolveConfig(raw: unknown, file: string): ResolvedConfig {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new ConfigError(file, '(root)', 'a JSON object');
+  }
+  const fields = raw as Record<string, unknown>;
+  const modelType = stringField(fields, 'model_type', file);
+  const family = familyByModelType[modelType];
+  if (!family) {
+    throw new ConfigError(
+      file,
+      'model_type',
+      `one of ${supportedModelTypes.join(', ')} (got "${modelType}")`,
+    );
+  }
+  const isGemma = family === 'gemma';
+  const hiddenSize = positiveInt(fields, 'hidden_size', file);
+  const numAttentionHeads = positiveInt(fields, 'num_attention_heads', file);
+  const numKeyValueHeads = positiveInt(fields, 'num_key_value_heads', file, numAttentionHeads);
+  if (numAttentionHeads % numKeyValueHeads !== 0) {
+    throw new ConfigError(
+      file,
+      'num_key_value_heads',
+      `a divisor of num_attention_heads ${numAttentionHeads} (got ${numKeyValueHeads})`,
+    );
+  }
+  const headDim = positiveInt(fields, 'head_dim', file, hiddenSize / numAttentionHeads);
+  if (headDim % 2 !== 0) throw new ConfigError(file, 'head_dim', `an even number for RoPE (got ${headDim})`);
+  const numHiddenLayers = positiveInt(fields, 'num_hidden_layers', file);
+
+  const config: ModelConfig = {
+    modelType,
+    family,
+    vocabSize: positiveInt(fields, 'vocab_size', file),
+    hiddenSize,
+    intermediateSize: positiveInt(fields, 'intermediate_size', file),
+    numHiddenLayers,
+    numAttentionHeads,
+    numKeyValueHeads,
+    headDim,
+    rmsNormEps: positiveNumber(fields, 'rms_norm_eps', file, 1e-6),
+    ropeTheta: positiveNumber(fields, 'rope_theta', file, 10000),
+    ropeScalingFactor: ropeScaling(fields.rope_scaling, file),
+    maxPositionEmbeddings: positiveInt(fields, 'max_position_embeddings', file, 2048),
+    tieWordEmbeddings: booleanField(fields, 'tie_word_embeddings', file, isGemma),
+    attentionBias: booleanField(fields, 'attention_bias', file, modelType === 'qwen2'),
+    hiddenAct: activation(fields, file, isGemma),
+    normAddOne: isGemma,
+    embeddingScale: isGemma ? Math.fround(Math.sqrt(hiddenSize)) : 1,
+    bosTokenId: optionalInt(fields, 'bos_token_id', file),
+    eosTokenIds: tokenIds(fields.eos_token_id, file),
+    recursion:
+      fields.recursion === undefined ? undefined : resolveRecursion(fields.recursion, numHiddenLayers, file),
+  };
+  const ignoredKeys = Object.keys(fields).filter((key) => !knownKeys.has(key));
+  return { config, ignoredKeys };
+}
+
+function stringField(fields: Record<string, unknown>, key: string, file: string): string {
+  const value = fields[key];
+  if (typeof value !== 'string') throw new ConfigError(file, key, 'a string');
+  return value;
+}
+
+function positiveInt(fields: Record<string, unknown>, key: string, file: string, fallback?: number): number {
+  const value = fields[key] ?? fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
+    throw new ConfigError(file, key, `a positive integer (got ${JSON.stringify(fields[key])})`);
+  }
+  return value;
+}
+
+function optionalInt(fields: Record<string, unknown>, key: string, file: string): number | undefined {
+  const value = fields[key];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
+    throw new ConfigError(file, key, `a non-negative integer (got ${JSON.stringify(value)})`);
+  }
+  return value;
+}
+
+function positiveNumber(
+  fields: Record<string, unknown>,
+  key: string,
+  file: string,
+  fallback: number,
+): number {
+  const value = fields[key] ?? fallback;
+  if (typeof value !== 'number' || !(value > 0)) {
+    throw new ConfigError(file, key, `a positive number (got ${JSON.stringify(fields[key])})`);
+  }
+  return value;
+}
+
+function booleanField(
+  fields: Record<string, unknown>,
+  key: string,
+  file: string,
+  fallback: boolean,
+): boolean {
+  const value = fields[key] ?? fallback;
+  if (typeof value !== 'boolean')
+    throw new ConfigError(file, key, `true or false (got ${JSON.stringify(value)})`);
+  return value;
+}
+
+function ropeScaling(value: unknown, file: string): number {
+  if (value === undefined || value === null) return 1;
+  const scaling = value as Record<string, unknown>;
+  const kind = scaling.type ?? scaling.rope_type;
+  if (kind === 'default') return 1;
+  if (kind !== 'linear' || typeof scaling.factor !== 'number' || !(scaling.factor > 0)) {
+    throw new ConfigError(
+      file,
+      'rope_scaling',
+      `{"type": "linear", "factor": > 0} (got ${JSON.stringify(value)})`,
+    );
+  }
+  return scaling.factor;
+}
+
+function activation(fields: Record<string, unknown>, file: string, isGemma: boolean): HiddenActivation {
+  // NOTE: HF's Gemma runs the tanh approximation whatever `hidden_act` says (old configs say "gelu").
+  if (isGemma) return 'gelu_tanh';
+  const value = fields.hidden_act ?? 'silu';
+  if (value === 'silu' || value === 'swish') return 'silu';
+  if (value === 'gelu_pytorch_tanh' || value === 'gelu_new') return 'gelu_tanh';
+  throw new ConfigError(file, 'hidden_act', `silu or gelu_pytorch_tanh (got ${JSON.stringify(value)})`);
+}
+
+function tokenIds(value: unknown, file: string): number[] {
+  if (value === undefined || value === null) return [];
+  const ids = Array.isArray(value) ? value : [value];
+  if (!ids.every((id) => typeof id === 'number' && Number.isInteger(id) && id >= 0)) {
+    throw new ConfigError(
+      file,
+      'eos_token_id',
+      `a token id or a list of them (got ${JSON.stringify(value)})`,
+    );
+  }
+  return ids as number[];
+}

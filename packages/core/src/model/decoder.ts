@@ -1,0 +1,261 @@
+import type { KVCache } from '@rrt/kv-cache';
+import { LayerKVCache } from '@rrt/kv-cache';
+import type { Backend, Tensor } from '@rrt/tensor';
+import type { ModelConfig } from './config.js';
+import { type EffectiveLayer, exitDepths, type LinearModule, layerSchedule } from './recursion.js';
+import {
+  disposeWeights,
+  type LayerWeights,
+  type Linear,
+  type LoRA,
+  loraKey,
+  type ModelWeights,
+} from './weights.js';
+
+/** Options of {@link Decoder.forward}. */
+export interface ForwardOptions {
+  /**
+   * Cache of earlier positions, appended to in place. Without one the call attends only to its own tokens
+   * (positions start at 0).
+   */
+  cache?: KVCache;
+  /** Compute logits only for the last position of each sequence (generation), not all (scoring). */
+  lastPositionOnly?: boolean;
+  /** Also read out the hidden state and logits after every completed loop (for early exit). */
+  loopOutputs?: boolean;
+}
+
+/** The state after one loop: what an early exit at that depth would produce. */
+export interface LoopOutput {
+  /** Which pass over the block just completed. */
+  loopIndex: number;
+  /** Effective depth of its last layer. */
+  depth: number;
+  /** Hidden state `[batch, length, hidden]` (before the final norm). */
+  hidden: Tensor;
+  /** Logits `[batch, length, vocab]` (or `[batch, 1, vocab]` with `lastPositionOnly`). */
+  logits: Tensor;
+}
+
+/** Result of {@link Decoder.forward}; the caller owns (and disposes) every tensor in it. */
+export interface ForwardOutput {
+  /** Logits of the full-depth model, `[batch, length, vocab]` (or `[batch, 1, vocab]`). */
+  logits: Tensor;
+  /** Readouts after each loop when `loopOutputs` was asked for (the last equals `logits`' depth). */
+  loops: LoopOutput[];
+}
+
+/**
+ * One decoder for vanilla, recursive and relaxed models: the stored layers run in the order of
+ * {@link layerSchedule}, each effective layer with its loop's LoRA when it has one. Llama, Mistral, Qwen2
+ * and Gemma differ only in config-driven details (bias, norm offset, embedding scale, activation).
+ */
+export class Decoder {
+  /** The schedule of effective layers, depth 0 first. */
+  readonly schedule: readonly EffectiveLayer[];
+  private readonly exitAfter: ReadonlySet<number>;
+  private readonly ropeCos: Tensor;
+  private readonly ropeSin: Tensor;
+
+  constructor(
+    readonly backend: Backend,
+    readonly config: ModelConfig,
+    readonly weights: ModelWeights,
+  ) {
+    this.schedule = layerSchedule(config.recursion, config.numHiddenLayers);
+    this.exitAfter = new Set(exitDepths(config.recursion, config.numHiddenLayers));
+    const { cos, sin } = ropeTables(config);
+    const shape = [config.maxPositionEmbeddings, config.headDim / 2];
+    this.ropeCos = backend.fromArray(cos, shape);
+    this.ropeSin = backend.fromArray(sin, shape);
+  }
+
+  /**
+   * Runs token ids `[batch, length]` (int32) through the model, at positions following what `cache` holds.
+   *
+   * @example
+   * ```ts
+   * const cache = createKVCache(backend, { depths: config.numHiddenLayers, capacity: 256 });
+   * const { logits } = model.forward(ids, { cache, lastPositionOnly: true });
+   * ```
+   */
+  forward(inputIds: Tensor, options: ForwardOptions = {}): ForwardOutput {
+    const { backend, config } = this;
+    const [batch, length] = inputIds.shape as [number, number];
+    const offset = options.cache?.offset ?? 0;
+    if (offset + length > config.maxPositionEmbeddings) {
+      throw new RangeError(
+        `positions ${offset}…${offset + length - 1} exceed max_position_embeddings ${config.maxPositionEmbeddings}`,
+      );
+    }
+    // tidy returns a flat list of tensors; the output record is rebuilt from it afterwards.
+    const loopMeta: { loopIndex: number; depth: number }[] = [];
+    const [logits, ...loopTensors] = backend.tidy(() => {
+      let hidden = backend.gather(this.weights.embedding, inputIds); // [B, T, d]
+      if (config.embeddingScale !== 1) hidden = backend.mul(hidden, config.embeddingScale);
+      const cos = backend.slice(this.ropeCos, [offset, 0], [length, -1]); // [T, hD/2]
+      const sin = backend.slice(this.ropeSin, [offset, 0], [length, -1]);
+      const mask = length > 1 ? backend.causalMask(length, offset + length, offset) : undefined;
+      const context: AttentionContext = { batch, length, cos, sin, mask };
+
+      const outputs: Tensor[] = [];
+      for (const layer of this.schedule) {
+        hidden = this.decoderLayer(hidden, layer, context, options.cache?.layers[layer.depth]);
+        if (options.loopOutputs && this.exitAfter.has(layer.depth)) {
+          loopMeta.push({ loopIndex: layer.loopIndex, depth: layer.depth });
+          outputs.push(hidden, this.readout(hidden, options));
+        }
+      }
+      const finalLogits = outputs.length > 0 ? outputs[outputs.length - 1]! : this.readout(hidden, options);
+      return [finalLogits, ...outputs];
+    });
+    const loops = loopMeta.map((meta, index) => ({
+      ...meta,
+      hidden: loopTensors[2 * index]!,
+      logits: loopTensors[2 * index + 1]!,
+    }));
+    return { logits: logits!, loops };
+  }
+
+  /** Final norm and output head: hidden `[B, T, d]` → logits. */
+  readout(hidden: Tensor, options: Pick<ForwardOptions, 'lastPositionOnly'> = {}): Tensor {
+    const { backend, config } = this;
+    const [batch, length] = hidden.shape as [number, number, number];
+    const last =
+      options.lastPositionOnly && length > 1
+        ? backend.slice(hidden, [0, length - 1, 0], [-1, 1, -1])
+        : hidden;
+    const normed = backend.rmsNorm(last, this.weights.finalNorm, config.rmsNormEps);
+    return this.project(normed, { weight: this.weights.lmHead }, undefined, [batch, last.shape[1]!]);
+  }
+
+  /** Frees every tensor of the model, its weights included. */
+  dispose(): void {
+    disposeWeights(this.backend, this.weights);
+    this.backend.dispose([this.ropeCos, this.ropeSin]);
+  }
+
+  private decoderLayer(
+    hidden: Tensor,
+    layer: EffectiveLayer,
+    context: AttentionContext,
+    cache?: LayerKVCache,
+  ): Tensor {
+    const { backend, config } = this;
+    const weights = this.weights.layers[layer.blockLayer]!;
+    const loras = layer.shared
+      ? this.weights.loras.get(loraKey(layer.loopIndex, layer.blockLayer))
+      : undefined;
+    const attentionIn = backend.rmsNorm(hidden, weights.inputNorm, config.rmsNormEps);
+    const afterAttention = backend.add(hidden, this.attention(attentionIn, weights, loras, context, cache));
+    const mlpIn = backend.rmsNorm(afterAttention, weights.postAttentionNorm, config.rmsNormEps);
+    return backend.add(afterAttention, this.mlp(mlpIn, weights, loras, context));
+  }
+
+  private attention(
+    x: Tensor,
+    weights: LayerWeights,
+    loras: LoRAs,
+    context: AttentionContext,
+    cache: LayerKVCache | undefined,
+  ): Tensor {
+    const { backend, config } = this;
+    const { batch, length } = context;
+    const { numAttentionHeads: heads, numKeyValueHeads: kvHeads, headDim } = config;
+    const groups = heads / kvHeads;
+    const rows = [batch, length];
+    const split = (y: Tensor, count: number) =>
+      backend.transpose(backend.reshape(y, [batch, length, count, headDim]), [0, 2, 1, 3]); // [B, h, T, hD]
+
+    let queries = split(this.project(x, weights.linears.q_proj, loras?.q_proj, rows), heads);
+    let keys = split(this.project(x, weights.linears.k_proj, loras?.k_proj, rows), kvHeads);
+    const values = split(this.project(x, weights.linears.v_proj, loras?.v_proj, rows), kvHeads);
+    queries = backend.rope(queries, context.cos, context.sin);
+    keys = backend.rope(keys, context.cos, context.sin);
+
+    const cached = cache ? cache.updateAndFetch(keys, values) : { keys, values }; // [B, kvH, S, hD]
+    const keyLength = cached.keys.shape[2]!;
+    // Grouped-query attention without repeating K/V: query head h = kvHead·groups + g, so the G query heads
+    // of one KV head are contiguous and fold into the row axis of one matmul.
+    const grouped = backend.reshape(backend.mul(queries, 1 / Math.sqrt(headDim)), [
+      batch,
+      kvHeads,
+      groups * length,
+      headDim,
+    ]);
+    let scores = backend.matmul(grouped, cached.keys, { transposeB: true }); // [B, kvH, G·T, S]
+    if (context.mask) {
+      scores = backend.add(
+        backend.reshape(scores, [batch, kvHeads, groups, length, keyLength]),
+        context.mask,
+      );
+      scores = backend.reshape(scores, [batch, kvHeads, groups * length, keyLength]);
+    }
+    const mixed = backend.matmul(backend.softmax(scores), cached.values); // [B, kvH, G·T, hD]
+    const merged = backend.transpose(backend.reshape(mixed, [batch, heads, length, headDim]), [0, 2, 1, 3]); // [B, T, H, hD]
+    return this.project(
+      backend.reshape(merged, [batch, length, heads * headDim]),
+      weights.linears.o_proj,
+      loras?.o_proj,
+      rows,
+    );
+  }
+
+  private mlp(x: Tensor, weights: LayerWeights, loras: LoRAs, context: AttentionContext): Tensor {
+    const { backend, config } = this;
+    const rows = [context.batch, context.length];
+    const gate = this.project(x, weights.linears.gate_proj, loras?.gate_proj, rows);
+    const up = this.project(x, weights.linears.up_proj, loras?.up_proj, rows);
+    const activated = config.hiddenAct === 'silu' ? backend.silu(gate) : backend.geluTanh(gate);
+    return this.project(backend.mul(activated, up), weights.linears.down_proj, loras?.down_proj, rows);
+  }
+
+  /**
+   * `x·Wᵀ (+ b) (+ scale·(x·Aᵀ)·Bᵀ)` on `x: [...rows, in]` flattened to 2-D, the shape matmul kernels like best;
+   * the result is reshaped back to `[...rows, out]`.
+   */
+  private project(x: Tensor, linear: Linear, lora: LoRA | undefined, rows: number[]): Tensor {
+    const { backend } = this;
+    const inFeatures = x.shape[x.shape.length - 1]!;
+    const flat = backend.reshape(x, [-1, inFeatures]);
+    let y = backend.matmul(flat, linear.weight, { transposeB: true });
+    if (linear.bias) y = backend.add(y, linear.bias);
+    if (lora) {
+      const down = backend.matmul(flat, lora.a, { transposeB: true }); // [rows, r]
+      const up = backend.matmul(down, lora.b, { transposeB: true }); // [rows, out]
+      y = backend.add(y, backend.mul(up, lora.scale));
+    }
+    return backend.reshape(y, [...rows, linear.weight.shape[0]!]);
+  }
+}
+
+type LoRAs = Partial<Record<LinearModule, LoRA>> | undefined;
+
+interface AttentionContext {
+  batch: number;
+  length: number;
+  /** RoPE tables for this call's positions, `[T, hD/2]`. */
+  cos: Tensor;
+  sin: Tensor;
+  /** Additive causal mask `[T, S]`; absent for a single new token, which may see every cached key. */
+  mask: Tensor | undefined;
+}
+
+/**
+ * RoPE cosines and sines for every position, `[maxPositions, headDim/2]`, computed in float64 and rounded
+ * once. Frequency i is `θ^(−2i/headDim)`; linear scaling divides positions by the factor.
+ */
+export function ropeTables(config: ModelConfig): { cos: Float32Array; sin: Float32Array } {
+  const half = config.headDim / 2;
+  const positions = config.maxPositionEmbeddings;
+  const cos = new Float32Array(positions * half);
+  const sin = new Float32Array(positions * half);
+  for (let position = 0; position < positions; position++) {
+    for (let i = 0; i < half; i++) {
+      const angle = (position / config.ropeScalingFactor) * config.ropeTheta ** ((-2 * i) / config.headDim);
+      cos[position * half + i] = Math.cos(angle);
+      sin[position * half + i] = Math.sin(angle);
+    }
+  }
+  return { cos, sin };
+}

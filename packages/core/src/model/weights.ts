@@ -1,0 +1,202 @@
+import type { Backend, StorageDType, Tensor } from '@rrt/tensor';
+import { formatShape, sameShape } from '@rrt/tensor';
+import { WeightError } from '../errors.js';
+import { type Checkpoint, type RawTensor, toFloat32 } from '../safetensors/index.js';
+import type { ModelConfig } from './config.js';
+import { type LinearModule, layerSchedule, linearModules } from './recursion.js';
+
+/** A linear layer `y = x·Wᵀ + b`, weight stored `[out, in]` as in Hugging Face checkpoints. */
+export interface Linear {
+  weight: Tensor;
+  bias?: Tensor;
+}
+
+/** A low-rank correction `scale · B · A` added to a linear layer: `A: [rank, in]`, `B: [out, rank]`. */
+export interface LoRA {
+  a: Tensor;
+  b: Tensor;
+  /** `loraAlpha / rank`. */
+  scale: number;
+}
+
+/** The weights of one stored decoder layer. */
+export interface LayerWeights {
+  /** RMSNorm weight before attention (already `1 + w` for Gemma). */
+  inputNorm: Tensor;
+  /** RMSNorm weight before the feed-forward network (already `1 + w` for Gemma). */
+  postAttentionNorm: Tensor;
+  linears: Record<LinearModule, Linear>;
+}
+
+/** Every weight of a decoder, as backend tensors. */
+export interface ModelWeights {
+  embedding: Tensor;
+  layers: LayerWeights[];
+  finalNorm: Tensor;
+  /** The output head `[vocab, hidden]`; the same tensor as `embedding` when tied. */
+  lmHead: Tensor;
+  /** Per-loop LoRA of shared layers, keyed by {@link loraKey}; absent where the rank is 0. */
+  loras: Map<string, Partial<Record<LinearModule, LoRA>>>;
+}
+
+/** Hugging Face tensor-name prefix of a stored layer's module. */
+export function moduleTensorName(blockLayer: number, module: LinearModule): string {
+  const group =
+    module === 'gate_proj' || module === 'up_proj' || module === 'down_proj' ? 'mlp' : 'self_attn';
+  return `model.layers.${blockLayer}.${group}.${module}`;
+}
+
+/** Tensor-name prefix of the LoRA of (loop, stored layer, module): `…lora_A.weight` and `…lora_B.weight` follow. */
+export function loraTensorName(loopIndex: number, blockLayer: number, module: LinearModule): string {
+  return `model.loras.${loopIndex}.${moduleTensorName(blockLayer, module)}`;
+}
+
+/** Key of {@link ModelWeights.loras}. */
+export function loraKey(loopIndex: number, blockLayer: number): string {
+  return `${loopIndex}.${blockLayer}`;
+}
+
+/** `[out, in]` of each linear module. */
+export function linearShapes(config: ModelConfig): Record<LinearModule, [number, number]> {
+  const { hiddenSize, intermediateSize, numAttentionHeads, numKeyValueHeads, headDim } = config;
+  return {
+    q_proj: [numAttentionHeads * headDim, hiddenSize],
+    k_proj: [numKeyValueHeads * headDim, hiddenSize],
+    v_proj: [numKeyValueHeads * headDim, hiddenSize],
+    o_proj: [hiddenSize, numAttentionHeads * headDim],
+    gate_proj: [intermediateSize, hiddenSize],
+    up_proj: [intermediateSize, hiddenSize],
+    down_proj: [hiddenSize, intermediateSize],
+  };
+}
+
+const storageDTypes: Record<string, StorageDType> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+
+/**
+ * Loads every weight the config needs from a checkpoint onto the backend, checking that each tensor
+ * exists with the expected shape and a float dtype. Tensors are read one at a time. On error, whatever
+ * was already uploaded is disposed.
+ */
+export async function loadWeights(
+  backend: Backend,
+  checkpoint: Checkpoint,
+  config: ModelConfig,
+): Promise<ModelWeights> {
+  const created: Tensor[] = [];
+  const load = async (
+    name: string,
+    shape: readonly number[],
+    transform?: (values: Float32Array) => Float32Array,
+  ) => {
+    const raw = await readChecked(checkpoint, name, shape);
+    const tensor = transform
+      ? backend.fromArray(transform(toFloat32(raw)), shape)
+      : backend.fromBytes(raw.bytes, storageDTypes[raw.dtype]!, shape);
+    created.push(tensor);
+    return tensor;
+  };
+  // Gemma's RMSNorm scales by (1 + w): fold the 1 in once at load time.
+  const norm = (name: string) =>
+    load(name, [config.hiddenSize], config.normAddOne ? (w) => w.map((value) => 1 + value) : undefined);
+
+  try {
+    const shapes = linearShapes(config);
+    const storedLayers = config.recursion?.storedLayers ?? config.numHiddenLayers;
+    const embedding = await load('model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]);
+    const layers: LayerWeights[] = [];
+    for (let blockLayer = 0; blockLayer < storedLayers; blockLayer++) {
+      const linears = {} as Record<LinearModule, Linear>;
+      for (const module of linearModules) {
+        const prefix = moduleTensorName(blockLayer, module);
+        const [outFeatures] = shapes[module];
+        const hasBias =
+          config.attentionBias && (module === 'q_proj' || module === 'k_proj' || module === 'v_proj');
+        const weight = await load(`${prefix}.weight`, shapes[module]);
+        linears[module] = hasBias
+          ? { weight, bias: await load(`${prefix}.bias`, [outFeatures]) }
+          : { weight };
+      }
+      layers.push({
+        inputNorm: await norm(`model.layers.${blockLayer}.input_layernorm.weight`),
+        postAttentionNorm: await norm(`model.layers.${blockLayer}.post_attention_layernorm.weight`),
+        linears,
+      });
+    }
+    const finalNorm = await norm('model.norm.weight');
+    const lmHead = config.tieWordEmbeddings
+      ? embedding
+      : await load('lm_head.weight', [config.vocabSize, config.hiddenSize]);
+    const loras = await loadLoras(config, shapes, load);
+    return { embedding, layers, finalNorm, lmHead, loras };
+  } catch (error) {
+    backend.dispose(created);
+    throw error;
+  }
+}
+
+async function loadLoras(
+  config: ModelConfig,
+  shapes: Record<LinearModule, [number, number]>,
+  load: (name: string, shape: readonly number[]) => Promise<Tensor>,
+): Promise<ModelWeights['loras']> {
+  const loras: ModelWeights['loras'] = new Map();
+  const recursion = config.recursion;
+  if (!recursion) return loras;
+  for (const layer of layerSchedule(recursion, config.numHiddenLayers)) {
+    if (!layer.shared) continue;
+    const perModule: Partial<Record<LinearModule, LoRA>> = {};
+    for (const module of linearModules) {
+      const rank = recursion.loraRanks[module];
+      if (rank === 0) continue;
+      const [outFeatures, inFeatures] = shapes[module];
+      const prefix = loraTensorName(layer.loopIndex, layer.blockLayer, module);
+      perModule[module] = {
+        a: await load(`${prefix}.lora_A.weight`, [rank, inFeatures]),
+        b: await load(`${prefix}.lora_B.weight`, [outFeatures, rank]),
+        scale: recursion.loraAlpha / rank,
+      };
+    }
+    loras.set(loraKey(layer.loopIndex, layer.blockLayer), perModule);
+  }
+  return loras;
+}
+
+async function readChecked(
+  checkpoint: Checkpoint,
+  name: string,
+  shape: readonly number[],
+): Promise<RawTensor> {
+  const info = checkpoint.entries.get(name);
+  if (!info) throw new WeightError(checkpoint.path, name, 'is missing: the config needs it');
+  if (!sameShape(info.shape, shape)) {
+    throw new WeightError(
+      checkpoint.path,
+      name,
+      `has shape ${formatShape(info.shape)}, expected ${formatShape(shape)}`,
+    );
+  }
+  if (!(info.dtype in storageDTypes)) {
+    throw new WeightError(checkpoint.path, name, `has dtype ${info.dtype}, expected F32, F16 or BF16`);
+  }
+  return checkpoint.readTensor(name);
+}
+
+/** Frees every tensor of a model's weights (a tied head is freed once). */
+export function disposeWeights(backend: Backend, weights: ModelWeights): void {
+  const tensors = new Set<Tensor>([weights.embedding, weights.finalNorm, weights.lmHead]);
+  for (const layer of weights.layers) {
+    tensors.add(layer.inputNorm);
+    tensors.add(layer.postAttentionNorm);
+    for (const linear of Object.values(layer.linears)) {
+      tensors.add(linear.weight);
+      if (linear.bias) tensors.add(linear.bias);
+    }
+  }
+  for (const perModule of weights.loras.values()) {
+    for (const lora of Object.values(perModule)) {
+      tensors.add(lora.a);
+      tensors.add(lora.b);
+    }
+  }
+  backend.dispose([...tensors]);
+}

@@ -1,0 +1,132 @@
+/**
+ * Random small models written as real Hugging Face directories (config.json + model.safetensors), for
+ * tests that load them through the normal path and compare against the float64 reference.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeSafetensors } from '../src/safetensors/index.js';
+import { type ReferenceConfig, type ReferenceWeights, referenceTensorShapes } from './reference.js';
+
+/** A seeded normal stream (Box–Muller over mulberry32). */
+export function normalStream(seed: number): () => number {
+  let state = seed >>> 0;
+  const uniform = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let mixed = Math.imul(state ^ (state >>> 15), state | 1);
+    mixed ^= mixed + Math.imul(mixed ^ (mixed >>> 7), mixed | 61);
+    return (((mixed ^ (mixed >>> 14)) >>> 0) + 0.5) / 4294967296;
+  };
+  return () => Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+}
+
+/** The three families the issue asks for, small enough for float64 reference loops. */
+export const randomConfigs: Record<string, { reference: ReferenceConfig; hf: Record<string, unknown> }> = {
+  'llama-gqa': {
+    reference: {
+      family: 'llama',
+      vocabSize: 61,
+      hiddenSize: 48,
+      intermediateSize: 80,
+      numHiddenLayers: 3,
+      numAttentionHeads: 6,
+      numKeyValueHeads: 2,
+      headDim: 8,
+      rmsNormEps: 1e-5,
+      ropeTheta: 10000,
+      ropeScalingFactor: 2,
+      tieWordEmbeddings: false,
+      attentionBias: false,
+    },
+    hf: { model_type: 'llama', rope_scaling: { type: 'linear', factor: 2 }, tie_word_embeddings: false },
+  },
+  'qwen2-bias': {
+    reference: {
+      family: 'llama',
+      vocabSize: 53,
+      hiddenSize: 32,
+      intermediateSize: 72,
+      numHiddenLayers: 2,
+      numAttentionHeads: 4,
+      numKeyValueHeads: 2,
+      headDim: 8,
+      rmsNormEps: 1e-6,
+      ropeTheta: 1000000,
+      ropeScalingFactor: 1,
+      tieWordEmbeddings: true,
+      attentionBias: true,
+    },
+    hf: { model_type: 'qwen2', tie_word_embeddings: true },
+  },
+  'gemma-mqa': {
+    reference: {
+      family: 'gemma',
+      vocabSize: 67,
+      hiddenSize: 32,
+      intermediateSize: 64,
+      numHiddenLayers: 2,
+      numAttentionHeads: 4,
+      numKeyValueHeads: 1,
+      headDim: 12,
+      rmsNormEps: 1e-6,
+      ropeTheta: 10000,
+      ropeScalingFactor: 1,
+      tieWordEmbeddings: true,
+      attentionBias: false,
+    },
+    hf: { model_type: 'gemma', head_dim: 12, hidden_act: 'gelu_pytorch_tanh' },
+  },
+};
+
+/** HF `config.json` content for a reference config. */
+export function hfConfig(
+  reference: ReferenceConfig,
+  extra: Record<string, unknown>,
+): Record<string, unknown> {
+  return {
+    vocab_size: reference.vocabSize,
+    hidden_size: reference.hiddenSize,
+    intermediate_size: reference.intermediateSize,
+    num_hidden_layers: reference.numHiddenLayers,
+    num_attention_heads: reference.numAttentionHeads,
+    num_key_value_heads: reference.numKeyValueHeads,
+    rms_norm_eps: reference.rmsNormEps,
+    rope_theta: reference.ropeTheta,
+    max_position_embeddings: 64,
+    bos_token_id: 1,
+    eos_token_id: 2,
+    ...extra,
+  };
+}
+
+/**
+ * Writes a random model directory and returns its weights in float64 (exactly the float32 values
+ * written). Norm weights sit around 1 (or 0 for Gemma's `1 + w`), linear weights are scaled by
+ * 1/√fan-in so activations stay O(1).
+ */
+export async function writeRandomModel(
+  dir: string,
+  name: keyof typeof randomConfigs,
+  seed: number,
+): Promise<{ reference: ReferenceConfig; weights: ReferenceWeights }> {
+  const { reference, hf } = randomConfigs[name]!;
+  const normal = normalStream(seed);
+  const weights: ReferenceWeights = new Map();
+  const tensors = [];
+  for (const [tensorName, shape] of referenceTensorShapes(reference)) {
+    const size = shape.reduce((a, b) => a * b, 1);
+    const values = new Float32Array(size);
+    const isNorm = tensorName.endsWith('norm.weight');
+    const fanIn = shape[shape.length - 1]!;
+    for (let i = 0; i < size; i++) {
+      if (isNorm) values[i] = (reference.family === 'gemma' ? 0 : 1) + 0.1 * normal();
+      else if (tensorName.includes('embed')) values[i] = normal();
+      else values[i] = normal() / Math.sqrt(shape.length === 1 ? 4 : fanIn);
+    }
+    weights.set(tensorName, Float64Array.from(values));
+    tensors.push({ name: tensorName, dtype: 'F32' as const, shape, bytes: new Uint8Array(values.buffer) });
+  }
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, 'config.json'), JSON.stringify(hfConfig(reference, hf), null, 2));
+  await writeSafetensors(join(dir, 'model.safetensors'), tensors);
+  return { reference, weights };
+}

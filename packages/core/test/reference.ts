@@ -1,0 +1,193 @@
+/**
+ * An independent float64 reference of the decoder, for tests only. It is written from the papers and the
+ * Hugging Face modelling code, deliberately without sharing anything with `src/model`: plain nested loops
+ * over Float64Arrays, one token position at a time, full recompute (no cache).
+ */
+
+/** What the reference needs to know about a model (Hugging Face field meanings). */
+export interface ReferenceConfig {
+  family: 'llama' | 'gemma';
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numHiddenLayers: number;
+  numAttentionHeads: number;
+  numKeyValueHeads: number;
+  headDim: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  ropeScalingFactor: number;
+  tieWordEmbeddings: boolean;
+  attentionBias: boolean;
+}
+
+/** Float64 weights of an unrolled (vanilla) model, keyed by Hugging Face tensor name, row-major. */
+export type ReferenceWeights = Map<string, Float64Array>;
+
+const linearNames = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+
+/** Logits `[tokens.length][vocab]` of the full model, teacher-forced. */
+export function referenceLogits(
+  config: ReferenceConfig,
+  weights: ReferenceWeights,
+  tokens: number[],
+): number[][] {
+  const d = config.hiddenSize;
+  const get = (name: string): Float64Array => {
+    const value = weights.get(name);
+    if (!value) throw new Error(`reference: missing ${name}`);
+    return value;
+  };
+  const embed = get('model.embed_tokens.weight');
+  const scale = config.family === 'gemma' ? Math.fround(Math.sqrt(d)) : 1;
+  // hidden[t] for each position
+  let hidden: Float64Array[] = tokens.map((token) => {
+    const row = new Float64Array(d);
+    for (let i = 0; i < d; i++) row[i] = embed[token * d + i]! * scale;
+    return row;
+  });
+
+  for (let layer = 0; layer < config.numHiddenLayers; layer++) {
+    const prefix = `model.layers.${layer}`;
+    const attnNorm = get(`${prefix}.input_layernorm.weight`);
+    const normed = hidden.map((row) => rmsNorm(row, attnNorm, config));
+    const attended = attention(config, weights, prefix, normed);
+    hidden = hidden.map((row, t) => row.map((value, i) => value + attended[t]![i]!));
+    const mlpNorm = get(`${prefix}.post_attention_layernorm.weight`);
+    hidden = hidden.map((row) => {
+      const x = rmsNorm(row, mlpNorm, config);
+      const gate = linear(x, get(`${prefix}.mlp.gate_proj.weight`), config.intermediateSize);
+      const up = linear(x, get(`${prefix}.mlp.up_proj.weight`), config.intermediateSize);
+      const act = gate.map(
+        (g, i) => (config.family === 'gemma' ? geluTanh(g) : g / (1 + Math.exp(-g))) * up[i]!,
+      );
+      const down = linear(act, get(`${prefix}.mlp.down_proj.weight`), d);
+      return row.map((value, i) => value + down[i]!);
+    });
+  }
+  const finalNorm = get('model.norm.weight');
+  const head = config.tieWordEmbeddings ? embed : get('lm_head.weight');
+  return hidden.map((row) => Array.from(linear(rmsNorm(row, finalNorm, config), head, config.vocabSize)));
+}
+
+function attention(
+  config: ReferenceConfig,
+  weights: ReferenceWeights,
+  prefix: string,
+  xs: Float64Array[],
+): Float64Array[] {
+  const { numAttentionHeads: heads, numKeyValueHeads: kvHeads, headDim } = config;
+  const w = (name: string) => weights.get(`${prefix}.self_attn.${name}.weight`)!;
+  const b = (name: string) =>
+    config.attentionBias ? weights.get(`${prefix}.self_attn.${name}.bias`) : undefined;
+  const q = xs.map((x, t) =>
+    rope(addBias(linear(x, w('q_proj'), heads * headDim), b('q_proj')), t, heads, config),
+  );
+  const k = xs.map((x, t) =>
+    rope(addBias(linear(x, w('k_proj'), kvHeads * headDim), b('k_proj')), t, kvHeads, config),
+  );
+  const v = xs.map((x) => addBias(linear(x, w('v_proj'), kvHeads * headDim), b('v_proj')));
+  const perKvHead = heads / kvHeads;
+  return xs.map((_, t) => {
+    const out = new Float64Array(heads * headDim);
+    for (let h = 0; h < heads; h++) {
+      const kvh = Math.floor(h / perKvHead);
+      const scores: number[] = [];
+      for (let s = 0; s <= t; s++) {
+        let dot = 0;
+        for (let i = 0; i < headDim; i++) dot += q[t]![h * headDim + i]! * k[s]![kvh * headDim + i]!;
+        scores.push(dot / Math.sqrt(headDim));
+      }
+      const max = Math.max(...scores);
+      const exps = scores.map((score) => Math.exp(score - max));
+      const total = exps.reduce((sum, e) => sum + e, 0);
+      for (let s = 0; s <= t; s++) {
+        for (let i = 0; i < headDim; i++)
+          out[h * headDim + i]! += (exps[s]! / total) * v[s]![kvh * headDim + i]!;
+      }
+    }
+    return linear(out, w('o_proj'), config.hiddenSize);
+  });
+}
+
+function rope(x: Float64Array, position: number, heads: number, config: ReferenceConfig): Float64Array {
+  const { headDim } = config;
+  const half = headDim / 2;
+  const out = new Float64Array(x.length);
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < half; i++) {
+      const angle = position / config.ropeScalingFactor / config.ropeTheta ** ((2 * i) / headDim);
+      const a = x[h * headDim + i]!;
+      const b = x[h * headDim + i + half]!;
+      out[h * headDim + i] = a * Math.cos(angle) - b * Math.sin(angle);
+      out[h * headDim + i + half] = b * Math.cos(angle) + a * Math.sin(angle);
+    }
+  }
+  return out;
+}
+
+function rmsNorm(x: Float64Array, weight: Float64Array, config: ReferenceConfig): Float64Array {
+  let meanSquare = 0;
+  for (const value of x) meanSquare += value * value;
+  meanSquare /= x.length;
+  const inv = 1 / Math.sqrt(meanSquare + config.rmsNormEps);
+  const offset = config.family === 'gemma' ? 1 : 0;
+  return x.map((value, i) => value * inv * (offset + weight[i]!));
+}
+
+/** `W·x` with `W: [out, in]` row-major. */
+function linear(x: Float64Array, w: Float64Array, outFeatures: number): Float64Array {
+  const inFeatures = x.length;
+  const out = new Float64Array(outFeatures);
+  for (let o = 0; o < outFeatures; o++) {
+    let sum = 0;
+    for (let i = 0; i < inFeatures; i++) sum += w[o * inFeatures + i]! * x[i]!;
+    out[o] = sum;
+  }
+  return out;
+}
+
+function addBias(x: Float64Array, bias: Float64Array | undefined): Float64Array {
+  return bias ? x.map((value, i) => value + bias[i]!) : x;
+}
+
+function geluTanh(x: number): number {
+  return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
+}
+
+/** Names of every tensor a vanilla model of this config has, with shapes. */
+export function referenceTensorShapes(config: ReferenceConfig): Map<string, number[]> {
+  const {
+    hiddenSize: d,
+    intermediateSize: ffn,
+    numAttentionHeads: heads,
+    numKeyValueHeads: kvHeads,
+    headDim,
+  } = config;
+  const shapes = new Map<string, number[]>();
+  shapes.set('model.embed_tokens.weight', [config.vocabSize, d]);
+  const linearShape: Record<(typeof linearNames)[number], number[]> = {
+    q_proj: [heads * headDim, d],
+    k_proj: [kvHeads * headDim, d],
+    v_proj: [kvHeads * headDim, d],
+    o_proj: [d, heads * headDim],
+    gate_proj: [ffn, d],
+    up_proj: [ffn, d],
+    down_proj: [d, ffn],
+  };
+  for (let layer = 0; layer < config.numHiddenLayers; layer++) {
+    for (const name of linearNames) {
+      const group =
+        name.endsWith('proj') && ['gate_proj', 'up_proj', 'down_proj'].includes(name) ? 'mlp' : 'self_attn';
+      shapes.set(`model.layers.${layer}.${group}.${name}.weight`, linearShape[name]);
+      if (config.attentionBias && ['q_proj', 'k_proj', 'v_proj'].includes(name)) {
+        shapes.set(`model.layers.${layer}.${group}.${name}.bias`, [linearShape[name][0]!]);
+      }
+    }
+    shapes.set(`model.layers.${layer}.input_layernorm.weight`, [d]);
+    shapes.set(`model.layers.${layer}.post_attention_layernorm.weight`, [d]);
+  }
+  shapes.set('model.norm.weight', [d]);
+  if (!config.tieWordEmbeddings) shapes.set('lm_head.weight', [config.vocabSize, d]);
+  return shapes;
+}
