@@ -6,5 +6,4 @@ export default defineConfig({
   dts: { entry: 'src/index.ts' },
   sourcemap: true,
   clean: true,
-  banner: ({ format }) => (format === 'esm' ? {} : {}),
 });

@@ -78,6 +78,8 @@ async function nextTokenLogits(
 export interface GenerateTextOptions extends GenerateOptions {
   /** Prepend BOS to the prompt (default: what the tokenizer does by default; always when the prompt is empty). */
   addBos?: boolean;
+  /** Called with each generated token id (for counting and timing). */
+  onToken?: (id: number) => void;
 }
 
 /**
@@ -107,6 +109,7 @@ export async function* generateText(
   const stopTokens = options.stopTokens ?? (tokenizer.eosIds.length > 0 ? tokenizer.eosIds : undefined);
   const stream = tokenizer.createDecodeStream();
   for await (const id of generateTokens(decoder, promptIds, { ...options, stopTokens })) {
+    options.onToken?.(id);
     const piece = stream.push(id);
     if (piece) yield piece;
   }

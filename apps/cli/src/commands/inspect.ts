@@ -1,0 +1,103 @@
+import { parseArgs } from 'node:util';
+import { openCheckpoint, readConfig, SAFETENSORS_DTYPE_BYTES } from '@rrt/core';
+import { type Command, formatTable, UsageError } from '../cli-io.js';
+
+/** The parameter group a tensor name belongs to. */
+function groupOf(name: string): string {
+  if (name.startsWith('model.loras.')) return 'lora';
+  if (name.includes('embed_tokens')) return 'embedding';
+  if (name.startsWith('lm_head')) return 'head';
+  if (name.includes('norm')) return 'norms';
+  if (name.includes('.self_attn.')) return 'attention';
+  if (name.includes('.mlp.')) return 'mlp';
+  return 'other';
+}
+
+export const inspectCommand: Command = {
+  name: 'inspect',
+  summary: 'show a model directory: config, parameter counts by group, dtypes and bytes',
+  help: `rrt inspect <model-dir> [--json]
+
+Reads config.json and the safetensors headers (no weights are loaded) and prints the architecture,
+the recursion layout if any, and parameters and bytes per group and per dtype.
+
+Example:
+  rrt inspect models/stories260K`,
+  async run(args, io) {
+    const { values, positionals } = parseArgs({
+      args,
+      allowPositionals: true,
+      options: { json: { type: 'boolean', default: false } },
+    });
+    const [dir] = positionals;
+    if (!dir) throw new UsageError('missing <model-dir>');
+    const config = await readConfig(dir);
+    const checkpoint = await openCheckpoint(dir);
+    const groups = new Map<string, { tensors: number; parameters: number; bytes: number }>();
+    const dtypes = new Map<string, { parameters: number; bytes: number }>();
+    try {
+      for (const [name, info] of checkpoint.entries) {
+        const parameters = info.shape.reduce((a, b) => a * b, 1);
+        const bytes = parameters * SAFETENSORS_DTYPE_BYTES[info.dtype];
+        const group = groups.get(groupOf(name)) ?? { tensors: 0, parameters: 0, bytes: 0 };
+        groups.set(groupOf(name), {
+          tensors: group.tensors + 1,
+          parameters: group.parameters + parameters,
+          bytes: group.bytes + bytes,
+        });
+        const byType = dtypes.get(info.dtype) ?? { parameters: 0, bytes: 0 };
+        dtypes.set(info.dtype, { parameters: byType.parameters + parameters, bytes: byType.bytes + bytes });
+      }
+    } finally {
+      await checkpoint.close();
+    }
+    const total = [...groups.values()].reduce((sum, group) => sum + group.parameters, 0);
+    const totalBytes = [...groups.values()].reduce((sum, group) => sum + group.bytes, 0);
+    if (values.json) {
+      io.stdout(
+        `${JSON.stringify({ config, parameters: total, bytes: totalBytes, groups: Object.fromEntries(groups), dtypes: Object.fromEntries(dtypes) })}\n`,
+      );
+      return 0;
+    }
+    const recursion = config.recursion;
+    io.stdout(
+      [
+        `${dir}: ${config.modelType} (${config.family} family)`,
+        `  hidden ${config.hiddenSize}, ffn ${config.intermediateSize}, layers ${config.numHiddenLayers}, ` +
+          `heads ${config.numAttentionHeads} (kv ${config.numKeyValueHeads}, head dim ${config.headDim}), vocab ${config.vocabSize}`,
+        `  rope θ ${config.ropeTheta}${config.ropeScalingFactor !== 1 ? ` (linear ×${config.ropeScalingFactor})` : ''}, ` +
+          `max positions ${config.maxPositionEmbeddings}, tied head ${config.tieWordEmbeddings}, act ${config.hiddenAct}`,
+        recursion
+          ? `  recursion: ${recursion.blockSize} block layers × ${recursion.loops} loops (${recursion.strategy}, init ${recursion.init}), ` +
+            `LoRA ranks ${Object.entries(recursion.loraRanks)
+              .map(([module, rank]) => `${module.replace('_proj', '')}=${rank}`)
+              .join(' ')}, α ${recursion.loraAlpha}`
+          : '  recursion: none (vanilla)',
+        '',
+        formatTable(
+          ['group', 'tensors', 'parameters', 'share', 'bytes'],
+          [...groups].map(([name, group]) => [
+            name,
+            group.tensors,
+            group.parameters.toLocaleString('en-US'),
+            `${((100 * group.parameters) / total).toFixed(1)}%`,
+            group.bytes.toLocaleString('en-US'),
+          ]),
+        ),
+        '',
+        formatTable(
+          ['dtype', 'parameters', 'bytes'],
+          [...dtypes].map(([dtype, entry]) => [
+            dtype,
+            entry.parameters.toLocaleString('en-US'),
+            entry.bytes.toLocaleString('en-US'),
+          ]),
+        ),
+        '',
+        `total: ${total.toLocaleString('en-US')} parameters, ${totalBytes.toLocaleString('en-US')} bytes`,
+        '',
+      ].join('\n'),
+    );
+    return 0;
+  },
+};
