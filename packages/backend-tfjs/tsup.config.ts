@@ -6,4 +6,6 @@ export default defineConfig({
   dts: true,
   sourcemap: true,
   clean: true,
+  // The CJS build needs `import.meta.url` (to resolve the wasm binaries and the optional packages).
+  shims: true,
 });

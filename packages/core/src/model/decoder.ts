@@ -211,21 +211,20 @@ export class Decoder {
   }
 
   /**
-   * `x·Wᵀ (+ b) (+ scale·(x·Aᵀ)·Bᵀ)` on `x: [...rows, in]` flattened to 2-D, the shape matmul kernels like best;
+   * `x·W (+ b) (+ scale·(x·Aᵀ)·Bᵀ)` on `x: [...rows, in]` flattened to 2-D, the shape matmul kernels like best;
    * the result is reshaped back to `[...rows, out]`.
    */
   private project(x: Tensor, linear: Linear, lora: LoRA | undefined, rows: number[]): Tensor {
     const { backend } = this;
     const inFeatures = x.shape[x.shape.length - 1]!;
     const flat = backend.reshape(x, [-1, inFeatures]);
-    let y = backend.matmul(flat, linear.weight, { transposeB: true });
+    let y = backend.matmul(flat, linear.weight); // [rows, out]
     if (linear.bias) y = backend.add(y, linear.bias);
     if (lora) {
-      const down = backend.matmul(flat, lora.a, { transposeB: true }); // [rows, r]
-      const up = backend.matmul(down, lora.b, { transposeB: true }); // [rows, out]
-      y = backend.add(y, backend.mul(up, lora.scale));
+      const down = backend.matmul(flat, lora.a); // [rows, r]
+      y = backend.add(y, backend.mul(backend.matmul(down, lora.b), lora.scale));
     }
-    return backend.reshape(y, [...rows, linear.weight.shape[0]!]);
+    return backend.reshape(y, [...rows, linear.weight.shape[1]!]);
   }
 }
 

@@ -5,15 +5,28 @@ import { type Checkpoint, type RawTensor, toFloat32 } from '../safetensors/index
 import type { ModelConfig } from './config.js';
 import { type LinearModule, layerSchedule, linearModules } from './recursion.js';
 
-/** A linear layer `y = x·Wᵀ + b`, weight stored `[out, in]` as in Hugging Face checkpoints. */
+/**
+ * A linear layer `y = x·W + b` with `W` held as `[in, out]`: the transpose of the Hugging Face `[out, in]`
+ * layout, made once at load time.
+ *
+ * NOTE: tfjs-wasm runs only an untransposed 2-D product on its fast (XNNPACK) path; `x·Wᵀ` with the
+ * checkpoint's layout measured ≈ 10× slower (bench/gemm.ts), so weights are transposed when loaded.
+ */
 export interface Linear {
+  /** `[in, out]`. */
   weight: Tensor;
+  /** `[out]`. */
   bias?: Tensor;
 }
 
-/** A low-rank correction `scale · B · A` added to a linear layer: `A: [rank, in]`, `B: [out, rank]`. */
+/**
+ * A low-rank correction `scale · x·Aᵀ·Bᵀ` added to a linear layer, held transposed like {@link Linear}:
+ * `a` is `Aᵀ: [in, rank]`, `b` is `Bᵀ: [rank, out]`.
+ */
 export interface LoRA {
+  /** `Aᵀ: [in, rank]`. */
   a: Tensor;
+  /** `Bᵀ: [rank, out]`. */
   b: Tensor;
   /** `loraAlpha / rank`. */
   scale: number;
@@ -30,10 +43,11 @@ export interface LayerWeights {
 
 /** Every weight of a decoder, as backend tensors. */
 export interface ModelWeights {
+  /** `[vocab, hidden]`, looked up by token id. */
   embedding: Tensor;
   layers: LayerWeights[];
   finalNorm: Tensor;
-  /** The output head `[vocab, hidden]`; the same tensor as `embedding` when tied. */
+  /** The output head, transposed: `[hidden, vocab]` (a transposed copy of the embedding when tied). */
   lmHead: Tensor;
   /** Per-loop LoRA of shared layers, keyed by {@link loraKey}; absent where the rank is 0. */
   loras: Map<string, Partial<Record<LinearModule, LoRA>>>;
@@ -95,6 +109,14 @@ export async function loadWeights(
     created.push(tensor);
     return tensor;
   };
+  // A checkpoint's [out, in] matrix as the [in, out] tensor the forward pass multiplies by.
+  const loadTransposed = async (name: string, shape: readonly [number, number]) => {
+    const stored = await load(name, shape);
+    const transposed = backend.transpose(stored);
+    created.push(transposed);
+    backend.dispose(stored);
+    return transposed;
+  };
   // Gemma's RMSNorm scales by (1 + w): fold the 1 in once at load time.
   const norm = (name: string) =>
     load(name, [config.hiddenSize], config.normAddOne ? (w) => w.map((value) => 1 + value) : undefined);
@@ -111,7 +133,7 @@ export async function loadWeights(
         const [outFeatures] = shapes[module];
         const hasBias =
           config.attentionBias && (module === 'q_proj' || module === 'k_proj' || module === 'v_proj');
-        const weight = await load(`${prefix}.weight`, shapes[module]);
+        const weight = await loadTransposed(`${prefix}.weight`, shapes[module]);
         linears[module] = hasBias
           ? { weight, bias: await load(`${prefix}.bias`, [outFeatures]) }
           : { weight };
@@ -124,9 +146,10 @@ export async function loadWeights(
     }
     const finalNorm = await norm('model.norm.weight');
     const lmHead = config.tieWordEmbeddings
-      ? embedding
-      : await load('lm_head.weight', [config.vocabSize, config.hiddenSize]);
-    const loras = await loadLoras(config, shapes, load);
+      ? backend.transpose(embedding)
+      : await loadTransposed('lm_head.weight', [config.vocabSize, config.hiddenSize]);
+    if (config.tieWordEmbeddings) created.push(lmHead);
+    const loras = await loadLoras(config, shapes, loadTransposed);
     return { embedding, layers, finalNorm, lmHead, loras };
   } catch (error) {
     backend.dispose(created);
@@ -137,7 +160,7 @@ export async function loadWeights(
 async function loadLoras(
   config: ModelConfig,
   shapes: Record<LinearModule, [number, number]>,
-  load: (name: string, shape: readonly number[]) => Promise<Tensor>,
+  loadTransposed: (name: string, shape: readonly [number, number]) => Promise<Tensor>,
 ): Promise<ModelWeights['loras']> {
   const loras: ModelWeights['loras'] = new Map();
   const recursion = config.recursion;
@@ -151,8 +174,8 @@ async function loadLoras(
       const [outFeatures, inFeatures] = shapes[module];
       const prefix = loraTensorName(layer.loopIndex, layer.blockLayer, module);
       perModule[module] = {
-        a: await load(`${prefix}.lora_A.weight`, [rank, inFeatures]),
-        b: await load(`${prefix}.lora_B.weight`, [outFeatures, rank]),
+        a: await loadTransposed(`${prefix}.lora_A.weight`, [rank, inFeatures]),
+        b: await loadTransposed(`${prefix}.lora_B.weight`, [outFeatures, rank]),
         scale: recursion.loraAlpha / rank,
       };
     }
@@ -181,7 +204,7 @@ async function readChecked(
   return checkpoint.readTensor(name);
 }
 
-/** Frees every tensor of a model's weights (a tied head is freed once). */
+/** Frees every tensor of a model's weights. */
 export function disposeWeights(backend: Backend, weights: ModelWeights): void {
   const tensors = new Set<Tensor>([weights.embedding, weights.finalNorm, weights.lmHead]);
   for (const layer of weights.layers) {
