@@ -209,6 +209,7 @@ export interface Backend {
    * Runs `fn` in a memory scope: tensors created inside are disposed when it returns, except the ones it
    * returns (a tensor, or an array or record of tensors) and those passed to {@link Backend.keep}.
    */
+  // biome-ignore lint/suspicious/noConfusingVoidType: a scope may return nothing, and `() => {}` is typed `() => void`.
   tidy<T extends Tensor | Tensor[] | Record<string, Tensor> | void>(fn: () => T): T;
   /** Exempts a tensor from disposal by the enclosing {@link Backend.tidy} scopes. */
   keep<T extends Tensor>(x: T): T;
