@@ -5,13 +5,22 @@
  */
 import { type CliIO, type Command, UsageError } from './cli-io.js';
 import { backendCommand } from './commands/backend.js';
+import { convertCommand } from './commands/convert.js';
+import { exportCommand } from './commands/export.js';
 import { generateCommand } from './commands/generate.js';
 import { importCommand } from './commands/import.js';
 import { inspectCommand } from './commands/inspect.js';
 
 export type { CliIO, Command } from './cli-io.js';
 
-const commands: Command[] = [backendCommand, importCommand, inspectCommand, generateCommand];
+const commands: Command[] = [
+  backendCommand,
+  importCommand,
+  inspectCommand,
+  generateCommand,
+  convertCommand,
+  exportCommand,
+];
 
 function usage(): string {
   const width = Math.max(...commands.map((command) => command.name.length));

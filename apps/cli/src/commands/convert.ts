@@ -1,0 +1,203 @@
+import { parseArgs } from 'node:util';
+import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
+import {
+  type ConversionResult,
+  type ConvertOptions,
+  convertToRecursive,
+  type FloatDType,
+  IncompatibleLayoutError,
+  InvalidOptionError,
+  type RankOption,
+} from '@rrt/convert';
+import type { InitMethod, SharingStrategy } from '@rrt/core';
+import { type CliIO, type Command, formatTable, progressReporter, UsageError } from '../cli-io.js';
+
+const dtypes: Record<string, FloatDType> = {
+  f32: 'F32',
+  float32: 'F32',
+  f16: 'F16',
+  float16: 'F16',
+  bf16: 'BF16',
+  bfloat16: 'BF16',
+};
+
+/** Parses a numeric flag; the library checks the range (integer, positive) with typed errors. */
+function numberFlag(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const parsed = Number(value);
+  if (value.trim() === '' || Number.isNaN(parsed))
+    throw new UsageError(`--${name} expects a number, got "${value}"`);
+  return parsed;
+}
+
+function dtypeFlag(name: string, value: string | undefined): FloatDType | undefined {
+  if (value === undefined) return undefined;
+  const dtype = dtypes[value.toLowerCase()];
+  if (!dtype) throw new UsageError(`--${name} expects f32, f16 or bf16, got "${value}"`);
+  return dtype;
+}
+
+function oneOf<T extends string>(name: string, value: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(value)) {
+    throw new UsageError(`--${name} expects one of ${allowed.join(', ')}, got "${value}"`);
+  }
+  return value as T;
+}
+
+const integer = new Intl.NumberFormat('en-US');
+
+/** The closing report: parameters saved, and reconstruction error per module group. */
+function report(result: ConversionResult): string {
+  const { original, recursive, relaxed } = result.parameters;
+  const saved = (count: number) => `${((100 * (original - count)) / original).toFixed(1)}%`;
+  const parameters = formatTable(
+    ['model', 'parameters', 'saved'],
+    [
+      ['original', integer.format(original), '-'],
+      ['recursive', integer.format(recursive), saved(recursive)],
+      ['relaxed', integer.format(relaxed), saved(relaxed)],
+    ],
+  );
+  const error = (value: number | null) => (value === null ? '-' : value.toFixed(4));
+  const errors = formatTable(
+    ['group', 'rank', 'recursive error', 'relaxed error'],
+    result.reconstruction.map((group) => [
+      group.group,
+      [...new Set(group.ranks)].join('/'),
+      error(group.recursiveError),
+      error(group.relaxedError),
+    ]),
+  );
+  const { blockSize, loops, strategy, init } = result.recursion;
+  return [
+    `wrote ${result.outDir}: ${blockSize}×${loops} ${strategy}, ${init} init, ${result.outputDtype}, in ${result.seconds.toFixed(1)} s`,
+    '',
+    parameters,
+    '',
+    'relative reconstruction error ‖W − (W_shared + ΔW)‖_F / ‖W‖_F over shared layers:',
+    errors,
+  ].join('\n');
+}
+
+/** `rrt convert`: a pretrained checkpoint into a recursive / relaxed recursive model. */
+export const convertCommand: Command = {
+  name: 'convert',
+  summary: 'turn a pretrained checkpoint into a recursive (shared layers) or relaxed (plus LoRA) model',
+  help: `rrt convert <source> --out <dir> (--loops L | --block-size K) [options]
+
+Shares one block of K layers, looped L times (K·L = N layers; N − 2 for middle-cycle), and with
+--rank adds a LoRA per loop, layer and module initialised by truncated SVD of W_orig − W_shared, so that
+a full-rank LoRA reproduces the original exactly. Streams layer by layer; the output appears only
+when complete.
+
+Options:
+  --out <dir>              output directory (must not exist unless --overwrite)
+  --loops <L>              times the shared block runs
+  --block-size <K>         shared layers (default N / L)
+  --strategy <s>           cycle (default) | sequence | middle-cycle
+  --init <m>               stepwise (default) | average | lower | upper | random
+  --subsample              drop layers (evenly, keeping first and last) when K·L does not tile N
+  --rank <r>               LoRA rank of every module (default 0: recursive model, no LoRA)
+  --rank-q, --rank-kv, --rank-o, --rank-ffn <r>   rank per module group (default --rank)
+  --alpha <a>              LoRA scaling numerator, scale = a / r (default: the largest rank)
+  --dtype <d>              f32 | f16 | bf16 output weights (default: the source's)
+  --lora-dtype <d>         dtype of the LoRA factors (default: --dtype)
+  --no-fold-norms          factor W_orig − W_shared as the paper does, not the norm-folded target
+  --svd <m>                auto (default) | exact | randomized
+  --backend <b>            tensor backend for the randomized SVD: auto (default) | node-gpu | node | wasm | cpu
+  --seed <n>               seed of the random init and the randomized SVD (default 0)
+  --overwrite              replace an existing output directory
+  --json                   print the result as JSON
+
+Example:
+  rrt convert models/tinyllama --out models/tinyllama-rrt --loops 2 --init average --rank 64 --rank-ffn 128`,
+  async run(args: string[], io: CliIO): Promise<number> {
+    const { values, positionals } = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        out: { type: 'string' },
+        loops: { type: 'string' },
+        'block-size': { type: 'string' },
+        strategy: { type: 'string', default: 'cycle' },
+        init: { type: 'string', default: 'stepwise' },
+        subsample: { type: 'boolean', default: false },
+        rank: { type: 'string' },
+        'rank-q': { type: 'string' },
+        'rank-kv': { type: 'string' },
+        'rank-o': { type: 'string' },
+        'rank-ffn': { type: 'string' },
+        alpha: { type: 'string' },
+        dtype: { type: 'string' },
+        'lora-dtype': { type: 'string' },
+        'no-fold-norms': { type: 'boolean', default: false },
+        svd: { type: 'string', default: 'auto' },
+        backend: { type: 'string', default: 'auto' },
+        seed: { type: 'string' },
+        overwrite: { type: 'boolean', default: false },
+        json: { type: 'boolean', default: false },
+      },
+    });
+    const [source, ...extra] = positionals;
+    if (!source || extra.length > 0) throw new UsageError('expected exactly one source directory');
+    if (!values.out) throw new UsageError('--out <dir> is required');
+    const loops = numberFlag('loops', values.loops);
+    const blockSize = numberFlag('block-size', values['block-size']);
+    if (loops === undefined && blockSize === undefined) throw new UsageError('give --loops or --block-size');
+    const ranks: RankOption = { default: numberFlag('rank', values.rank) ?? 0 };
+    for (const group of ['q', 'kv', 'o', 'ffn'] as const) {
+      const rank = numberFlag(`rank-${group}`, values[`rank-${group}`]);
+      if (rank !== undefined) ranks[group] = rank;
+    }
+    const wantsLora = Object.values(ranks).some((rank) => rank !== 0);
+    const svdMethod = oneOf('svd', values.svd, ['auto', 'exact', 'randomized'] as const);
+    const options: ConvertOptions = {
+      strategy: oneOf<SharingStrategy>('strategy', values.strategy, ['cycle', 'sequence', 'middle-cycle']),
+      init: oneOf<InitMethod>('init', values.init, ['stepwise', 'average', 'lower', 'upper', 'random']),
+      subsample: values.subsample,
+      ranks,
+      foldNorms: !values['no-fold-norms'],
+      overwrite: values.overwrite,
+    };
+    if (loops !== undefined) options.loops = loops;
+    if (blockSize !== undefined) options.blockSize = blockSize;
+    const alpha = numberFlag('alpha', values.alpha);
+    if (alpha !== undefined) options.alpha = alpha;
+    const seed = numberFlag('seed', values.seed);
+    if (seed !== undefined) options.seed = seed;
+    const outputDtype = dtypeFlag('dtype', values.dtype);
+    if (outputDtype) options.outputDtype = outputDtype;
+    const loraDtype = dtypeFlag('lora-dtype', values['lora-dtype']);
+    if (loraDtype) options.loraDtype = loraDtype;
+
+    let backendLine = 'none (no LoRA, no SVD)';
+    options.svd = { method: svdMethod };
+    if (wantsLora) {
+      const created = await createBackend(values.backend as BackendKind);
+      options.svd.backend = created.backend;
+      backendLine = `${created.kind}: ${created.reason}`;
+    }
+    if (!values.json) io.stderr(`backend: ${backendLine}\n`);
+    const progress = progressReporter(io, 'convert');
+    options.onProgress = ({ done, total, tensor }) => progress(done, total, tensor);
+    options.onWarning = (message) => io.stderr(`warning: ${message}\n`);
+
+    let result: ConversionResult;
+    try {
+      result = await convertToRecursive(source, values.out, options);
+    } catch (error) {
+      // Out-of-range options are the user's to fix: usage errors (exit 2), with the library's message.
+      if (error instanceof InvalidOptionError || error instanceof IncompatibleLayoutError) {
+        throw new UsageError(error.message);
+      }
+      throw error;
+    }
+    if (values.json) {
+      const { layout, ...rest } = result;
+      io.stdout(`${JSON.stringify({ ...rest, layout: { ...layout }, backend: backendLine }, null, 2)}\n`);
+    } else {
+      io.stdout(`${report(result)}\n`);
+    }
+    return 0;
+  },
+};

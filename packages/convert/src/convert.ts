@@ -1,0 +1,604 @@
+/**
+ * {@link convertToRecursive}: a pretrained checkpoint in, a Recursive or Relaxed Recursive Transformer
+ * out, streaming one module of one layer at a time.
+ *
+ * @module
+ */
+import { resolve } from 'node:path';
+import {
+  type InitMethod,
+  type LinearModule,
+  linearModules,
+  linearShapes,
+  loraTensorName,
+  moduleTensorName,
+  type RecursionConfig,
+  recursionToJson,
+  type SharingStrategy,
+  type TensorPlanEntry,
+  toFloat32,
+} from '@rrt/core';
+import { InvalidOptionError } from './errors.js';
+import { factorResidual, type SvdOptions } from './factorize.js';
+import { planLayout, type RecursiveLayout, type SharedInit, sharedInits } from './layout.js';
+import {
+  accumulate,
+  type FloatDType,
+  foldedResidual,
+  isFloatDType,
+  lowRankErrorSquared,
+  normFoldFactors,
+  storeAs,
+  sumOfSquares,
+} from './numeric.js';
+import { prepareOutput, type TensorProgress, TensorStream, writeModelDirectory } from './output.js';
+import {
+  groupOf,
+  type ModuleGroup,
+  moduleGroupNames,
+  moduleGroups,
+  type RankOption,
+  resolveRanks,
+} from './ranks.js';
+import { openSource, type SourceModel } from './source.js';
+
+/** Options of {@link convertToRecursive}. Give `loops` or `blockSize` (or both). */
+export interface ConvertOptions {
+  /** L: how many times the shared block runs. */
+  loops?: number;
+  /** K: stored (shared) layers; derived from `loops` when omitted. */
+  blockSize?: number;
+  /** How effective layers map onto the block; default `cycle`. */
+  strategy?: SharingStrategy;
+  /** How the shared layers are initialised; default `stepwise`. */
+  init?: InitMethod;
+  /** Keep a subset of the layers when K·L does not tile them (see `planLayout`); default false. */
+  subsample?: boolean;
+  /** LoRA ranks (one, or per group q / kv / o / ffn); default 0: a plain recursive model. */
+  ranks?: RankOption;
+  /** LoRA scaling numerator, `scale = alpha / rank`; default the largest rank (scale 1 there). */
+  alpha?: number;
+  /** Seed of the `random` init and of the randomized SVDs; default 0. */
+  seed?: number;
+  /** dtype of the output's weights; default the source's (that of layer 0's `q_proj`). */
+  outputDtype?: FloatDType;
+  /** dtype of the LoRA factors; default `outputDtype`. */
+  loraDtype?: FloatDType;
+  /**
+   * Fold each loop's RMSNorm gains into its LoRA target (see `normFoldFactors`), so that a full-rank
+   * relaxed model reproduces the original exactly although norms are shared; default true. False
+   * factors plain `W_orig − W_shared`, as the paper does.
+   */
+  foldNorms?: boolean;
+  /** How the truncated SVDs run. */
+  svd?: SvdOptions;
+  /** Measure the reconstruction error of every LoRA (costs one low-rank product each); default true. */
+  measureError?: boolean;
+  /** Most tensor bytes per output shard; default 5 GB (`model.safetensors` when it all fits). */
+  maxShardBytes?: number;
+  /** Replace an existing output directory; default false. */
+  overwrite?: boolean;
+  /** Called once per output tensor, in write order. */
+  onProgress?: (progress: TensorProgress) => void;
+  /** Called with each warning (clamped ranks, shared biases that differed...). */
+  onWarning?: (message: string) => void;
+}
+
+/** Parameter counts of the three models a conversion relates. */
+export interface ParameterCounts {
+  /** Every tensor of the source checkpoint. */
+  original: number;
+  /** The converted model without its LoRA: embeddings, head, stored layers, final norm. */
+  recursive: number;
+  /** The converted model with its LoRA. */
+  relaxed: number;
+}
+
+/**
+ * Relative reconstruction error of a module group over every shared (loop, layer):
+ * `sqrt(Σ ‖T − W‖²_F / Σ ‖T‖²_F)` where T is the loop's original weight (with norm gains folded in when
+ * `foldNorms`) and W the weight the converted model applies. `null` when no layer is shared.
+ */
+export interface GroupReconstruction {
+  group: ModuleGroup;
+  /** The LoRA rank of each module of the group, in `moduleGroups` order. */
+  ranks: number[];
+  /** With the shared weights only (rank 0). */
+  recursiveError: number | null;
+  /** With the shared weights and their LoRA; equal to `recursiveError` for rank 0. */
+  relaxedError: number | null;
+}
+
+/** What {@link convertToRecursive} did. */
+export interface ConversionResult {
+  /** The output directory, absolute. */
+  outDir: string;
+  /** The `config.json` written. */
+  config: Record<string, unknown>;
+  recursion: RecursionConfig;
+  layout: RecursiveLayout;
+  /** How each stored layer was initialised (source-layer numbers). */
+  inits: SharedInit[];
+  outputDtype: FloatDType;
+  loraDtype: FloatDType;
+  parameters: ParameterCounts;
+  reconstruction: GroupReconstruction[];
+  /** Every warning also given to `onWarning`. */
+  warnings: string[];
+  /** Side files copied from the source (tokenizer, generation config...). */
+  copiedFiles: string[];
+  /** Wall time of the conversion. */
+  seconds: number;
+}
+
+const torchDtypes: Record<FloatDType, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+const normNames = ['input_layernorm', 'post_attention_layernorm'] as const;
+type NormName = (typeof normNames)[number];
+/** The norm whose output each module reads (o and down read attention / FFN activations, no norm). */
+const normBefore: Partial<Record<LinearModule, NormName>> = {
+  q_proj: 'input_layernorm',
+  k_proj: 'input_layernorm',
+  v_proj: 'input_layernorm',
+  gate_proj: 'post_attention_layernorm',
+  up_proj: 'post_attention_layernorm',
+};
+const biasModules: readonly LinearModule[] = ['q_proj', 'k_proj', 'v_proj'];
+
+/**
+ * Converts a pretrained model directory (Hugging Face layout, safetensors) into a recursive model with
+ * K shared layers looped L times, and, with `ranks` > 0, a relaxed one: a LoRA per (loop, layer, module)
+ * initialised from the truncated SVD of the residual between the loop's original weight and the shared
+ * weight as stored (rounded to the output dtype). The factors satisfy `W_shared + (α/r)·B·A = W_orig` at
+ * full rank, whatever α.
+ *
+ * NOTE: a loop whose residual is exactly zero (with Stepwise, Lower, Upper or Random init, the loop
+ * that runs the very layer the shared weights were copied from) gets the standard LoRA initialisation
+ * instead of an SVD: `B = 0` and `A` uniform in ±1/√in (PyTorch's `kaiming_uniform_(a=√5)` bound), seeded
+ * per (loop, layer, module). Its correction is exactly 0, like the SVD's would be, but training can move
+ * away from it (from `A = 0` and `B = 0` it could not).
+ *
+ * NOTE: norms are shared, not relaxed, as in the paper; by default each loop's RMSNorm gains are folded
+ * into its LoRA target (`foldNorms`), so that the full-rank relaxed model is exact anyway.
+ *
+ * Tensors are read, converted and written one module of one layer (with the source layers tied to it) at
+ * a time, into a temporary directory renamed to `outDir` at the end: an interrupted or failed conversion
+ * leaves nothing at `outDir`. Every bad input is rejected with a typed error before anything is written.
+ *
+ * @example
+ * ```ts
+ * const { backend } = await createBackend('auto');
+ * const result = await convertToRecursive('models/llama', 'models/llama-rrt', {
+ *   loops: 2, init: 'average', ranks: { default: 64, ffn: 128 }, svd: { backend },
+ * });
+ * console.log(result.parameters, result.reconstruction);
+ * ```
+ */
+export async function convertToRecursive(
+  sourceDir: string,
+  outDir: string,
+  options: ConvertOptions,
+): Promise<ConversionResult> {
+  const started = performance.now();
+  const warnings: string[] = [];
+  const warn = (message: string) => {
+    warnings.push(message);
+    options.onWarning?.(message);
+  };
+  const strategy = options.strategy ?? 'cycle';
+  const init = options.init ?? 'stepwise';
+  checkOptions(options, sourceDir, outDir);
+
+  const source = await openSource(sourceDir, 'vanilla');
+  try {
+    const { config } = source;
+    const layout = planLayout({
+      sourceLayers: config.numHiddenLayers,
+      blockSize: options.blockSize,
+      loops: options.loops,
+      strategy,
+      subsample: options.subsample,
+      file: source.configFile,
+    });
+    if (layout.effectiveLayers !== layout.sourceLayers) {
+      warn(
+        `subsampled ${layout.sourceLayers} layers to ${layout.effectiveLayers}: kept layers ${layout.keptLayers.join(', ')}`,
+      );
+    }
+    const shapes = linearShapes(config);
+    const loraRanks = resolveRanks(options.ranks, shapes, warn);
+    const maxRank = Math.max(...Object.values(loraRanks));
+    const alpha = options.alpha ?? (maxRank > 0 ? maxRank : 1);
+    const inits = sharedInits(layout, init, options.seed ?? 0);
+    const recursion: RecursionConfig = {
+      blockSize: layout.blockSize,
+      loops: layout.loops,
+      strategy,
+      init,
+      loraRanks,
+      loraAlpha: alpha,
+      storedLayers: layout.storedLayers.length,
+    };
+
+    const sourceDtype = checkSourceTensors(source, layout);
+    const ignored = ignoredTensors(source, layout);
+    if (ignored.length > 0) {
+      warn(
+        `${ignored.length} source tensors are not part of the decoder and are not carried over: ${ignored.slice(0, 3).join(', ')}${ignored.length > 3 ? ', ...' : ''}`,
+      );
+    }
+    const outputDtype = options.outputDtype ?? sourceDtype;
+    const loraDtype = options.loraDtype ?? outputDtype;
+    const stream = new TensorStream(options.onProgress);
+    const stats = newStats();
+    const context: LayerContext = {
+      source,
+      outputDtype,
+      loraDtype,
+      recursion,
+      options,
+      stats,
+      warn,
+      differingBiases: 0,
+    };
+    planTensors(stream, context, layout, inits);
+
+    const outputConfig: Record<string, unknown> = {
+      ...source.rawConfig,
+      num_hidden_layers: layout.effectiveLayers,
+      torch_dtype: torchDtypes[outputDtype],
+      recursion: {
+        ...recursionToJson(recursion),
+        ...(layout.effectiveLayers !== layout.sourceLayers
+          ? { source_num_hidden_layers: layout.sourceLayers, kept_layers: layout.keptLayers }
+          : {}),
+      },
+    };
+    const output = await prepareOutput(outDir, options.overwrite ?? false);
+    const copiedFiles = await writeModelDirectory(
+      output,
+      sourceDir,
+      stream.tensors,
+      outputConfig,
+      options.maxShardBytes ?? 5_000_000_000,
+      source.assertUnchanged,
+    );
+    if (context.differingBiases > 0) {
+      warn(
+        `${context.differingBiases} q/k/v biases differ between tied layers; the converted model shares the initial bias (LoRA corrects weights only)`,
+      );
+    }
+
+    return {
+      outDir: resolve(outDir),
+      config: outputConfig,
+      recursion,
+      layout,
+      inits,
+      outputDtype,
+      loraDtype,
+      parameters: parameterCounts(source, stream),
+      reconstruction: reconstructionByGroup(stats, loraRanks),
+      warnings,
+      copiedFiles,
+      seconds: (performance.now() - started) / 1000,
+    };
+  } finally {
+    await source.close();
+  }
+}
+
+function elementCount(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Parameters of the source, and of the output without and with its LoRA tensors. */
+function parameterCounts(source: SourceModel, stream: TensorStream): ParameterCounts {
+  let original = 0;
+  for (const info of source.checkpoint.entries.values()) original += elementCount(info.shape);
+  let recursive = 0;
+  let relaxed = 0;
+  for (const tensor of stream.tensors) {
+    const count = elementCount(tensor.shape);
+    relaxed += count;
+    if (!tensor.name.startsWith('model.loras.')) recursive += count;
+  }
+  return { original, recursive, relaxed };
+}
+
+function reconstructionByGroup(
+  stats: GroupStats,
+  loraRanks: Record<LinearModule, number>,
+): GroupReconstruction[] {
+  return moduleGroupNames.map((group) => {
+    const { target, recursive, relaxed } = stats[group];
+    return {
+      group,
+      ranks: moduleGroups[group].map((module) => loraRanks[module]),
+      recursiveError: target > 0 ? Math.sqrt(recursive / target) : null,
+      relaxedError: target > 0 ? Math.sqrt(relaxed / target) : null,
+    };
+  });
+}
+
+function checkOptions(options: ConvertOptions, sourceDir: string, outDir: string): void {
+  if (options.alpha !== undefined && !(Number.isFinite(options.alpha) && options.alpha > 0)) {
+    throw new InvalidOptionError('alpha', 'a positive number', options.alpha);
+  }
+  if (options.seed !== undefined && !Number.isInteger(options.seed)) {
+    throw new InvalidOptionError('seed', 'an integer', options.seed);
+  }
+  for (const key of ['outputDtype', 'loraDtype'] as const) {
+    const value = options[key];
+    if (value !== undefined && !isFloatDType(value))
+      throw new InvalidOptionError(key, 'F32, F16 or BF16', value);
+  }
+  if (options.maxShardBytes !== undefined && !(options.maxShardBytes > 0)) {
+    throw new InvalidOptionError('maxShardBytes', 'a positive number of bytes', options.maxShardBytes);
+  }
+  if (resolve(outDir) === resolve(sourceDir)) {
+    throw new InvalidOptionError('outDir', 'a directory other than the source', outDir);
+  }
+}
+
+/**
+ * Checks every tensor the conversion reads (shape from the config, float dtype) before anything is
+ * written, and returns the dtype of layer 0's `q_proj` (the default output dtype).
+ */
+function checkSourceTensors(source: SourceModel, layout: RecursiveLayout): FloatDType {
+  const { config } = source;
+  const shapes = linearShapes(config);
+  const hidden = [config.hiddenSize];
+  source.check('model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]);
+  source.check('model.norm.weight', hidden);
+  if (!config.tieWordEmbeddings || source.checkpoint.has('lm_head.weight')) {
+    source.check('lm_head.weight', [config.vocabSize, config.hiddenSize]);
+  }
+  for (const layer of layout.keptLayers) {
+    for (const norm of normNames) source.check(`model.layers.${layer}.${norm}.weight`, hidden);
+    for (const module of linearModules) {
+      source.check(`${moduleTensorName(layer, module)}.weight`, shapes[module]);
+      if (config.attentionBias && biasModules.includes(module)) {
+        source.check(`${moduleTensorName(layer, module)}.bias`, [shapes[module][0]]);
+      }
+    }
+  }
+  return source.check(`${moduleTensorName(layout.keptLayers[0]!, 'q_proj')}.weight`, shapes.q_proj);
+}
+
+/** Source tensors that the converted model has no place for (layers dropped by subsampling aside). */
+function ignoredTensors(source: SourceModel, layout: RecursiveLayout): string[] {
+  const known =
+    /^model\.layers\.\d+\.(input_layernorm|post_attention_layernorm)\.weight$|^model\.layers\.\d+\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj\.(weight|bias)$/;
+  const dropped = new Set(
+    Array.from({ length: layout.sourceLayers }, (_, i) => i).filter((i) => !layout.keptLayers.includes(i)),
+  );
+  return [...source.checkpoint.entries.keys()].filter((name) => {
+    if (name === 'model.embed_tokens.weight' || name === 'model.norm.weight' || name === 'lm_head.weight')
+      return false;
+    const layer = /^model\.layers\.(\d+)\./.exec(name);
+    if (layer && dropped.has(Number(layer[1]))) return false;
+    if (!known.test(name)) return true;
+    // A bias the config does not ask for (o_proj, or attention_bias false) is not loaded either.
+    return name.endsWith('.bias') && !(source.config.attentionBias && /(q|k|v)_proj\.bias$/.test(name));
+  });
+}
+
+type GroupStats = Record<ModuleGroup, { target: number; recursive: number; relaxed: number }>;
+
+function newStats(): GroupStats {
+  const stats = {} as GroupStats;
+  for (const group of moduleGroupNames) stats[group] = { target: 0, recursive: 0, relaxed: 0 };
+  return stats;
+}
+
+/** What the producers of one conversion share. */
+interface LayerContext {
+  source: SourceModel;
+  outputDtype: FloatDType;
+  loraDtype: FloatDType;
+  recursion: RecursionConfig;
+  options: ConvertOptions;
+  stats: GroupStats;
+  warn: (message: string) => void;
+  differingBiases: number;
+}
+
+/** Adds every output tensor to the stream, in file order, each group with its producer. */
+function planTensors(
+  stream: TensorStream,
+  context: LayerContext,
+  layout: RecursiveLayout,
+  inits: SharedInit[],
+): void {
+  const { source, outputDtype } = context;
+  const { config } = source;
+  const copy = (name: string, shape: number[]) =>
+    stream.add([{ name, dtype: outputDtype, shape }], async () => {
+      const raw = await source.read(name, shape);
+      const bytes = raw.dtype === outputDtype ? raw.bytes : storeAs(toFloat32(raw), outputDtype).bytes;
+      return new Map([[name, bytes]]);
+    });
+
+  copy('model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]);
+  for (const layer of layout.storedLayers)
+    planLayer(stream, context, layer.index, layer.sources, layer.shared, inits[layer.index]!);
+  copy('model.norm.weight', [config.hiddenSize]);
+  if (source.checkpoint.has('lm_head.weight')) copy('lm_head.weight', [config.vocabSize, config.hiddenSize]);
+}
+
+/** The values a stored layer's tensor is initialised with, as stored in the output dtype. */
+async function initialValues(
+  context: LayerContext,
+  init: SharedInit,
+  nameOf: (layer: number) => string,
+  shape: readonly number[],
+): Promise<{ bytes: Uint8Array; stored: Float32Array }> {
+  const { source, outputDtype } = context;
+  if (init.kind === 'copy') {
+    const raw = await source.read(nameOf(init.source), shape);
+    if (raw.dtype === outputDtype) return { bytes: raw.bytes, stored: toFloat32(raw) };
+    return storeAs(toFloat32(raw), outputDtype);
+  }
+  const sum = new Float64Array(elementCount(shape));
+  for (const layer of init.sources) accumulate(sum, await source.readValues(nameOf(layer), shape));
+  for (let i = 0; i < sum.length; i++) sum[i]! /= init.sources.length;
+  return storeAs(sum, outputDtype);
+}
+
+/** A 32-bit seed per (loop, layer, module), so each SVD reproduces whatever order they run in. */
+function loraSeed(seed: number, loop: number, layer: number, module: LinearModule): number {
+  let h = (seed ^ 0x9e3779b9) >>> 0;
+  for (const value of [loop, layer, linearModules.indexOf(module)]) {
+    h = Math.imul(h ^ value, 0x85ebca6b) >>> 0;
+    h = (h ^ (h >>> 13)) >>> 0;
+  }
+  return h;
+}
+
+/** Plans one stored layer: its norms, then each module with its bias and per-loop LoRA. */
+function planLayer(
+  stream: TensorStream,
+  context: LayerContext,
+  index: number,
+  sources: number[],
+  shared: boolean,
+  init: SharedInit,
+): void {
+  const { source, outputDtype, loraDtype, recursion, options, stats } = context;
+  const { config } = source;
+  const shapes = linearShapes(config);
+  const foldNorms = options.foldNorms ?? true;
+  const measure = options.measureError ?? true;
+  // Shared norms as stored, and each source layer's original norms: small, kept for the layer's modules.
+  const sharedNorms = new Map<NormName, Float32Array>();
+  const originalNorms = new Map<string, Float32Array>();
+  const originalNorm = async (layer: number, norm: NormName) => {
+    const name = `model.layers.${layer}.${norm}.weight`;
+    if (!originalNorms.has(name)) originalNorms.set(name, await source.readValues(name, [config.hiddenSize]));
+    return originalNorms.get(name)!;
+  };
+
+  const normEntries = normNames.map((norm) => ({
+    name: `model.layers.${index}.${norm}.weight`,
+    dtype: outputDtype,
+    shape: [config.hiddenSize],
+  }));
+  stream.add(normEntries, async () => {
+    const out = new Map<string, Uint8Array>();
+    for (const norm of normNames) {
+      const values = await initialValues(context, init, (layer) => `model.layers.${layer}.${norm}.weight`, [
+        config.hiddenSize,
+      ]);
+      sharedNorms.set(norm, values.stored);
+      out.set(`model.layers.${index}.${norm}.weight`, values.bytes);
+    }
+    return out;
+  });
+
+  for (const module of linearModules) {
+    const [outFeatures, inFeatures] = shapes[module];
+    const rank = shared ? recursion.loraRanks[module] : 0;
+    const hasBias = config.attentionBias && biasModules.includes(module);
+    const entries: TensorPlanEntry[] = [
+      {
+        name: `${moduleTensorName(index, module)}.weight`,
+        dtype: outputDtype,
+        shape: [outFeatures, inFeatures],
+      },
+    ];
+    if (hasBias)
+      entries.push({
+        name: `${moduleTensorName(index, module)}.bias`,
+        dtype: outputDtype,
+        shape: [outFeatures],
+      });
+    if (rank > 0) {
+      for (let loop = 0; loop < sources.length; loop++) {
+        const prefix = loraTensorName(loop, index, module);
+        entries.push({ name: `${prefix}.lora_A.weight`, dtype: loraDtype, shape: [rank, inFeatures] });
+        entries.push({ name: `${prefix}.lora_B.weight`, dtype: loraDtype, shape: [outFeatures, rank] });
+      }
+    }
+    stream.add(entries, async () => {
+      const out = new Map<string, Uint8Array>();
+      const weightOf = (layer: number) => `${moduleTensorName(layer, module)}.weight`;
+      const weight = await initialValues(context, init, weightOf, [outFeatures, inFeatures]);
+      out.set(entries[0]!.name, weight.bytes);
+      if (hasBias) {
+        const biasOf = (layer: number) => `${moduleTensorName(layer, module)}.bias`;
+        const bias = await initialValues(context, init, biasOf, [outFeatures]);
+        out.set(entries[1]!.name, bias.bytes);
+        if (shared && rank > 0) {
+          for (const layer of sources) {
+            const original = await source.readValues(biasOf(layer), [outFeatures]);
+            if (original.some((value, i) => value !== bias.stored[i])) context.differingBiases += 1;
+          }
+        }
+      }
+      if (!shared || (rank === 0 && !measure)) return out;
+
+      const group = stats[groupOf(module)];
+      const norm = normBefore[module];
+      for (const [loop, layer] of sources.entries()) {
+        // The layer the shared weight was copied from, stored unrounded: no need to read it again.
+        const storedUnchanged =
+          init.kind === 'copy' &&
+          init.source === layer &&
+          source.checkpoint.entries.get(weightOf(layer))?.dtype === outputDtype;
+        const target = storedUnchanged
+          ? weight.stored
+          : await source.readValues(weightOf(layer), [outFeatures, inFeatures]);
+        let factors: Float64Array | undefined;
+        if (foldNorms && norm) {
+          const fold = normFoldFactors(
+            await originalNorm(layer, norm),
+            sharedNorms.get(norm)!,
+            config.normAddOne,
+          );
+          if (fold.unrepresentable.length > 0) {
+            context.warn(
+              `layer ${index} (source layer ${layer}) ${module}: the shared ${norm} is 0 at ${fold.unrepresentable.length} features where the original is not; the LoRA cannot restore them`,
+            );
+          }
+          if (!fold.identity) factors = fold.factors;
+        }
+        const residual = foldedResidual(target, weight.stored, inFeatures, factors);
+        const residualSquared = sumOfSquares(residual.values);
+        group.target += residual.targetSquared;
+        group.recursive += residualSquared;
+        if (rank === 0) {
+          group.relaxed += residualSquared;
+          continue;
+        }
+        const seed = loraSeed(options.seed ?? 0, loop, index, module);
+        const factorsOut = await factorResidual(
+          residual.values,
+          outFeatures,
+          inFeatures,
+          rank,
+          recursion.loraAlpha,
+          seed,
+          options.svd ?? {},
+        );
+        const a = storeAs(factorsOut.a, loraDtype);
+        const b = storeAs(factorsOut.b, loraDtype);
+        const prefix = loraTensorName(loop, index, module);
+        out.set(`${prefix}.lora_A.weight`, a.bytes);
+        out.set(`${prefix}.lora_B.weight`, b.bytes);
+        if (measure) {
+          group.relaxed += await lowRankErrorSquared(
+            residual.values,
+            b.stored,
+            a.stored,
+            outFeatures,
+            inFeatures,
+            rank,
+            recursion.loraAlpha / rank,
+            options.svd?.backend,
+          );
+        }
+      }
+      return out;
+    });
+  }
+}

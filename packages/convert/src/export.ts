@@ -1,0 +1,192 @@
+/**
+ * {@link exportUnrolled}: a recursive or relaxed model back to N plain layers, LoRA merged, as a vanilla
+ * Hugging Face checkpoint any engine can load.
+ *
+ * @module
+ */
+import { resolve } from 'node:path';
+import {
+  layerSchedule,
+  linearModules,
+  linearShapes,
+  loraTensorName,
+  moduleTensorName,
+  type TensorPlanEntry,
+  toFloat32,
+} from '@rrt/core';
+import type { Backend } from '@rrt/tensor';
+import { InvalidOptionError } from './errors.js';
+import { addLowRank, type FloatDType, isFloatDType, storeAs } from './numeric.js';
+import { prepareOutput, type TensorProgress, TensorStream, writeModelDirectory } from './output.js';
+import { openSource } from './source.js';
+
+/** Options of {@link exportUnrolled}. */
+export interface ExportOptions {
+  /** dtype of the output; default that of the stored layer 0's `q_proj`. */
+  outputDtype?: FloatDType;
+  /** Backend for the `B · A` products of large modules (float32); without one they run in float64 here. */
+  backend?: Backend;
+  /** Most tensor bytes per output shard; default 5 GB. */
+  maxShardBytes?: number;
+  /** Replace an existing output directory; default false. */
+  overwrite?: boolean;
+  /** Called once per output tensor, in write order. */
+  onProgress?: (progress: TensorProgress) => void;
+}
+
+/** What {@link exportUnrolled} wrote. */
+export interface ExportResult {
+  outDir: string;
+  /** The `config.json` written: the source's, without `recursion`. */
+  config: Record<string, unknown>;
+  /** N, the layers written. */
+  numLayers: number;
+  /** Parameters of the unrolled model. */
+  parameters: number;
+  outputDtype: FloatDType;
+  copiedFiles: string[];
+  seconds: number;
+}
+
+const biasModules = new Set(['q_proj', 'k_proj', 'v_proj']);
+
+/**
+ * Writes the N effective layers of a recursive or relaxed model as plain layers: layer ℓ gets the norms
+ * and biases of its stored layer and, for each module, `W_shared + (α/r)·B·A` of its loop (computed in
+ * float64 from the stored values, then rounded once to the output dtype). The config loses its
+ * `recursion` section. Streaming and atomic like {@link convertToRecursive}.
+ *
+ * @example
+ * ```ts
+ * await exportUnrolled('models/llama-rrt', 'models/llama-rrt-unrolled');
+ * ```
+ */
+export async function exportUnrolled(
+  sourceDir: string,
+  outDir: string,
+  options: ExportOptions = {},
+): Promise<ExportResult> {
+  const started = performance.now();
+  if (options.outputDtype !== undefined && !isFloatDType(options.outputDtype)) {
+    throw new InvalidOptionError('outputDtype', 'F32, F16 or BF16', options.outputDtype);
+  }
+  if (resolve(outDir) === resolve(sourceDir)) {
+    throw new InvalidOptionError('outDir', 'a directory other than the source', outDir);
+  }
+  const source = await openSource(sourceDir, 'recursive');
+  try {
+    const { config } = source;
+    const recursion = config.recursion!;
+    const shapes = linearShapes(config);
+    const hidden = [config.hiddenSize];
+    // Check everything that will be read before writing anything.
+    source.check('model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]);
+    source.check('model.norm.weight', hidden);
+    const hasHead = source.checkpoint.has('lm_head.weight');
+    if (hasHead || !config.tieWordEmbeddings)
+      source.check('lm_head.weight', [config.vocabSize, config.hiddenSize]);
+    for (let layer = 0; layer < recursion.storedLayers; layer++) {
+      source.check(`model.layers.${layer}.input_layernorm.weight`, hidden);
+      source.check(`model.layers.${layer}.post_attention_layernorm.weight`, hidden);
+      for (const module of linearModules) {
+        source.check(`${moduleTensorName(layer, module)}.weight`, shapes[module]);
+        if (config.attentionBias && biasModules.has(module)) {
+          source.check(`${moduleTensorName(layer, module)}.bias`, [shapes[module][0]]);
+        }
+      }
+    }
+    const schedule = layerSchedule(recursion, config.numHiddenLayers);
+    for (const step of schedule) {
+      if (!step.shared) continue;
+      for (const module of linearModules) {
+        const rank = recursion.loraRanks[module];
+        if (rank === 0) continue;
+        const [outFeatures, inFeatures] = shapes[module];
+        const prefix = loraTensorName(step.loopIndex, step.blockLayer, module);
+        source.check(`${prefix}.lora_A.weight`, [rank, inFeatures]);
+        source.check(`${prefix}.lora_B.weight`, [outFeatures, rank]);
+      }
+    }
+    const outputDtype =
+      options.outputDtype ?? source.check(`${moduleTensorName(0, 'q_proj')}.weight`, shapes.q_proj);
+
+    const stream = new TensorStream(options.onProgress);
+    const copy = (from: string, to: string, shape: number[]) =>
+      stream.add([{ name: to, dtype: outputDtype, shape }], async () => {
+        const raw = await source.read(from, shape);
+        const bytes = raw.dtype === outputDtype ? raw.bytes : storeAs(toFloat32(raw), outputDtype).bytes;
+        return new Map([[to, bytes]]);
+      });
+    copy('model.embed_tokens.weight', 'model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]);
+    for (const step of schedule) {
+      const { depth, blockLayer, loopIndex } = step;
+      for (const norm of ['input_layernorm', 'post_attention_layernorm']) {
+        copy(`model.layers.${blockLayer}.${norm}.weight`, `model.layers.${depth}.${norm}.weight`, hidden);
+      }
+      for (const module of linearModules) {
+        const [outFeatures, inFeatures] = shapes[module];
+        const rank = step.shared ? recursion.loraRanks[module] : 0;
+        const name = `${moduleTensorName(depth, module)}.weight`;
+        const entry: TensorPlanEntry = { name, dtype: outputDtype, shape: [outFeatures, inFeatures] };
+        stream.add([entry], async () => {
+          const storedName = `${moduleTensorName(blockLayer, module)}.weight`;
+          if (rank === 0) {
+            const raw = await source.read(storedName);
+            return new Map([
+              [name, raw.dtype === outputDtype ? raw.bytes : storeAs(toFloat32(raw), outputDtype).bytes],
+            ]);
+          }
+          const prefix = loraTensorName(loopIndex, blockLayer, module);
+          const merged = await addLowRank(
+            await source.readValues(storedName),
+            await source.readValues(`${prefix}.lora_B.weight`),
+            await source.readValues(`${prefix}.lora_A.weight`),
+            outFeatures,
+            inFeatures,
+            rank,
+            recursion.loraAlpha / rank,
+            options.backend,
+          );
+          return new Map([[name, storeAs(merged, outputDtype).bytes]]);
+        });
+        if (config.attentionBias && biasModules.has(module)) {
+          copy(`${moduleTensorName(blockLayer, module)}.bias`, `${moduleTensorName(depth, module)}.bias`, [
+            outFeatures,
+          ]);
+        }
+      }
+    }
+    copy('model.norm.weight', 'model.norm.weight', hidden);
+    if (hasHead) copy('lm_head.weight', 'lm_head.weight', [config.vocabSize, config.hiddenSize]);
+
+    const { recursion: _dropped, ...rest } = source.rawConfig;
+    const outputConfig: Record<string, unknown> = {
+      ...rest,
+      num_hidden_layers: config.numHiddenLayers,
+      torch_dtype: { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[outputDtype],
+    };
+    const output = await prepareOutput(outDir, options.overwrite ?? false);
+    const copiedFiles = await writeModelDirectory(
+      output,
+      sourceDir,
+      stream.tensors,
+      outputConfig,
+      options.maxShardBytes ?? 5_000_000_000,
+      source.assertUnchanged,
+    );
+    return {
+      outDir: resolve(outDir),
+      config: outputConfig,
+      numLayers: config.numHiddenLayers,
+      parameters: stream.tensors.reduce(
+        (total, tensor) => total + tensor.shape.reduce((a, b) => a * b, 1),
+        0,
+      ),
+      outputDtype,
+      copiedFiles,
+      seconds: (performance.now() - started) / 1000,
+    };
+  } finally {
+    await source.close();
+  }
+}

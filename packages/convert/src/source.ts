@@ -1,0 +1,191 @@
+/**
+ * The source side of a conversion: reading and checking `config.json`, opening the checkpoint, reading
+ * tensors with errors that name them, and noticing when the source changes under us.
+ *
+ * @module
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  type Checkpoint,
+  ConfigError,
+  type ModelConfig,
+  openCheckpoint,
+  type RawTensor,
+  resolveConfig,
+  SafetensorsError,
+  supportedModelTypes,
+  toFloat32,
+} from '@rrt/core';
+import { formatShape, sameShape } from '@rrt/tensor';
+import { SourceChangedError, SourceCheckpointError, UnsupportedArchitectureError } from './errors.js';
+import { type FloatDType, isFloatDType } from './numeric.js';
+
+/** Size, modification time and inode of a file when the conversion started. */
+interface FileIdentity {
+  size: number;
+  mtimeMs: number;
+  ino: number;
+}
+
+/** An open source model directory. Close it with {@link SourceModel.close}. */
+export interface SourceModel {
+  dir: string;
+  configFile: string;
+  /** `config.json` as parsed, to be copied with changes into the output. */
+  rawConfig: Record<string, unknown>;
+  config: ModelConfig;
+  checkpoint: Checkpoint;
+  /** Reads a tensor, checking its shape and float dtype; errors name the tensor. */
+  read(name: string, shape?: readonly number[]): Promise<RawTensor>;
+  /** Reads a tensor and decodes it to float32. */
+  readValues(name: string, shape?: readonly number[]): Promise<Float32Array>;
+  /** Checks that a tensor exists with this shape and a float dtype, without reading it. */
+  check(name: string, shape: readonly number[]): FloatDType;
+  /** Throws {@link SourceChangedError} when a source file vanished or changed since it was opened. */
+  assertUnchanged(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** What {@link openSource} expects of the source's `recursion` section. */
+export type RecursionExpectation = 'vanilla' | 'recursive';
+
+/**
+ * Opens a model directory for conversion: parses `config.json`, checks that its `model_type` is one the
+ * decoder runs and whether it has a `recursion` section as `expect`s, opens the checkpoint, and records
+ * the identity of every file so that {@link SourceModel.assertUnchanged} can tell if it changed.
+ */
+export async function openSource(dir: string, expect: RecursionExpectation): Promise<SourceModel> {
+  const configFile = join(dir, 'config.json');
+  let text: string;
+  try {
+    text = await readFile(configFile, 'utf8');
+  } catch (cause) {
+    throw new SourceCheckpointError(
+      configFile,
+      undefined,
+      `cannot read (${(cause as NodeJS.ErrnoException).code ?? cause})`,
+      {
+        cause,
+      },
+    );
+  }
+  let rawConfig: Record<string, unknown>;
+  try {
+    rawConfig = JSON.parse(text);
+  } catch (cause) {
+    throw new SourceCheckpointError(
+      configFile,
+      undefined,
+      `is not valid JSON (${(cause as Error).message})`,
+      { cause },
+    );
+  }
+  if (typeof rawConfig !== 'object' || rawConfig === null || Array.isArray(rawConfig)) {
+    throw new SourceCheckpointError(configFile, undefined, 'expected a JSON object');
+  }
+  const modelType = rawConfig.model_type;
+  if (typeof modelType !== 'string' || !supportedModelTypes.includes(modelType)) {
+    throw new UnsupportedArchitectureError(
+      configFile,
+      `model_type ${JSON.stringify(modelType)} is not supported; expected one of ${supportedModelTypes.join(', ')}`,
+    );
+  }
+  if (expect === 'vanilla' && rawConfig.recursion !== undefined) {
+    throw new UnsupportedArchitectureError(
+      configFile,
+      'is already a recursive model (it has a "recursion" section); convert the original, or export it with --unroll first',
+    );
+  }
+  if (expect === 'recursive' && rawConfig.recursion === undefined) {
+    throw new UnsupportedArchitectureError(
+      configFile,
+      'has no "recursion" section: it is not a recursive model',
+    );
+  }
+  let config: ModelConfig;
+  try {
+    config = resolveConfig(rawConfig, configFile).config;
+  } catch (cause) {
+    if (cause instanceof ConfigError) {
+      throw new SourceCheckpointError(configFile, undefined, cause.message, { cause });
+    }
+    throw cause;
+  }
+  let checkpoint: Checkpoint;
+  try {
+    checkpoint = await openCheckpoint(dir);
+  } catch (cause) {
+    throw new SourceCheckpointError(
+      dir,
+      undefined,
+      `cannot open the checkpoint: ${(cause as Error).message}`,
+      { cause },
+    );
+  }
+  const files = [configFile, ...checkpoint.shards.map((shard) => shard.path)];
+  if (checkpoint.indexFile) files.push(checkpoint.indexFile);
+  const identities = new Map<string, FileIdentity>();
+  for (const file of files) identities.set(file, await identify(file));
+
+  const assertUnchanged = async () => {
+    for (const [file, before] of identities) {
+      let now: FileIdentity;
+      try {
+        now = await identify(file);
+      } catch (cause) {
+        throw new SourceChangedError(file, 'vanished', { cause });
+      }
+      if (now.size !== before.size || now.mtimeMs !== before.mtimeMs || now.ino !== before.ino) {
+        throw new SourceChangedError(file, 'was modified or replaced');
+      }
+    }
+  };
+
+  const check = (name: string, shape: readonly number[]): FloatDType => {
+    const info = checkpoint.entries.get(name);
+    if (!info) throw new SourceCheckpointError(dir, name, 'is missing: the config needs it');
+    if (!sameShape(info.shape, shape)) {
+      throw new SourceCheckpointError(
+        info.file,
+        name,
+        `has shape ${formatShape(info.shape)}, expected ${formatShape(shape)} from config.json`,
+      );
+    }
+    if (!isFloatDType(info.dtype)) {
+      throw new SourceCheckpointError(info.file, name, `has dtype ${info.dtype}, expected F32, F16 or BF16`);
+    }
+    return info.dtype;
+  };
+
+  const read = async (name: string, shape?: readonly number[]): Promise<RawTensor> => {
+    if (shape) check(name, shape);
+    try {
+      return await checkpoint.readTensor(name);
+    } catch (cause) {
+      // A read that fails because the file went away is a changed source, not a corrupt one.
+      await assertUnchanged();
+      if (cause instanceof SafetensorsError)
+        throw new SourceCheckpointError(cause.file, name, cause.message, { cause });
+      throw cause;
+    }
+  };
+
+  return {
+    dir,
+    configFile,
+    rawConfig,
+    config,
+    checkpoint,
+    read,
+    readValues: async (name, shape) => toFloat32(await read(name, shape)),
+    check,
+    assertUnchanged,
+    close: () => checkpoint.close(),
+  };
+}
+
+async function identify(file: string): Promise<FileIdentity> {
+  const info = await stat(file);
+  return { size: info.size, mtimeMs: info.mtimeMs, ino: info.ino };
+}

@@ -1,0 +1,92 @@
+/**
+ * Helpers shared by this package's tests (not part of the public API): small random model specs,
+ * logits of a model directory, and tensor reads.
+ *
+ * @module
+ */
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadModel, openCheckpoint, toFloat32 } from '@rrt/core';
+import type { Backend } from '@rrt/tensor';
+import type { SyntheticModelSpec } from './testing/index.js';
+
+/** A 6-layer GQA Llama with an untied head, float32. */
+export const smallLlama: SyntheticModelSpec = {
+  modelType: 'llama',
+  vocabSize: 61,
+  hiddenSize: 48,
+  intermediateSize: 80,
+  numHiddenLayers: 6,
+  numAttentionHeads: 6,
+  numKeyValueHeads: 2,
+  tieWordEmbeddings: false,
+  dtype: 'F32',
+  seed: 11,
+  layerSpecificity: 0.5,
+};
+
+/** A 6-layer multi-query Gemma (head_dim ≠ hidden / heads, tied head, `1 + w` norms), float32. */
+export const smallGemma: SyntheticModelSpec = {
+  modelType: 'gemma',
+  vocabSize: 67,
+  hiddenSize: 32,
+  intermediateSize: 64,
+  numHiddenLayers: 6,
+  numAttentionHeads: 4,
+  numKeyValueHeads: 1,
+  headDim: 12,
+  tieWordEmbeddings: true,
+  dtype: 'F32',
+  seed: 12,
+  layerSpecificity: 0.5,
+};
+
+/** A fresh temporary directory. */
+export function tempDir(prefix: string): Promise<string> {
+  return mkdtemp(join(tmpdir(), `rrt-convert-${prefix}-`));
+}
+
+/** Token ids for a forward pass, reproducible from a seed. */
+export function tokenIds(seed: number, count: number, vocabSize: number): number[] {
+  return Array.from({ length: count }, (_, i) => (seed * 7919 + i * 104729 + i * i * 13) % vocabSize);
+}
+
+/** Loads a model directory, runs `tokens` through it and returns the logits `[T·vocab]`; frees everything. */
+export async function logitsOf(
+  dir: string,
+  backend: Backend,
+  tokens: readonly number[],
+): Promise<Float32Array> {
+  const model = await loadModel(dir, backend);
+  const ids = backend.fromArray(Int32Array.from(tokens), [1, tokens.length], 'int32');
+  const { logits } = model.forward(ids);
+  const values = (await backend.read(logits)) as Float32Array;
+  backend.dispose([ids, logits]);
+  model.dispose();
+  return values;
+}
+
+/** max |a − b|. */
+export function maxAbsDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`lengths differ: ${a.length} vs ${b.length}`);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+  return worst;
+}
+
+/** Every tensor of a checkpoint directory as float32 values. */
+export async function readAllTensors(
+  dir: string,
+): Promise<Map<string, { shape: readonly number[]; values: Float32Array }>> {
+  const checkpoint = await openCheckpoint(dir);
+  try {
+    const tensors = new Map<string, { shape: readonly number[]; values: Float32Array }>();
+    for (const [name, info] of checkpoint.entries) {
+      tensors.set(name, { shape: info.shape, values: toFloat32(await checkpoint.readTensor(name)) });
+    }
+    return tensors;
+  } finally {
+    await checkpoint.close();
+  }
+}
