@@ -1,5 +1,5 @@
 import type { KVCache } from '@rrt/kv-cache';
-import { LayerKVCache } from '@rrt/kv-cache';
+import type { LayerKVCache } from '@rrt/kv-cache';
 import type { Backend, Tensor } from '@rrt/tensor';
 import type { ModelConfig } from './config.js';
 import { type EffectiveLayer, exitDepths, type LinearModule, layerSchedule } from './recursion.js';
