@@ -6,6 +6,7 @@
 import { type CliIO, type Command, UsageError } from './cli-io.js';
 import { backendCommand } from './commands/backend.js';
 import { convertCommand } from './commands/convert.js';
+import { demoCommand } from './commands/demo.js';
 import { exportCommand } from './commands/export.js';
 import { generateCommand } from './commands/generate.js';
 import { importCommand } from './commands/import.js';
@@ -14,6 +15,7 @@ import { inspectCommand } from './commands/inspect.js';
 export type { CliIO, Command } from './cli-io.js';
 
 const commands: Command[] = [
+  demoCommand,
   backendCommand,
   importCommand,
   inspectCommand,
@@ -32,7 +34,7 @@ function usage(): string {
     ...commands.map((command) => `  ${command.name.padEnd(width)}  ${command.summary}`),
     '',
     'Example:',
-    '  rrt backend --backend auto',
+    '  rrt demo',
   ].join('\n');
 }
 
