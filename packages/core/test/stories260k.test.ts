@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createBackend } from '@rrt/backend-tfjs';
+import { createKVCache } from '@rrt/kv-cache';
 import type { Backend } from '@rrt/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -81,6 +82,37 @@ describe.skipIf(!haveAssets)(title, () => {
           maxAbs = Math.max(maxAbs, Math.abs(actual[i]! - expected[i]!));
         console.info(`stories260K reference logits (${kind}): max |Δ| = ${maxAbs.toExponential(3)}`);
         expect(maxAbs).toBeLessThanOrEqual(1e-4);
+      });
+
+      it('cached decoding equals a full recompute at every position (1e-5)', async () => {
+        const meta = JSON.parse(await readFile(join(assets, 'reference_logits.json'), 'utf8'));
+        const tokens: number[] = meta.tokens;
+        const vocab = model.config.vocabSize;
+        const ids = backend.fromArray(Int32Array.from(tokens), [1, tokens.length], 'int32');
+        const full = model.forward(ids);
+        const recomputed = await backend.read(full.logits);
+        backend.dispose([ids, full.logits]);
+        const cache = createKVCache(backend, {
+          depths: model.config.numHiddenLayers,
+          capacity: tokens.length,
+        });
+        // A prefill of 17 tokens, then one token at a time.
+        const chunks = [tokens.slice(0, 17), ...tokens.slice(17).map((token) => [token])];
+        let position = 0;
+        let worst = 0;
+        for (const chunk of chunks) {
+          const chunkIds = backend.fromArray(Int32Array.from(chunk), [1, chunk.length], 'int32');
+          const { logits } = model.forward(chunkIds, { cache });
+          const values = await backend.read(logits);
+          backend.dispose([chunkIds, logits]);
+          for (let i = 0; i < values.length; i++) {
+            worst = Math.max(worst, Math.abs(values[i]! - recomputed[position * vocab + i]!));
+          }
+          position += chunk.length;
+        }
+        cache.dispose();
+        console.info(`stories260K cached vs recomputed (${kind}): max |Δ| = ${worst.toExponential(3)}`);
+        expect(worst).toBeLessThanOrEqual(1e-5);
       });
 
       it('generation stops on an AbortSignal and frees its cache', async () => {

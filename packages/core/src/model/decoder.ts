@@ -95,8 +95,18 @@ export class Decoder {
       if (config.embeddingScale !== 1) hidden = backend.mul(hidden, config.embeddingScale);
       const cos = backend.slice(this.ropeCos, [offset, 0], [length, -1]); // [T, hD/2]
       const sin = backend.slice(this.ropeSin, [offset, 0], [length, -1]);
-      const mask = length > 1 ? backend.causalMask(length, offset + length, offset) : undefined;
-      const context: AttentionContext = { batch, length, cos, sin, mask };
+      const keyLength = offset + length;
+      const paddedKeyLength = Math.ceil(keyLength / keyBlock) * keyBlock;
+      const needsMask = length > 1 || paddedKeyLength > keyLength;
+      const mask = needsMask ? backend.causalMask(length, paddedKeyLength, offset) : undefined;
+      const context: AttentionContext = {
+        batch,
+        length,
+        cos,
+        sin,
+        mask,
+        keyPadding: paddedKeyLength - keyLength,
+      };
 
       const outputs: Tensor[] = [];
       for (const layer of this.schedule) {
@@ -173,8 +183,14 @@ export class Decoder {
     queries = backend.rope(queries, context.cos, context.sin);
     keys = backend.rope(keys, context.cos, context.sin);
 
-    const cached = cache ? cache.updateAndFetch(keys, values) : { keys, values }; // [B, kvH, S, hD]
-    const keyLength = cached.keys.shape[2]!;
+    let { keys: allKeys, values: allValues } = cache ? cache.updateAndFetch(keys, values) : { keys, values }; // [B, kvH, S, hD]
+    if (context.keyPadding > 0) {
+      // Masked zero keys and values up to a multiple of keyBlock (see keyBlock for why).
+      const padding = backend.fill([batch, kvHeads, context.keyPadding, headDim], 0);
+      allKeys = backend.concat([allKeys, padding], 2);
+      allValues = backend.concat([allValues, padding], 2);
+    }
+    const keyLength = allKeys.shape[2]!; // S, padded
     // Grouped-query attention without repeating K/V: query head h = kvHead·groups + g, so the G query heads
     // of one KV head are contiguous and fold into the row axis of one matmul.
     const grouped = backend.reshape(backend.mul(queries, 1 / Math.sqrt(headDim)), [
@@ -183,7 +199,7 @@ export class Decoder {
       groups * length,
       headDim,
     ]);
-    let scores = backend.matmul(grouped, cached.keys, { transposeB: true }); // [B, kvH, G·T, S]
+    let scores = backend.matmul(grouped, allKeys, { transposeB: true }); // [B, kvH, G·T, S]
     if (context.mask) {
       scores = backend.add(
         backend.reshape(scores, [batch, kvHeads, groups, length, keyLength]),
@@ -191,7 +207,7 @@ export class Decoder {
       );
       scores = backend.reshape(scores, [batch, kvHeads, groups * length, keyLength]);
     }
-    const mixed = backend.matmul(backend.softmax(scores), cached.values); // [B, kvH, G·T, hD]
+    const mixed = backend.matmul(backend.softmax(scores), allValues); // [B, kvH, G·T, hD]
     const merged = backend.transpose(backend.reshape(mixed, [batch, heads, length, headDim]), [0, 2, 1, 3]); // [B, T, H, hD]
     return this.project(
       backend.reshape(merged, [batch, length, heads * headDim]),
@@ -236,9 +252,21 @@ interface AttentionContext {
   /** RoPE tables for this call's positions, `[T, hD/2]`. */
   cos: Tensor;
   sin: Tensor;
-  /** Additive causal mask `[T, S]`; absent for a single new token, which may see every cached key. */
+  /** Additive causal mask `[T, S]` (S padded); absent for a single new token with no padding. */
   mask: Tensor | undefined;
+  /** Masked zero positions appended to the keys and values. */
+  keyPadding: number;
 }
+
+/**
+ * Attention runs over key lengths padded to a multiple of this, with the padding masked out.
+ *
+ * NOTE: softmax kernels that sum in SIMD lanes with a scalar tail (tfjs-wasm's) round differently for
+ * different row lengths, so a token decoded against a cache of t keys came out up to 2.5e-5 away from
+ * the same token in a full recompute over 85 keys (stories260K). With both lengths padded to a multiple
+ * of 16 by masked columns, which add exact zeros, the two agree bit for bit.
+ */
+const keyBlock = 16;
 
 /**
  * RoPE cosines and sines for every position, `[maxPositions, headDim/2]`, computed in float64 and rounded
