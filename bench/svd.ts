@@ -2,7 +2,7 @@
  * Benchmark of `@rrt/lora-svd`: exact vs randomized truncated SVD of a TinyLlama-sized residual
  * (2048 × 5632), time and error relative to the Eckart–Young optimum. Not a test.
  *
- *   node --import tsx bench/svd.ts [--rows 2048] [--cols 5632] [--ranks 64,256] [--powers 2] [--skip-exact]
+ *   node --import tsx bench/svd.ts [--rows 2048] [--cols 5632] [--ranks 64,256] [--powers 2,4] [--skip-exact]
  *
  * Two matrices: a "decaying" one, `X·diag(σ)·Y + noise` with `σᵢ ∝ i^−0.5` (the slowly decaying spectrum of
  * a weight difference), and a Gaussian one (flat spectrum, the hardest case for a randomized method). The
@@ -15,6 +15,7 @@
 import { parseArgs } from 'node:util';
 import { createBackend } from '../packages/backend-tfjs/src/index.js';
 import {
+  DEFAULT_POWER_ITERATIONS,
   type Matrix,
   SeededRandom,
   type TruncatedSvd,
@@ -26,7 +27,7 @@ const { values } = parseArgs({
     rows: { type: 'string', default: '2048' },
     cols: { type: 'string', default: '5632' },
     ranks: { type: 'string', default: '64,256' },
-    powers: { type: 'string', default: '2' },
+    powers: { type: 'string', default: String(DEFAULT_POWER_ITERATIONS) },
     'skip-exact': { type: 'boolean', default: false },
   },
 });
@@ -166,7 +167,7 @@ for (const [name, make] of [
     table.push({
       matrix: name,
       rank: r,
-      method: 'randomized (host float64, p=10, q=2)',
+      method: `randomized (host float64, p=10, q=${DEFAULT_POWER_ITERATIONS})`,
       seconds: time,
       error: await truncationError(a, host, r, backend),
       optimum: spectrum ? tail(spectrum, r) : null,
