@@ -127,6 +127,22 @@ describe.skipIf(!haveAssets)(title, () => {
         expect(backend.numTensors()).toBe(before);
       });
 
+      it('text generated after a prompt continues it: prompt + pieces = decode(prompt ids + new ids)', async () => {
+        // Greedy continues with " a little girl": a first token with a leading space.
+        const prompt = 'Once upon a time, there was';
+        const ids: number[] = [];
+        let text = prompt;
+        for await (const piece of generateText(model, tokenizer, prompt, {
+          maxTokens: 20,
+          onToken: (id) => ids.push(id),
+        })) {
+          text += piece;
+        }
+        const promptIds = tokenizer.encode(prompt);
+        expect(text).toBe(tokenizer.decode([...promptIds, ...ids]));
+        expect(text.startsWith(`${prompt} `)).toBe(true);
+      });
+
       it('seeded sampling repeats itself', async () => {
         const sample = async () => {
           const ids: number[] = [];

@@ -84,7 +84,7 @@ export interface GenerateTextOptions extends GenerateOptions {
 
 /**
  * Generates text after `prompt`, yielding decoded pieces as tokens arrive (a piece may hold back bytes of
- * a character that is not complete yet). Stops on the tokenizer's end-of-sequence ids unless
+ * a character that is not complete yet); `prompt` followed by the pieces is the whole text. Stops on the tokenizer's end-of-sequence ids unless
  * `stopTokens` says otherwise.
  *
  * @example
@@ -108,6 +108,9 @@ export async function* generateText(
   }
   const stopTokens = options.stopTokens ?? (tokenizer.eosIds.length > 0 ? tokenizer.eosIds : undefined);
   const stream = tokenizer.createDecodeStream();
+  // The prompt goes through the stream unprinted, so the first new token decodes in context (a Llama
+  // decoder strips the leading space of a sequence's first token, not of a continuation's).
+  for (const id of promptIds) stream.push(id);
   for await (const id of generateTokens(decoder, promptIds, { ...options, stopTokens })) {
     options.onToken?.(id);
     const piece = stream.push(id);
