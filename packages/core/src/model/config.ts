@@ -16,29 +16,39 @@ export interface ModelConfig {
   modelType: string;
   /** Which forward pass runs it. */
   family: ModelFamily;
+  /** Number of token ids. */
   vocabSize: number;
+  /** Width of the residual stream. */
   hiddenSize: number;
+  /** Width of the gated feed-forward network. */
   intermediateSize: number;
   /** Number of effective layers N; a recursive model stores fewer (see {@link ModelConfig.recursion}). */
   numHiddenLayers: number;
+  /** Query heads. */
   numAttentionHeads: number;
+  /** Key/value heads (fewer than query heads: grouped-query attention; one: multi-query). */
   numKeyValueHeads: number;
   /** Per-head dimension; Gemma sets it independently of `hiddenSize / numAttentionHeads`. */
   headDim: number;
+  /** RMSNorm epsilon. */
   rmsNormEps: number;
+  /** RoPE base θ. */
   ropeTheta: number;
   /** Linear RoPE scaling: positions are divided by this factor (1 when unscaled). */
   ropeScalingFactor: number;
+  /** Positions the RoPE tables cover, and the longest sequence the model runs. */
   maxPositionEmbeddings: number;
   /** The output head reuses the embedding matrix. */
   tieWordEmbeddings: boolean;
   /** q, k and v projections carry a bias (Qwen2, or Llama's `attention_bias`). */
   attentionBias: boolean;
+  /** Activation of the feed-forward gate. */
   hiddenAct: HiddenActivation;
   /** RMSNorm multiplies by `1 + weight` (Gemma) rather than `weight`. */
   normAddOne: boolean;
   /** Embeddings are multiplied by this (Gemma: √hiddenSize; others 1). */
   embeddingScale: number;
+  /** Beginning-of-sequence token id, when the config names one. */
   bosTokenId: number | undefined;
   /** Token ids that end generation. */
   eosTokenIds: number[];
