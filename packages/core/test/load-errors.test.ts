@@ -1,10 +1,17 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createBackend } from '@rrt/backend-tfjs';
 import type { Backend } from '@rrt/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError, loadModel, openSafetensors, WeightError, writeSafetensors } from '../src/index.js';
+import {
+  ConfigError,
+  loadModel,
+  openSafetensors,
+  type RawTensor,
+  WeightError,
+  writeSafetensors,
+} from '../src/index.js';
 import { writeRandomModel } from './random-model.js';
 
 describe('loadModel on bad input: typed errors naming the file and the tensor or field, nothing left allocated', () => {
@@ -35,17 +42,12 @@ describe('loadModel on bad input: typed errors naming the file and the tensor or
     await file.close();
     if (edit.tensors) tensors = edit.tensors(tensors);
     await rm(dir, { recursive: true, force: true });
-    await (await import('node:fs/promises')).mkdir(dir, { recursive: true });
+    await mkdir(dir, { recursive: true });
     await writeFile(join(dir, 'config.json'), JSON.stringify(config));
     await writeSafetensors(join(dir, 'model.safetensors'), tensors);
     return dir;
   }
-  type Tensors = {
-    name: string;
-    dtype: 'F32' | 'F16' | 'BF16' | 'I32';
-    shape: readonly number[];
-    bytes: Uint8Array;
-  }[];
+  type Tensors = RawTensor[];
 
   async function expectFailure(
     dir: string,
