@@ -91,7 +91,9 @@ export class Decoder {
     // tidy returns a flat list of tensors; the output record is rebuilt from it afterwards.
     const loopMeta: { loopIndex: number; depth: number }[] = [];
     const [logits, ...loopTensors] = backend.tidy(() => {
-      let hidden = backend.gather(this.weights.embedding, inputIds); // [B, T, d]
+      // Activations stay 2-D, [B·T, d], between layers: projections are then plain 2-D products, with
+      // no reshapes around them (each op dispatch costs microseconds; a decode step runs hundreds).
+      let hidden = backend.gather(this.weights.embedding, backend.reshape(inputIds, [batch * length])); // [B·T, d]
       if (config.embeddingScale !== 1) hidden = backend.mul(hidden, config.embeddingScale);
       const cos = backend.slice(this.ropeCos, [offset, 0], [length, -1]); // [T, hD/2]
       const sin = backend.slice(this.ropeSin, [offset, 0], [length, -1]);
@@ -113,10 +115,14 @@ export class Decoder {
         hidden = this.decoderLayer(hidden, layer, context, options.cache?.layers[layer.depth]);
         if (options.loopOutputs && this.exitAfter.has(layer.depth)) {
           loopMeta.push({ loopIndex: layer.loopIndex, depth: layer.depth });
-          outputs.push(hidden, this.readout(hidden, options));
+          outputs.push(
+            backend.reshape(hidden, [batch, length, config.hiddenSize]),
+            this.readout(hidden, context, options),
+          );
         }
       }
-      const finalLogits = outputs.length > 0 ? outputs[outputs.length - 1]! : this.readout(hidden, options);
+      const finalLogits =
+        outputs.length > 0 ? outputs[outputs.length - 1]! : this.readout(hidden, context, options);
       return [finalLogits, ...outputs];
     });
     const loops = loopMeta.map((meta, index) => ({
@@ -127,16 +133,23 @@ export class Decoder {
     return { logits: logits!, loops };
   }
 
-  /** Final norm and output head: hidden `[B, T, d]` → logits. */
-  readout(hidden: Tensor, options: Pick<ForwardOptions, 'lastPositionOnly'> = {}): Tensor {
+  /** Final norm and output head: hidden `[B·T, d]` → logits `[B, T, vocab]` (or `[B, 1, vocab]`). */
+  private readout(
+    hidden: Tensor,
+    { batch, length }: AttentionContext,
+    options: Pick<ForwardOptions, 'lastPositionOnly'>,
+  ): Tensor {
     const { backend, config } = this;
-    const [batch, length] = hidden.shape as [number, number, number];
-    const last =
-      options.lastPositionOnly && length > 1
-        ? backend.slice(hidden, [0, length - 1, 0], [-1, 1, -1])
-        : hidden;
-    const normed = backend.rmsNorm(last, this.weights.finalNorm, config.rmsNormEps);
-    return this.project(normed, { weight: this.weights.lmHead }, undefined, [batch, last.shape[1]!]);
+    const lastOnly = options.lastPositionOnly === true && length > 1;
+    const rows = lastOnly
+      ? backend.reshape(
+          backend.slice(backend.reshape(hidden, [batch, length, -1]), [0, length - 1, 0], [-1, 1, -1]),
+          [batch, -1],
+        )
+      : hidden;
+    const normed = backend.rmsNorm(rows, this.weights.finalNorm, config.rmsNormEps);
+    const logits = this.project(normed, { weight: this.weights.lmHead }, undefined); // [rows, vocab]
+    return backend.reshape(logits, [batch, lastOnly ? 1 : length, config.vocabSize]);
   }
 
   /** Frees every tensor of the model, its weights included. */
@@ -159,7 +172,7 @@ export class Decoder {
     const attentionIn = backend.rmsNorm(hidden, weights.inputNorm, config.rmsNormEps);
     const afterAttention = backend.add(hidden, this.attention(attentionIn, weights, loras, context, cache));
     const mlpIn = backend.rmsNorm(afterAttention, weights.postAttentionNorm, config.rmsNormEps);
-    return backend.add(afterAttention, this.mlp(mlpIn, weights, loras, context));
+    return backend.add(afterAttention, this.mlp(mlpIn, weights, loras));
   }
 
   private attention(
@@ -173,13 +186,12 @@ export class Decoder {
     const { batch, length } = context;
     const { numAttentionHeads: heads, numKeyValueHeads: kvHeads, headDim } = config;
     const groups = heads / kvHeads;
-    const rows = [batch, length];
     const split = (y: Tensor, count: number) =>
       backend.transpose(backend.reshape(y, [batch, length, count, headDim]), [0, 2, 1, 3]); // [B, h, T, hD]
 
-    let queries = split(this.project(x, weights.linears.q_proj, loras?.q_proj, rows), heads);
-    let keys = split(this.project(x, weights.linears.k_proj, loras?.k_proj, rows), kvHeads);
-    const values = split(this.project(x, weights.linears.v_proj, loras?.v_proj, rows), kvHeads);
+    let queries = split(this.project(x, weights.linears.q_proj, loras?.q_proj), heads);
+    let keys = split(this.project(x, weights.linears.k_proj, loras?.k_proj), kvHeads);
+    const values = split(this.project(x, weights.linears.v_proj, loras?.v_proj), kvHeads);
     queries = backend.rope(queries, context.cos, context.sin);
     keys = backend.rope(keys, context.cos, context.sin);
 
@@ -210,37 +222,30 @@ export class Decoder {
     const mixed = backend.matmul(backend.softmax(scores), allValues); // [B, kvH, G·T, hD]
     const merged = backend.transpose(backend.reshape(mixed, [batch, heads, length, headDim]), [0, 2, 1, 3]); // [B, T, H, hD]
     return this.project(
-      backend.reshape(merged, [batch, length, heads * headDim]),
+      backend.reshape(merged, [batch * length, heads * headDim]),
       weights.linears.o_proj,
       loras?.o_proj,
-      rows,
     );
   }
 
-  private mlp(x: Tensor, weights: LayerWeights, loras: LoRAs, context: AttentionContext): Tensor {
+  private mlp(x: Tensor, weights: LayerWeights, loras: LoRAs): Tensor {
     const { backend, config } = this;
-    const rows = [context.batch, context.length];
-    const gate = this.project(x, weights.linears.gate_proj, loras?.gate_proj, rows);
-    const up = this.project(x, weights.linears.up_proj, loras?.up_proj, rows);
+    const gate = this.project(x, weights.linears.gate_proj, loras?.gate_proj);
+    const up = this.project(x, weights.linears.up_proj, loras?.up_proj);
     const activated = config.hiddenAct === 'silu' ? backend.silu(gate) : backend.geluTanh(gate);
-    return this.project(backend.mul(activated, up), weights.linears.down_proj, loras?.down_proj, rows);
+    return this.project(backend.mul(activated, up), weights.linears.down_proj, loras?.down_proj);
   }
 
-  /**
-   * `x·W (+ b) (+ scale·(x·Aᵀ)·Bᵀ)` on `x: [...rows, in]` flattened to 2-D, the shape matmul kernels like best;
-   * the result is reshaped back to `[...rows, out]`.
-   */
-  private project(x: Tensor, linear: Linear, lora: LoRA | undefined, rows: number[]): Tensor {
+  /** `x·W (+ b) (+ scale·(x·Aᵀ)·Bᵀ)` on `x: [rows, in]` → `[rows, out]`. */
+  private project(x: Tensor, linear: Linear, lora: LoRA | undefined): Tensor {
     const { backend } = this;
-    const inFeatures = x.shape[x.shape.length - 1]!;
-    const flat = backend.reshape(x, [-1, inFeatures]);
-    let y = backend.matmul(flat, linear.weight); // [rows, out]
+    let y = backend.matmul(x, linear.weight);
     if (linear.bias) y = backend.add(y, linear.bias);
     if (lora) {
-      const down = backend.matmul(flat, lora.a); // [rows, r]
+      const down = backend.matmul(x, lora.a); // [rows, r]
       y = backend.add(y, backend.mul(backend.matmul(down, lora.b), lora.scale));
     }
-    return backend.reshape(y, [...rows, linear.weight.shape[1]!]);
+    return y;
   }
 }
 
