@@ -59,6 +59,7 @@ export {
   type Linear,
   type LoRA,
   linearShapes,
+  type LoadWeightsOptions,
   loadWeights,
   loraKey,
   loraTensorName,

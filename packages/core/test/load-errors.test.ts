@@ -2,10 +2,12 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createBackend } from '@rrt/backend-tfjs';
+import { createKVCache, KVCacheError } from '@rrt/kv-cache';
 import type { Backend } from '@rrt/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ConfigError,
+  generateTokens,
   loadModel,
   openSafetensors,
   type RawTensor,
@@ -103,6 +105,41 @@ describe('loadModel on bad input: typed errors naming the file and the tensor or
     await expectFailure(missing, ConfigError, /config\.json.*hidden_size/);
     const heads = await variant('heads', { config: (config) => (config.num_key_value_heads = 4) });
     await expectFailure(heads, ConfigError, /num_key_value_heads.*divisor/);
+  });
+
+  it('reports checkpoint tensors the config does not use', async () => {
+    const dir = await variant('extra', {
+      tensors: (tensors) => [
+        ...tensors,
+        {
+          name: 'model.layers.0.self_attn.rotary_emb.inv_freq',
+          dtype: 'F32',
+          shape: [1],
+          bytes: new Uint8Array(4),
+        },
+      ],
+    });
+    const unused: string[] = [];
+    const model = await loadModel(dir, backend, { onUnusedTensor: (name) => unused.push(name) });
+    model.dispose();
+    expect(unused).toEqual(['model.layers.0.self_attn.rotary_emb.inv_freq']);
+  });
+
+  it('a KV cache with the wrong number of depths, and a prompt longer than the positions', async () => {
+    const baseline = backend.numTensors();
+    const model = await loadModel(modelDir, backend);
+    const cache = createKVCache(backend, { depths: 2, capacity: 8 });
+    const ids = backend.fromArray(Int32Array.from([1, 2]), [1, 2], 'int32');
+    expect(() => model.forward(ids, { cache })).toThrow(KVCacheError);
+    expect(() => model.forward(ids, { cache })).toThrow(/2 depths, the model 3 effective layers/);
+    const tooLong = Array.from({ length: model.config.maxPositionEmbeddings }, () => 1);
+    await expect(generateTokens(model, tooLong, { maxTokens: 1 }).next()).rejects.toThrow(
+      /at most 64 positions/,
+    );
+    backend.dispose(ids);
+    cache.dispose();
+    model.dispose();
+    expect(backend.numTensors()).toBe(baseline);
   });
 
   it('a config.json that is not JSON', async () => {

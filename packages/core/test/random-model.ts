@@ -35,9 +35,16 @@ export const randomConfigs: Record<string, { reference: ReferenceConfig; hf: Rec
       ropeTheta: 10000,
       ropeScalingFactor: 2,
       tieWordEmbeddings: false,
-      attentionBias: false,
+      // Llama's attention_bias biases all four attention projections; mlp_bias the three MLP ones.
+      biases: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
     },
-    hf: { model_type: 'llama', rope_scaling: { type: 'linear', factor: 2 }, tie_word_embeddings: false },
+    hf: {
+      model_type: 'llama',
+      rope_scaling: { type: 'linear', factor: 2 },
+      tie_word_embeddings: false,
+      attention_bias: true,
+      mlp_bias: true,
+    },
   },
   'qwen2-bias': {
     reference: {
@@ -53,7 +60,7 @@ export const randomConfigs: Record<string, { reference: ReferenceConfig; hf: Rec
       ropeTheta: 1000000,
       ropeScalingFactor: 1,
       tieWordEmbeddings: true,
-      attentionBias: true,
+      biases: ['q_proj', 'k_proj', 'v_proj'],
     },
     hf: { model_type: 'qwen2', tie_word_embeddings: true },
   },
@@ -71,7 +78,7 @@ export const randomConfigs: Record<string, { reference: ReferenceConfig; hf: Rec
       ropeTheta: 10000,
       ropeScalingFactor: 1,
       tieWordEmbeddings: true,
-      attentionBias: false,
+      biases: [],
     },
     hf: { model_type: 'gemma', head_dim: 12, hidden_act: 'gelu_pytorch_tanh' },
   },

@@ -40,7 +40,7 @@ async function writeRelaxedModel(dir: string, seed: number) {
     ropeTheta: 10000,
     ropeScalingFactor: 1,
     tieWordEmbeddings: true,
-    attentionBias: false,
+    biases: [],
   };
   const normal = normalStream(seed);
   const stored = new Map<string, { shape: number[]; values: Float32Array }>();
@@ -144,6 +144,7 @@ describe('relaxed recursive decoder vs the float64 unrolled reference', () => {
       [1, 3],
       [2, 5],
     ]);
+    expect(output.loops.map((loop) => loop.final)).toEqual([false, false, true]);
     for (let loop = 0; loop < loops; loop++) {
       // Exiting after loop l is the unrolled model cut to its first (l + 1)·K layers.
       const expected = referenceLogits(

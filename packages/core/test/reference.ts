@@ -18,7 +18,8 @@ export interface ReferenceConfig {
   ropeTheta: number;
   ropeScalingFactor: number;
   tieWordEmbeddings: boolean;
-  attentionBias: boolean;
+  /** Linear modules with a bias, by Hugging Face module name (`q_proj`, …, `down_proj`). */
+  biases: readonly string[];
 }
 
 /** Float64 weights of an unrolled (vanilla) model, keyed by Hugging Face tensor name, row-major. */
@@ -56,12 +57,20 @@ export function referenceLogits(
     const mlpNorm = get(`${prefix}.post_attention_layernorm.weight`);
     hidden = hidden.map((row) => {
       const x = rmsNorm(row, mlpNorm, config);
-      const gate = linear(x, get(`${prefix}.mlp.gate_proj.weight`), config.intermediateSize);
-      const up = linear(x, get(`${prefix}.mlp.up_proj.weight`), config.intermediateSize);
+      const mlpBias = (name: string) =>
+        config.biases.includes(name) ? weights.get(`${prefix}.mlp.${name}.bias`) : undefined;
+      const gate = addBias(
+        linear(x, get(`${prefix}.mlp.gate_proj.weight`), config.intermediateSize),
+        mlpBias('gate_proj'),
+      );
+      const up = addBias(
+        linear(x, get(`${prefix}.mlp.up_proj.weight`), config.intermediateSize),
+        mlpBias('up_proj'),
+      );
       const act = gate.map(
         (g, i) => (config.family === 'gemma' ? geluTanh(g) : g / (1 + Math.exp(-g))) * up[i]!,
       );
-      const down = linear(act, get(`${prefix}.mlp.down_proj.weight`), d);
+      const down = addBias(linear(act, get(`${prefix}.mlp.down_proj.weight`), d), mlpBias('down_proj'));
       return row.map((value, i) => value + down[i]!);
     });
   }
@@ -79,7 +88,7 @@ function attention(
   const { numAttentionHeads: heads, numKeyValueHeads: kvHeads, headDim } = config;
   const w = (name: string) => weights.get(`${prefix}.self_attn.${name}.weight`)!;
   const b = (name: string) =>
-    config.attentionBias ? weights.get(`${prefix}.self_attn.${name}.bias`) : undefined;
+    config.biases.includes(name) ? weights.get(`${prefix}.self_attn.${name}.bias`) : undefined;
   const q = xs.map((x, t) =>
     rope(addBias(linear(x, w('q_proj'), heads * headDim), b('q_proj')), t, heads, config),
   );
@@ -106,7 +115,7 @@ function attention(
           out[h * headDim + i]! += (exps[s]! / total) * v[s]![kvh * headDim + i]!;
       }
     }
-    return linear(out, w('o_proj'), config.hiddenSize);
+    return addBias(linear(out, w('o_proj'), config.hiddenSize), b('o_proj'));
   });
 }
 
@@ -180,7 +189,7 @@ export function referenceTensorShapes(config: ReferenceConfig): Map<string, numb
       const group =
         name.endsWith('proj') && ['gate_proj', 'up_proj', 'down_proj'].includes(name) ? 'mlp' : 'self_attn';
       shapes.set(`model.layers.${layer}.${group}.${name}.weight`, linearShape[name]);
-      if (config.attentionBias && ['q_proj', 'k_proj', 'v_proj'].includes(name)) {
+      if (config.biases.includes(name)) {
         shapes.set(`model.layers.${layer}.${group}.${name}.bias`, [linearShape[name][0]!]);
       }
     }

@@ -15,8 +15,8 @@ export interface GenerateOptions extends SamplingOptions {
 
 /**
  * Generates tokens after `promptIds`, one at a time: the prompt is prefilled in one batched forward, then
- * each new token is decoded against the KV cache. Stops at a stop token, `maxTokens`, or the abort
- * signal; everything it allocated is freed when the iteration ends, however it ends.
+ * each new token is decoded against the KV cache. Stops at a stop token, `maxTokens`, the model's last
+ * position (`max_position_embeddings`), or the abort signal; everything it allocated is freed when the iteration ends, however it ends.
  *
  * @example
  * ```ts
@@ -34,6 +34,12 @@ export async function* generateTokens(
   if (!Number.isInteger(options.maxTokens) || options.maxTokens < 0) {
     throw new RangeError(`maxTokens must be a non-negative integer (got ${options.maxTokens})`);
   }
+  if (promptIds.length >= config.maxPositionEmbeddings) {
+    throw new RangeError(
+      `the prompt has ${promptIds.length} tokens; the model runs at most ${config.maxPositionEmbeddings} positions`,
+    );
+  }
+  // Generation ends when the positions run out, whatever maxTokens asked for.
   const capacity = Math.min(config.maxPositionEmbeddings, promptIds.length + options.maxTokens);
   const maxTokens = capacity - promptIds.length;
   const stopTokens = new Set(options.stopTokens ?? config.eosTokenIds);

@@ -1,5 +1,5 @@
 import { ConfigError } from '../errors.js';
-import { type RecursionConfig, resolveRecursion } from './recursion.js';
+import { type LinearModule, type RecursionConfig, resolveRecursion } from './recursion.js';
 
 /** Architecture families that the decoder implements; `model_type` values map onto these. */
 export type ModelFamily = 'llama' | 'gemma';
@@ -40,8 +40,11 @@ export interface ModelConfig {
   maxPositionEmbeddings: number;
   /** The output head reuses the embedding matrix. */
   tieWordEmbeddings: boolean;
-  /** q, k and v projections carry a bias (Qwen2, or Llama's `attention_bias`). */
-  attentionBias: boolean;
+  /**
+   * Linear modules that carry a bias: q, k, v for Qwen2; q, k, v, o for Llama-family `attention_bias`;
+   * gate, up, down for `mlp_bias`.
+   */
+  biasedModules: readonly LinearModule[];
   /** Activation of the feed-forward gate. */
   hiddenAct: HiddenActivation;
   /** RMSNorm multiplies by `1 + weight` (Gemma) rather than `weight`. */
@@ -101,10 +104,40 @@ const knownKeys = new Set([
   'max_window_layers',
 ]);
 
+function biasedModules(fields: Record<string, unknown>, file: string, modelType: string): LinearModule[] {
+  const modules: LinearModule[] = [];
+  // Qwen2 biases q, k and v and has no attention_bias key; HF's Llama, Mistral and Gemma bias all four
+  // attention projections when attention_bias is set, and the three MLP ones when mlp_bias is.
+  if (modelType === 'qwen2') modules.push('q_proj', 'k_proj', 'v_proj');
+  else if (booleanField(fields, 'attention_bias', file, false))
+    modules.push('q_proj', 'k_proj', 'v_proj', 'o_proj');
+  if (booleanField(fields, 'mlp_bias', file, false)) modules.push('gate_proj', 'up_proj', 'down_proj');
+  return modules;
+}
+
+/**
+ * The longest sequence the model runs. NOTE: sliding-window attention (Mistral's `sliding_window`) is
+ * not implemented; positions are capped at the window instead, within which full causal attention is
+ * exactly what the window computes.
+ */
+function maxPositions(fields: Record<string, unknown>, file: string): number {
+  const max = positiveInt(fields, 'max_position_embeddings', file, 2048);
+  const window = fields.sliding_window;
+  if (window === undefined || window === null || fields.use_sliding_window === false) return max;
+  if (typeof window !== 'number' || !Number.isInteger(window) || window <= 0) {
+    throw new ConfigError(
+      file,
+      'sliding_window',
+      `a positive integer or null (got ${JSON.stringify(window)})`,
+    );
+  }
+  return Math.min(max, window);
+}
+
 /** Result of {@link resolveConfig}. */
 export interface ResolvedConfig {
   config: ModelConfig;
-  /** Keys of the raw config that were not understood (they do not change the forward pass). */
+  /** Keys of the raw config that were not understood (the forward pass does not read them). */
   ignoredKeys: string[];
 }
 
@@ -159,9 +192,9 @@ export function resolveConfig(raw: unknown, file: string): ResolvedConfig {
     rmsNormEps: positiveNumber(fields, 'rms_norm_eps', file, 1e-6),
     ropeTheta: positiveNumber(fields, 'rope_theta', file, 10000),
     ropeScalingFactor: ropeScaling(fields.rope_scaling, file),
-    maxPositionEmbeddings: positiveInt(fields, 'max_position_embeddings', file, 2048),
+    maxPositionEmbeddings: maxPositions(fields, file),
     tieWordEmbeddings: booleanField(fields, 'tie_word_embeddings', file, isGemma),
-    attentionBias: booleanField(fields, 'attention_bias', file, modelType === 'qwen2'),
+    biasedModules: biasedModules(fields, file, modelType),
     hiddenAct: activation(fields, file, isGemma),
     normAddOne: isGemma,
     embeddingScale: isGemma ? Math.fround(Math.sqrt(hiddenSize)) : 1,

@@ -1,4 +1,4 @@
-import type { KVCache } from '@rrt/kv-cache';
+import { type KVCache, KVCacheError } from '@rrt/kv-cache';
 import type { LayerKVCache } from '@rrt/kv-cache';
 import type { Backend, Tensor } from '@rrt/tensor';
 import type { ModelConfig } from './config.js';
@@ -27,8 +27,13 @@ export interface ForwardOptions {
 
 /** The state after one loop: what an early exit at that depth would produce. */
 export interface LoopOutput {
-  /** Which pass over the block just completed. */
+  /**
+   * Which pass over the block just completed. For `middle-cycle`, the readout after the unique last
+   * layer repeats the last pass's index and is marked `final`.
+   */
   loopIndex: number;
+  /** Whether this is the full-depth readout (the model's own output). */
+  final: boolean;
   /** Effective depth of its last layer. */
   depth: number;
   /** Hidden state `[batch, length, hidden]` (before the final norm). */
@@ -39,7 +44,11 @@ export interface LoopOutput {
 
 /** Result of {@link Decoder.forward}; the caller owns (and disposes) every tensor in it. */
 export interface ForwardOutput {
-  /** Logits of the full-depth model, `[batch, length, vocab]` (or `[batch, 1, vocab]`). */
+  /**
+   * Logits of the full-depth model, `[batch, length, vocab]` (or `[batch, 1, vocab]`). With
+   * `loopOutputs` this is the same tensor as the final loop output's `logits` (disposing it twice is
+   * harmless).
+   */
   logits: Tensor;
   /** Readouts after each loop when `loopOutputs` was asked for (the last equals `logits`' depth). */
   loops: LoopOutput[];
@@ -83,13 +92,19 @@ export class Decoder {
     const { backend, config } = this;
     const [batch, length] = inputIds.shape as [number, number];
     const offset = options.cache?.offset ?? 0;
+    if (options.cache && options.cache.layers.length !== this.schedule.length) {
+      throw new KVCacheError(
+        `the KV cache has ${options.cache.layers.length} depths, the model ${this.schedule.length} effective layers ` +
+          '(create it with depths: config.numHiddenLayers)',
+      );
+    }
     if (offset + length > config.maxPositionEmbeddings) {
       throw new RangeError(
         `positions ${offset}…${offset + length - 1} exceed max_position_embeddings ${config.maxPositionEmbeddings}`,
       );
     }
     // tidy returns a flat list of tensors; the output record is rebuilt from it afterwards.
-    const loopMeta: { loopIndex: number; depth: number }[] = [];
+    const loopMeta: { loopIndex: number; depth: number; final: boolean }[] = [];
     const [logits, ...loopTensors] = backend.tidy(() => {
       // Activations stay 2-D, [B·T, d], between layers: projections are then plain 2-D products, with
       // no reshapes around them (each op dispatch costs microseconds; a decode step runs hundreds).
@@ -114,7 +129,9 @@ export class Decoder {
       for (const layer of this.schedule) {
         hidden = this.decoderLayer(hidden, layer, context, options.cache?.layers[layer.depth]);
         if (options.loopOutputs && this.exitAfter.has(layer.depth)) {
-          loopMeta.push({ loopIndex: layer.loopIndex, depth: layer.depth });
+          // middle-cycle's unique last layer reports the pass it follows, not its own loop 0.
+          const loopIndex = layer.shared ? layer.loopIndex : (loopMeta[loopMeta.length - 1]?.loopIndex ?? 0);
+          loopMeta.push({ loopIndex, depth: layer.depth, final: layer.depth === this.schedule.length - 1 });
           outputs.push(
             backend.reshape(hidden, [batch, length, config.hiddenSize]),
             this.readout(hidden, context, options),

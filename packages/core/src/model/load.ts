@@ -5,12 +5,14 @@ import { ConfigError } from '../errors.js';
 import { openCheckpoint } from '../safetensors/index.js';
 import { type ModelConfig, resolveConfig } from './config.js';
 import { Decoder } from './decoder.js';
-import { loadWeights } from './weights.js';
+import { type LoadWeightsOptions, loadWeights } from './weights.js';
 
 /** Options of {@link loadModel}. */
 export interface LoadModelOptions {
   /** Called with each `config.json` key that was not understood. */
   onIgnoredKey?: (key: string) => void;
+  /** Called with each checkpoint tensor the config does not use (see {@link LoadWeightsOptions}). */
+  onUnusedTensor?: (name: string) => void;
 }
 
 /** Reads and resolves `<dir>/config.json`. */
@@ -55,7 +57,9 @@ export async function loadModel(
   const config = await readConfig(dir, options.onIgnoredKey);
   const checkpoint = await openCheckpoint(dir);
   try {
-    const weights = await loadWeights(backend, checkpoint, config);
+    const weights = await loadWeights(backend, checkpoint, config, {
+      onUnusedTensor: options.onUnusedTensor,
+    });
     return new Decoder(backend, config, weights);
   } finally {
     await checkpoint.close();

@@ -84,6 +84,15 @@ export function linearShapes(config: ModelConfig): Record<LinearModule, [number,
   };
 }
 
+/** Options of {@link loadWeights}. */
+export interface LoadWeightsOptions {
+  /**
+   * Called with each checkpoint tensor that the config does not use. Such a tensor may mean the config
+   * describes the model wrongly (a bias the config does not declare, say), so callers should say so.
+   */
+  onUnusedTensor?: (name: string) => void;
+}
+
 const storageDTypes: Record<string, StorageDType> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
 
 /**
@@ -95,14 +104,17 @@ export async function loadWeights(
   backend: Backend,
   checkpoint: Checkpoint,
   config: ModelConfig,
+  options: LoadWeightsOptions = {},
 ): Promise<ModelWeights> {
   const created: Tensor[] = [];
+  const used = new Set<string>();
   const load = async (
     name: string,
     shape: readonly number[],
     transform?: (values: Float32Array) => Float32Array,
   ) => {
     const raw = await readChecked(checkpoint, name, shape);
+    used.add(name);
     const tensor = transform
       ? backend.fromArray(transform(toFloat32(raw)), shape)
       : backend.fromBytes(raw.bytes, storageDTypes[raw.dtype]!, shape);
@@ -131,8 +143,7 @@ export async function loadWeights(
       for (const module of linearModules) {
         const prefix = moduleTensorName(blockLayer, module);
         const [outFeatures] = shapes[module];
-        const hasBias =
-          config.attentionBias && (module === 'q_proj' || module === 'k_proj' || module === 'v_proj');
+        const hasBias = config.biasedModules.includes(module);
         const weight = await loadTransposed(`${prefix}.weight`, shapes[module]);
         linears[module] = hasBias
           ? { weight, bias: await load(`${prefix}.bias`, [outFeatures]) }
@@ -150,6 +161,7 @@ export async function loadWeights(
       : await loadTransposed('lm_head.weight', [config.vocabSize, config.hiddenSize]);
     if (config.tieWordEmbeddings) created.push(lmHead);
     const loras = await loadLoras(config, shapes, loadTransposed);
+    for (const name of checkpoint.entries.keys()) if (!used.has(name)) options.onUnusedTensor?.(name);
     return { embedding, layers, finalNorm, lmHead, loras };
   } catch (error) {
     backend.dispose(created);
@@ -190,16 +202,19 @@ async function readChecked(
   shape: readonly number[],
 ): Promise<RawTensor> {
   const info = checkpoint.entries.get(name);
-  if (!info) throw new WeightError(checkpoint.path, name, 'is missing: the config needs it');
+  if (!info) {
+    const where = checkpoint.indexFile ?? checkpoint.shards[0]?.path ?? checkpoint.path;
+    throw new WeightError(where, name, 'is missing: the config needs it');
+  }
   if (!sameShape(info.shape, shape)) {
     throw new WeightError(
-      checkpoint.path,
+      info.file,
       name,
       `has shape ${formatShape(info.shape)}, expected ${formatShape(shape)}`,
     );
   }
   if (!(info.dtype in storageDTypes)) {
-    throw new WeightError(checkpoint.path, name, `has dtype ${info.dtype}, expected F32, F16 or BF16`);
+    throw new WeightError(info.file, name, `has dtype ${info.dtype}, expected F32, F16 or BF16`);
   }
   return checkpoint.readTensor(name);
 }
