@@ -51,7 +51,11 @@ Example:
 
     const { backend, kind, reason } = await createBackend(values.backend as BackendKind);
     if (!values.json) io.stderr(`backend: ${kind} — ${reason}\n`);
-    const model = await loadModel(dir, backend);
+    const model = await loadModel(dir, backend, {
+      onIgnoredKey: (key) => io.stderr(`warning: config.json key "${key}" is not used by the model\n`),
+      onUnusedTensor: (name) =>
+        io.stderr(`warning: tensor "${name}" is not used by the model (does config.json describe it?)\n`),
+    });
     const tokenizer = await loadTokenizer(dir);
     const controller = new AbortController();
     const onInterrupt = () => controller.abort();
