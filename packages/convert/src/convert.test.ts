@@ -29,11 +29,14 @@ afterAll(async () => {
 
 /** Full rank for every module of the small models (clamped to min(out, in) with a warning). */
 const FULL_RANK = 1_000;
+/** The seed of the biased Llama's weights: fresh per run, in the describe title. */
+const biasSeed = 1 + Math.floor(Math.random() * 1e6);
 
 for (const baseSpec of [smallLlama, smallGemma]) {
-  describe(`invariants on a random ${baseSpec.modelType} (6 layers, float32)`, () => {
-    // A fresh seed per run, printed on failure, so that the invariants are checked on new weights.
-    const seed = 1 + Math.floor(Math.random() * 1e6);
+  // A fresh seed per run, so that the invariants are checked on new weights; in the title, so that every
+  // failure of the block (the leak check of afterEach included) names it.
+  const seed = 1 + Math.floor(Math.random() * 1e6);
+  describe(`invariants on a random ${baseSpec.modelType} (6 layers, float32, seed ${seed})`, () => {
     const spec: SyntheticModelSpec = { ...baseSpec, seed };
     const tokens = tokenIds(seed, 7, spec.vocabSize);
     let sourceDir: string;
@@ -333,5 +336,100 @@ describe('sharded Qwen2 source with q/k/v biases, bf16', () => {
     expect(converted.get('model.layers.1.self_attn.k_proj.bias')!.shape).toEqual([16]);
     const logits = await logitsOf(out, backend, tokens);
     expect(logits.every(Number.isFinite)).toBe(true);
+  });
+});
+
+describe(`random Llama with attention_bias and mlp_bias (seed ${biasSeed})`, () => {
+  /** smallLlama with q, k, v, o biases (attention_bias) and gate, up, down biases (mlp_bias). */
+  const biasedSpec = (perLayerBiases: boolean): SyntheticModelSpec => ({
+    ...smallLlama,
+    seed: biasSeed,
+    attentionBias: true,
+    mlpBias: true,
+    perLayerBiases,
+  });
+  const tokens = tokenIds(biasSeed, 7, smallLlama.vocabSize);
+  const biasNames = (layer: number) =>
+    linearModules.map((module) => `${moduleTensorName(layer, module)}.bias`);
+
+  it('equal biases: all seven are shared and unrolled, none dropped; full rank equals the original', async () => {
+    const sourceDir = join(workDir, `biased-equal-${biasSeed}`);
+    await writeSyntheticCheckpoint(sourceDir, biasedSpec(false));
+    const originalLogits = await logitsOf(sourceDir, backend, tokens);
+    const baseline = backend.numTensors();
+    const out = join(workDir, `biased-equal-${biasSeed}-relaxed`);
+    const warnings: string[] = [];
+    await convertToRecursive(sourceDir, out, {
+      loops: 2,
+      init: 'average',
+      ranks: FULL_RANK,
+      onWarning: (message) => warnings.push(message),
+    });
+    // Tied layers have equal biases, and every source tensor has its place.
+    expect(warnings.filter((message) => !message.includes('clamped'))).toEqual([]);
+    const source = await readAllTensors(sourceDir);
+    const converted = await readAllTensors(out);
+    for (let block = 0; block < 3; block++) {
+      for (const name of biasNames(block))
+        expect(converted.get(name)?.values, name).toEqual(source.get(name)!.values);
+    }
+    expect(maxAbsDifference(await logitsOf(out, backend, tokens), originalLogits)).toBeLessThanOrEqual(1e-4);
+
+    const unrolled = join(workDir, `biased-equal-${biasSeed}-unrolled`);
+    await exportUnrolled(out, unrolled);
+    const exported = await readAllTensors(unrolled);
+    for (let depth = 0; depth < 6; depth++) {
+      for (const name of biasNames(depth))
+        expect(exported.get(name)?.values, name).toEqual(source.get(name)!.values);
+    }
+    expect(maxAbsDifference(await logitsOf(unrolled, backend, tokens), originalLogits)).toBeLessThanOrEqual(
+      1e-4,
+    );
+    expect(backend.numTensors()).toBe(baseline);
+  });
+
+  it('per-layer biases: K = N is the original; shared means with a warning; run-time LoRA equals unroll', async () => {
+    const sourceDir = join(workDir, `biased-${biasSeed}`);
+    await writeSyntheticCheckpoint(sourceDir, biasedSpec(true));
+    const baseline = backend.numTensors();
+    const source = await readAllTensors(sourceDir);
+
+    const same = join(workDir, `biased-${biasSeed}-same`);
+    await convertToRecursive(sourceDir, same, { blockSize: 6, loops: 1 });
+    const copied = await readAllTensors(same);
+    expect([...copied.keys()].sort()).toEqual([...source.keys()].sort());
+    for (const [name, tensor] of source) expect(copied.get(name)!.values, name).toEqual(tensor.values);
+
+    const relaxed = join(workDir, `biased-${biasSeed}-relaxed`);
+    const warnings: string[] = [];
+    await convertToRecursive(sourceDir, relaxed, {
+      loops: 2,
+      init: 'average',
+      ranks: 4,
+      onWarning: (message) => warnings.push(message),
+    });
+    // 3 blocks × 7 biased modules × 2 tied layers, all different.
+    expect(warnings).toContain(
+      '42 biases differ between tied layers; the converted model shares the initial bias (LoRA corrects weights only)',
+    );
+    expect(warnings.some((message) => message.includes('not carried over'))).toBe(false);
+    const converted = await readAllTensors(relaxed);
+    for (let block = 0; block < 3; block++) {
+      for (const module of linearModules) {
+        const name = `${moduleTensorName(block, module)}.bias`;
+        const first = source.get(name)!.values;
+        const second = source.get(`${moduleTensorName(block + 3, module)}.bias`)!.values;
+        const expected = Float32Array.from(first, (value, i) => (value + second[i]!) / 2);
+        expect(converted.get(name)?.values, name).toEqual(expected);
+      }
+    }
+    const unrolled = join(workDir, `biased-${biasSeed}-unrolled`);
+    await exportUnrolled(relaxed, unrolled);
+    const worst = maxAbsDifference(
+      await logitsOf(relaxed, backend, tokens),
+      await logitsOf(unrolled, backend, tokens),
+    );
+    expect(worst).toBeLessThanOrEqual(1e-4);
+    expect(backend.numTensors()).toBe(baseline);
   });
 });

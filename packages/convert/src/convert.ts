@@ -18,6 +18,7 @@ import {
   type TensorPlanEntry,
   toFloat32,
 } from '@rrt/core';
+import { sizeOf } from '@rrt/tensor';
 import { InvalidOptionError } from './errors.js';
 import { factorResidual, type SvdOptions } from './factorize.js';
 import { planLayout, type RecursiveLayout, type SharedInit, sharedInits } from './layout.js';
@@ -30,6 +31,7 @@ import {
   normFoldFactors,
   storeAs,
   sumOfSquares,
+  torchDtypeNames,
 } from './numeric.js';
 import { prepareOutput, type TensorProgress, TensorStream, writeModelDirectory } from './output.js';
 import {
@@ -40,7 +42,15 @@ import {
   type RankOption,
   resolveRanks,
 } from './ranks.js';
-import { openSource, type SourceModel } from './source.js';
+import {
+  addCopy,
+  checkDecoderTensors,
+  decoderTensorShapes,
+  type NormName,
+  normNames,
+  openSource,
+  type SourceModel,
+} from './source.js';
 
 /** Options of {@link convertToRecursive}. Give `loops` or `blockSize` (or both). */
 export interface ConvertOptions {
@@ -122,6 +132,8 @@ export interface ConversionResult {
   outputDtype: FloatDType;
   loraDtype: FloatDType;
   parameters: ParameterCounts;
+  /** Whether each loop's norm gains were folded into its LoRA target (see {@link ConvertOptions.foldNorms}). */
+  foldNorms: boolean;
   reconstruction: GroupReconstruction[];
   /** Every warning also given to `onWarning`. */
   warnings: string[];
@@ -131,9 +143,6 @@ export interface ConversionResult {
   seconds: number;
 }
 
-const torchDtypes: Record<FloatDType, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
-const normNames = ['input_layernorm', 'post_attention_layernorm'] as const;
-type NormName = (typeof normNames)[number];
 /** The norm whose output each module reads (o and down read attention / FFN activations, no norm). */
 const normBefore: Partial<Record<LinearModule, NormName>> = {
   q_proj: 'input_layernorm',
@@ -142,7 +151,6 @@ const normBefore: Partial<Record<LinearModule, NormName>> = {
   gate_proj: 'post_attention_layernorm',
   up_proj: 'post_attention_layernorm',
 };
-const biasModules: readonly LinearModule[] = ['q_proj', 'k_proj', 'v_proj'];
 
 /**
  * Converts a pretrained model directory (Hugging Face layout, safetensors) into a recursive model with
@@ -219,7 +227,8 @@ export async function convertToRecursive(
       storedLayers: layout.storedLayers.length,
     };
 
-    const sourceDtype = checkSourceTensors(source, layout);
+    // Everything the conversion reads is checked before anything is written.
+    const sourceDtype = checkDecoderTensors(source, layout.keptLayers);
     const ignored = ignoredTensors(source, layout);
     if (ignored.length > 0) {
       warn(
@@ -245,7 +254,7 @@ export async function convertToRecursive(
     const outputConfig: Record<string, unknown> = {
       ...source.rawConfig,
       num_hidden_layers: layout.effectiveLayers,
-      torch_dtype: torchDtypes[outputDtype],
+      torch_dtype: torchDtypeNames[outputDtype],
       recursion: {
         ...recursionToJson(recursion),
         ...(layout.effectiveLayers !== layout.sourceLayers
@@ -264,7 +273,7 @@ export async function convertToRecursive(
     );
     if (context.differingBiases > 0) {
       warn(
-        `${context.differingBiases} q/k/v biases differ between tied layers; the converted model shares the initial bias (LoRA corrects weights only)`,
+        `${context.differingBiases} biases differ between tied layers; the converted model shares the initial bias (LoRA corrects weights only)`,
       );
     }
 
@@ -277,6 +286,7 @@ export async function convertToRecursive(
       outputDtype,
       loraDtype,
       parameters: parameterCounts(source, stream),
+      foldNorms: options.foldNorms ?? true,
       reconstruction: reconstructionByGroup(stats, loraRanks),
       warnings,
       copiedFiles,
@@ -287,18 +297,14 @@ export async function convertToRecursive(
   }
 }
 
-function elementCount(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
-
 /** Parameters of the source, and of the output without and with its LoRA tensors. */
 function parameterCounts(source: SourceModel, stream: TensorStream): ParameterCounts {
   let original = 0;
-  for (const info of source.checkpoint.entries.values()) original += elementCount(info.shape);
+  for (const info of source.checkpoint.entries.values()) original += sizeOf(info.shape);
   let recursive = 0;
   let relaxed = 0;
   for (const tensor of stream.tensors) {
-    const count = elementCount(tensor.shape);
+    const count = sizeOf(tensor.shape);
     relaxed += count;
     if (!tensor.name.startsWith('model.loras.')) recursive += count;
   }
@@ -341,45 +347,16 @@ function checkOptions(options: ConvertOptions, sourceDir: string, outDir: string
 }
 
 /**
- * Checks every tensor the conversion reads (shape from the config, float dtype) before anything is
- * written, and returns the dtype of layer 0's `q_proj` (the default output dtype).
+ * Source tensors that the converted model has no place for (layers dropped by subsampling aside): neither
+ * a decoder tensor of a kept layer nor a bias of a module the config does not bias.
  */
-function checkSourceTensors(source: SourceModel, layout: RecursiveLayout): FloatDType {
-  const { config } = source;
-  const shapes = linearShapes(config);
-  const hidden = [config.hiddenSize];
-  source.check('model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]);
-  source.check('model.norm.weight', hidden);
-  if (!config.tieWordEmbeddings || source.checkpoint.has('lm_head.weight')) {
-    source.check('lm_head.weight', [config.vocabSize, config.hiddenSize]);
-  }
-  for (const layer of layout.keptLayers) {
-    for (const norm of normNames) source.check(`model.layers.${layer}.${norm}.weight`, hidden);
-    for (const module of linearModules) {
-      source.check(`${moduleTensorName(layer, module)}.weight`, shapes[module]);
-      if (config.attentionBias && biasModules.includes(module)) {
-        source.check(`${moduleTensorName(layer, module)}.bias`, [shapes[module][0]]);
-      }
-    }
-  }
-  return source.check(`${moduleTensorName(layout.keptLayers[0]!, 'q_proj')}.weight`, shapes.q_proj);
-}
-
-/** Source tensors that the converted model has no place for (layers dropped by subsampling aside). */
 function ignoredTensors(source: SourceModel, layout: RecursiveLayout): string[] {
-  const known =
-    /^model\.layers\.\d+\.(input_layernorm|post_attention_layernorm)\.weight$|^model\.layers\.\d+\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj\.(weight|bias)$/;
-  const dropped = new Set(
-    Array.from({ length: layout.sourceLayers }, (_, i) => i).filter((i) => !layout.keptLayers.includes(i)),
-  );
+  const read = decoderTensorShapes(source, layout.keptLayers);
+  const kept = new Set(layout.keptLayers);
   return [...source.checkpoint.entries.keys()].filter((name) => {
-    if (name === 'model.embed_tokens.weight' || name === 'model.norm.weight' || name === 'lm_head.weight')
-      return false;
+    if (read.has(name)) return false;
     const layer = /^model\.layers\.(\d+)\./.exec(name);
-    if (layer && dropped.has(Number(layer[1]))) return false;
-    if (!known.test(name)) return true;
-    // A bias the config does not ask for (o_proj, or attention_bias false) is not loaded either.
-    return name.endsWith('.bias') && !(source.config.attentionBias && /(q|k|v)_proj\.bias$/.test(name));
+    return !(layer && Number(layer[1]) < layout.sourceLayers && !kept.has(Number(layer[1])));
   });
 }
 
@@ -412,12 +389,8 @@ function planTensors(
 ): void {
   const { source, outputDtype } = context;
   const { config } = source;
-  const copy = (name: string, shape: number[]) =>
-    stream.add([{ name, dtype: outputDtype, shape }], async () => {
-      const raw = await source.read(name, shape);
-      const bytes = raw.dtype === outputDtype ? raw.bytes : storeAs(toFloat32(raw), outputDtype).bytes;
-      return new Map([[name, bytes]]);
-    });
+  const copy = (name: string, shape: readonly number[]) =>
+    addCopy(stream, source, name, name, shape, outputDtype);
 
   copy('model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]);
   for (const layer of layout.storedLayers)
@@ -439,7 +412,7 @@ async function initialValues(
     if (raw.dtype === outputDtype) return { bytes: raw.bytes, stored: toFloat32(raw) };
     return storeAs(toFloat32(raw), outputDtype);
   }
-  const sum = new Float64Array(elementCount(shape));
+  const sum = new Float64Array(sizeOf(shape));
   for (const layer of init.sources) accumulate(sum, await source.readValues(nameOf(layer), shape));
   for (let i = 0; i < sum.length; i++) sum[i]! /= init.sources.length;
   return storeAs(sum, outputDtype);
@@ -498,7 +471,7 @@ function planLayer(
   for (const module of linearModules) {
     const [outFeatures, inFeatures] = shapes[module];
     const rank = shared ? recursion.loraRanks[module] : 0;
-    const hasBias = config.attentionBias && biasModules.includes(module);
+    const hasBias = config.biasedModules.includes(module);
     const entries: TensorPlanEntry[] = [
       {
         name: `${moduleTensorName(index, module)}.weight`,

@@ -12,13 +12,12 @@ import {
   loraTensorName,
   moduleTensorName,
   type TensorPlanEntry,
-  toFloat32,
 } from '@rrt/core';
-import type { Backend } from '@rrt/tensor';
+import { type Backend, sizeOf } from '@rrt/tensor';
 import { InvalidOptionError } from './errors.js';
-import { addLowRank, type FloatDType, isFloatDType, storeAs } from './numeric.js';
+import { addLowRank, type FloatDType, isFloatDType, storeAs, torchDtypeNames } from './numeric.js';
 import { prepareOutput, type TensorProgress, TensorStream, writeModelDirectory } from './output.js';
-import { openSource } from './source.js';
+import { addCopy, checkDecoderTensors, normNames, openSource } from './source.js';
 
 /** Options of {@link exportUnrolled}. */
 export interface ExportOptions {
@@ -47,8 +46,6 @@ export interface ExportResult {
   copiedFiles: string[];
   seconds: number;
 }
-
-const biasModules = new Set(['q_proj', 'k_proj', 'v_proj']);
 
 /**
  * Writes the N effective layers of a recursive or relaxed model as plain layers: layer ℓ gets the norms
@@ -80,21 +77,9 @@ export async function exportUnrolled(
     const shapes = linearShapes(config);
     const hidden = [config.hiddenSize];
     // Check everything that will be read before writing anything.
-    source.check('model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]);
-    source.check('model.norm.weight', hidden);
+    const storedLayers = Array.from({ length: recursion.storedLayers }, (_, layer) => layer);
+    const storedDtype = checkDecoderTensors(source, storedLayers);
     const hasHead = source.checkpoint.has('lm_head.weight');
-    if (hasHead || !config.tieWordEmbeddings)
-      source.check('lm_head.weight', [config.vocabSize, config.hiddenSize]);
-    for (let layer = 0; layer < recursion.storedLayers; layer++) {
-      source.check(`model.layers.${layer}.input_layernorm.weight`, hidden);
-      source.check(`model.layers.${layer}.post_attention_layernorm.weight`, hidden);
-      for (const module of linearModules) {
-        source.check(`${moduleTensorName(layer, module)}.weight`, shapes[module]);
-        if (config.attentionBias && biasModules.has(module)) {
-          source.check(`${moduleTensorName(layer, module)}.bias`, [shapes[module][0]]);
-        }
-      }
-    }
     const schedule = layerSchedule(recursion, config.numHiddenLayers);
     for (const step of schedule) {
       if (!step.shared) continue;
@@ -107,20 +92,15 @@ export async function exportUnrolled(
         source.check(`${prefix}.lora_B.weight`, [outFeatures, rank]);
       }
     }
-    const outputDtype =
-      options.outputDtype ?? source.check(`${moduleTensorName(0, 'q_proj')}.weight`, shapes.q_proj);
+    const outputDtype = options.outputDtype ?? storedDtype;
 
     const stream = new TensorStream(options.onProgress);
-    const copy = (from: string, to: string, shape: number[]) =>
-      stream.add([{ name: to, dtype: outputDtype, shape }], async () => {
-        const raw = await source.read(from, shape);
-        const bytes = raw.dtype === outputDtype ? raw.bytes : storeAs(toFloat32(raw), outputDtype).bytes;
-        return new Map([[to, bytes]]);
-      });
+    const copy = (from: string, to: string, shape: readonly number[]) =>
+      addCopy(stream, source, from, to, shape, outputDtype);
     copy('model.embed_tokens.weight', 'model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]);
     for (const step of schedule) {
       const { depth, blockLayer, loopIndex } = step;
-      for (const norm of ['input_layernorm', 'post_attention_layernorm']) {
+      for (const norm of normNames) {
         copy(`model.layers.${blockLayer}.${norm}.weight`, `model.layers.${depth}.${norm}.weight`, hidden);
       }
       for (const module of linearModules) {
@@ -130,12 +110,7 @@ export async function exportUnrolled(
         const entry: TensorPlanEntry = { name, dtype: outputDtype, shape: [outFeatures, inFeatures] };
         stream.add([entry], async () => {
           const storedName = `${moduleTensorName(blockLayer, module)}.weight`;
-          if (rank === 0) {
-            const raw = await source.read(storedName);
-            return new Map([
-              [name, raw.dtype === outputDtype ? raw.bytes : storeAs(toFloat32(raw), outputDtype).bytes],
-            ]);
-          }
+          if (rank === 0) return new Map([[name, await source.readAs(storedName, outputDtype)]]);
           const prefix = loraTensorName(loopIndex, blockLayer, module);
           const merged = await addLowRank(
             await source.readValues(storedName),
@@ -149,7 +124,7 @@ export async function exportUnrolled(
           );
           return new Map([[name, storeAs(merged, outputDtype).bytes]]);
         });
-        if (config.attentionBias && biasModules.has(module)) {
+        if (config.biasedModules.includes(module)) {
           copy(`${moduleTensorName(blockLayer, module)}.bias`, `${moduleTensorName(depth, module)}.bias`, [
             outFeatures,
           ]);
@@ -163,7 +138,7 @@ export async function exportUnrolled(
     const outputConfig: Record<string, unknown> = {
       ...rest,
       num_hidden_layers: config.numHiddenLayers,
-      torch_dtype: { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[outputDtype],
+      torch_dtype: torchDtypeNames[outputDtype],
     };
     const output = await prepareOutput(outDir, options.overwrite ?? false);
     const copiedFiles = await writeModelDirectory(
@@ -178,10 +153,7 @@ export async function exportUnrolled(
       outDir: resolve(outDir),
       config: outputConfig,
       numLayers: config.numHiddenLayers,
-      parameters: stream.tensors.reduce(
-        (total, tensor) => total + tensor.shape.reduce((a, b) => a * b, 1),
-        0,
-      ),
+      parameters: stream.tensors.reduce((total, tensor) => total + sizeOf(tensor.shape), 0),
       outputDtype,
       copiedFiles,
       seconds: (performance.now() - started) / 1000,

@@ -25,6 +25,7 @@ export {
   InvalidOptionError,
   type LayoutPair,
   OutputExistsError,
+  OutputRestoreError,
   SourceChangedError,
   SourceCheckpointError,
   UnsupportedArchitectureError,

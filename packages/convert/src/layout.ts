@@ -4,7 +4,13 @@
  *
  * @module
  */
-import { type InitMethod, layerSchedule, type RecursionConfig, type SharingStrategy } from '@rrt/core';
+import {
+  type InitMethod,
+  layerSchedule,
+  type RecursionConfig,
+  type SharingStrategy,
+  seededRandom,
+} from '@rrt/core';
 import { IncompatibleLayoutError, InvalidOptionError, type LayoutPair } from './errors.js';
 
 /**
@@ -226,25 +232,15 @@ export function sharedInits(layout: RecursiveLayout, init: InitMethod, seed: num
 
 /**
  * `count` distinct integers of `0 … size − 1`, chosen uniformly by a seeded partial Fisher–Yates shuffle
- * (mulberry32), sorted ascending. The same seed gives the same choice on every platform.
+ * (mulberry32: `seededRandom` of `@rrt/core`), sorted ascending. The same seed gives the same choice on
+ * every platform.
  */
 export function seededSortedChoice(size: number, count: number, seed: number): number[] {
-  const next = mulberry32(seed);
+  const next = seededRandom(seed);
   const indices = Array.from({ length: size }, (_, i) => i);
   for (let i = 0; i < count; i++) {
     const j = i + Math.floor(next() * (size - i));
     [indices[i], indices[j]] = [indices[j]!, indices[i]!];
   }
   return indices.slice(0, count).sort((a, b) => a - b);
-}
-
-/** A uniform [0, 1) stream from a 32-bit seed. */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let mixed = Math.imul(state ^ (state >>> 15), state | 1);
-    mixed ^= mixed + Math.imul(mixed ^ (mixed >>> 7), mixed | 61);
-    return ((mixed ^ (mixed >>> 14)) >>> 0) / 4294967296;
-  };
 }

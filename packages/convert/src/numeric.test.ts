@@ -1,4 +1,5 @@
 import { createBackend } from '@rrt/backend-tfjs';
+import type { Backend } from '@rrt/tensor';
 import { describe, expect, it } from 'vitest';
 import { addLowRank, foldedResidual, lowRankErrorSquared, normFoldFactors, storeAs } from './numeric.js';
 
@@ -19,8 +20,9 @@ function randomArray(length: number, next: () => number): Float32Array {
 
 describe('norm folding', () => {
   for (const addOne of [false, true]) {
-    it(`target·diag(g_shared) reproduces W·diag(g_original) (${addOne ? 'Gemma 1 + w' : 'Llama w'})`, () => {
-      const seed = 1 + Math.floor(Math.random() * 1e6);
+    // A fresh seed per run, in the title so that every failure names it.
+    const seed = 1 + Math.floor(Math.random() * 1e6);
+    it(`target·diag(g_shared) reproduces W·diag(g_original) (${addOne ? 'Gemma 1 + w' : 'Llama w'}, seed ${seed})`, () => {
       const next = uniformStream(seed);
       const [rows, cols] = [7, 5];
       const w = randomArray(rows * cols, next);
@@ -61,9 +63,10 @@ describe('norm folding', () => {
   });
 });
 
-describe('low-rank products', () => {
+const lowRankSeed = 1 + Math.floor(Math.random() * 1e6);
+describe(`low-rank products (seed ${lowRankSeed})`, () => {
   const [rows, cols, rank] = [300, 200, 80]; // 4.8M multiply-adds: large enough for the backend path
-  const seed = 1 + Math.floor(Math.random() * 1e6);
+  const seed = lowRankSeed;
   const next = uniformStream(seed);
   const base = randomArray(rows * cols, next);
   const b = randomArray(rows * rank, next);
@@ -96,6 +99,35 @@ describe('low-rank products', () => {
       expect(Math.abs(error - expected) / expected, `seed ${seed}`).toBeLessThan(onBackend ? 1e-5 : 1e-12);
     }
     expect(backend.numTensors()).toBe(baseline);
+  });
+
+  it('disposes every tensor it made when the matmul or the read fails', async () => {
+    const { backend } = await createBackend('cpu');
+    /** The backend with `method` replaced by one that throws. */
+    const failing = (method: 'matmul' | 'read'): Backend =>
+      new Proxy(backend, {
+        get(target, property, receiver) {
+          if (property === method) {
+            return () => {
+              throw new Error(`injected ${method} failure`);
+            };
+          }
+          const value = Reflect.get(target, property, receiver);
+          return typeof value === 'function' ? value.bind(target) : value;
+        },
+      });
+    const baseline = backend.numTensors();
+    const r = Float64Array.from(reference);
+    for (const method of ['matmul', 'read'] as const) {
+      await expect(addLowRank(base, b, a, rows, cols, rank, scale, failing(method))).rejects.toThrow(
+        `injected ${method}`,
+      );
+      expect(backend.numTensors(), `addLowRank, failing ${method}`).toBe(baseline);
+      await expect(lowRankErrorSquared(r, b, a, rows, cols, rank, scale, failing(method))).rejects.toThrow(
+        `injected ${method}`,
+      );
+      expect(backend.numTensors(), `lowRankErrorSquared, failing ${method}`).toBe(baseline);
+    }
   });
 });
 

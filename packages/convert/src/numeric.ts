@@ -4,11 +4,19 @@
  *
  * @module
  */
-import type { Backend } from '@rrt/tensor';
+import { type RawTensor, toFloat32 } from '@rrt/core';
+import type { Backend, Tensor } from '@rrt/tensor';
 import { decodeBfloat16, decodeFloat16, encodeFloat16 } from '@rrt/tensor';
 
 /** The float dtypes a converted checkpoint stores (safetensors spelling). */
 export type FloatDType = 'F32' | 'F16' | 'BF16';
+
+/** `config.json`'s `torch_dtype` spelling of each {@link FloatDType}. */
+export const torchDtypeNames: Readonly<Record<FloatDType, string>> = {
+  F32: 'float32',
+  F16: 'float16',
+  BF16: 'bfloat16',
+};
 
 /** Whether a safetensors dtype is one of the {@link FloatDType}s. */
 export function isFloatDType(dtype: string): dtype is FloatDType {
@@ -70,6 +78,11 @@ export function decodeValues(bytes: Uint8Array, dtype: FloatDType): Float32Array
   if (dtype === 'F16') return decodeFloat16(bytes);
   if (dtype === 'BF16') return decodeBfloat16(bytes);
   return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+}
+
+/** A checkpoint tensor's bytes as `dtype`: passed through untouched when it is stored so already. */
+export function bytesAs(raw: RawTensor, dtype: FloatDType): Uint8Array {
+  return raw.dtype === dtype ? raw.bytes : storeAs(toFloat32(raw), dtype).bytes;
 }
 
 /** Values encoded as `dtype` and the values those bytes hold: what a reader of the output will see. */
@@ -168,16 +181,11 @@ export async function lowRankErrorSquared(
   backend?: Backend,
 ): Promise<number> {
   if (rank === 0) return sumOfSquares(r);
-  if (backend && rows * cols * rank > 4_000_000) {
-    const bt = backend.fromArray(b, [rows, rank]);
-    const at = backend.fromArray(a, [rank, cols]);
-    const product = backend.matmul(bt, at);
-    backend.dispose([bt, at]);
-    const values = (await backend.read(product)) as Float32Array;
-    backend.dispose(product);
+  const product = await lowRankProductOnBackend(b, a, rows, cols, rank, backend);
+  if (product) {
     let total = 0;
-    for (let i = 0; i < values.length; i++) {
-      const difference = r[i]! - scale * values[i]!;
+    for (let i = 0; i < product.length; i++) {
+      const difference = r[i]! - scale * product[i]!;
       total += difference * difference;
     }
     return total;
@@ -186,12 +194,7 @@ export async function lowRankErrorSquared(
   const row = new Float64Array(cols);
   for (let i = 0; i < rows; i++) {
     row.fill(0);
-    for (let k = 0; k < rank; k++) {
-      const coefficient = scale * b[i * rank + k]!;
-      if (coefficient === 0) continue;
-      const offset = k * cols;
-      for (let j = 0; j < cols; j++) row[j]! += coefficient * a[offset + j]!;
-    }
+    addScaledProductRow(row, i, b, a, cols, rank, scale);
     const offset = i * cols;
     for (let j = 0; j < cols; j++) {
       const difference = r[offset + j]! - row[j]!;
@@ -216,24 +219,62 @@ export async function addLowRank(
   backend?: Backend,
 ): Promise<Float64Array> {
   const out = Float64Array.from(base);
-  if (backend && rows * cols * rank > 4_000_000) {
-    const bt = backend.fromArray(b, [rows, rank]);
-    const at = backend.fromArray(a, [rank, cols]);
-    const product = backend.matmul(bt, at);
-    backend.dispose([bt, at]);
-    const values = (await backend.read(product)) as Float32Array;
-    backend.dispose(product);
-    for (let i = 0; i < out.length; i++) out[i]! += scale * values[i]!;
+  const product = await lowRankProductOnBackend(b, a, rows, cols, rank, backend);
+  if (product) {
+    for (let i = 0; i < out.length; i++) out[i]! += scale * product[i]!;
     return out;
   }
   for (let i = 0; i < rows; i++) {
-    const rowOffset = i * cols;
-    for (let k = 0; k < rank; k++) {
-      const coefficient = scale * b[i * rank + k]!;
-      if (coefficient === 0) continue;
-      const offset = k * cols;
-      for (let j = 0; j < cols; j++) out[rowOffset + j]! += coefficient * a[offset + j]!;
-    }
+    addScaledProductRow(out.subarray(i * cols, (i + 1) * cols), i, b, a, cols, rank, scale);
   }
   return out;
+}
+
+/** Products with more multiply-adds than this run on the backend, when one is given. */
+const BACKEND_PRODUCT_MIN_WORK = 4_000_000;
+
+/**
+ * `B · A` (`B: [rows, rank]`, `A: [rank, cols]`) computed on `backend` in float32, or `undefined` when no
+ * backend is given or the product is too small to be worth the upload (the caller then runs it in
+ * float64). Every tensor it makes is disposed, also when the upload, the matmul or the read throws.
+ */
+async function lowRankProductOnBackend(
+  b: Float32Array,
+  a: Float32Array,
+  rows: number,
+  cols: number,
+  rank: number,
+  backend: Backend | undefined,
+): Promise<Float32Array | undefined> {
+  if (!backend || rows * cols * rank <= BACKEND_PRODUCT_MIN_WORK) return undefined;
+  const created: Tensor[] = [];
+  try {
+    const bt = backend.fromArray(b, [rows, rank]);
+    created.push(bt);
+    const at = backend.fromArray(a, [rank, cols]);
+    created.push(at);
+    const product = backend.matmul(bt, at);
+    created.push(product);
+    return (await backend.read(product)) as Float32Array;
+  } finally {
+    backend.dispose(created);
+  }
+}
+
+/** Adds row `i` of `scale · B · A` into `row` (`cols` values), in float64. */
+function addScaledProductRow(
+  row: Float64Array,
+  i: number,
+  b: Float32Array,
+  a: Float32Array,
+  cols: number,
+  rank: number,
+  scale: number,
+): void {
+  for (let k = 0; k < rank; k++) {
+    const coefficient = scale * b[i * rank + k]!;
+    if (coefficient === 0) continue;
+    const offset = k * cols;
+    for (let j = 0; j < cols; j++) row[j]! += coefficient * a[offset + j]!;
+  }
 }

@@ -9,7 +9,10 @@ import { join } from 'node:path';
 import {
   type Checkpoint,
   ConfigError,
+  linearModules,
+  linearShapes,
   type ModelConfig,
+  moduleTensorName,
   openCheckpoint,
   type RawTensor,
   resolveConfig,
@@ -19,7 +22,8 @@ import {
 } from '@rrt/core';
 import { formatShape, sameShape } from '@rrt/tensor';
 import { SourceChangedError, SourceCheckpointError, UnsupportedArchitectureError } from './errors.js';
-import { type FloatDType, isFloatDType } from './numeric.js';
+import { bytesAs, type FloatDType, isFloatDType } from './numeric.js';
+import type { TensorStream } from './output.js';
 
 /** Size, modification time and inode of a file when the conversion started. */
 interface FileIdentity {
@@ -38,6 +42,8 @@ export interface SourceModel {
   checkpoint: Checkpoint;
   /** Reads a tensor, checking its shape and float dtype; errors name the tensor. */
   read(name: string, shape?: readonly number[]): Promise<RawTensor>;
+  /** Reads a tensor as the bytes of `dtype` (untouched when stored so already). */
+  readAs(name: string, dtype: FloatDType, shape?: readonly number[]): Promise<Uint8Array>;
   /** Reads a tensor and decodes it to float32. */
   readValues(name: string, shape?: readonly number[]): Promise<Float32Array>;
   /** Checks that a tensor exists with this shape and a float dtype, without reading it. */
@@ -126,7 +132,19 @@ export async function openSource(dir: string, expect: RecursionExpectation): Pro
   const files = [configFile, ...checkpoint.shards.map((shard) => shard.path)];
   if (checkpoint.indexFile) files.push(checkpoint.indexFile);
   const identities = new Map<string, FileIdentity>();
-  for (const file of files) identities.set(file, await identify(file));
+  try {
+    for (const file of files) {
+      try {
+        identities.set(file, await identify(file));
+      } catch (cause) {
+        // It was there a moment ago (the config read, the checkpoint opened): it changed under us.
+        throw new SourceChangedError(file, 'vanished', { cause });
+      }
+    }
+  } catch (error) {
+    await checkpoint.close();
+    throw error;
+  }
 
   const assertUnchanged = async () => {
     for (const [file, before] of identities) {
@@ -178,6 +196,7 @@ export async function openSource(dir: string, expect: RecursionExpectation): Pro
     config,
     checkpoint,
     read,
+    readAs: async (name, dtype, shape) => bytesAs(await read(name, shape), dtype),
     readValues: async (name, shape) => toFloat32(await read(name, shape)),
     check,
     assertUnchanged,
@@ -188,4 +207,64 @@ export async function openSource(dir: string, expect: RecursionExpectation): Pro
 async function identify(file: string): Promise<FileIdentity> {
   const info = await stat(file);
   return { size: info.size, mtimeMs: info.mtimeMs, ino: info.ino };
+}
+
+/** The two RMSNorms of a decoder layer, in file order. */
+export const normNames = ['input_layernorm', 'post_attention_layernorm'] as const;
+/** One of {@link normNames}. */
+export type NormName = (typeof normNames)[number];
+
+/**
+ * Every tensor a decoder made of the source layers `layers` reads, with its shape from the config:
+ * embeddings, final norm, head (when untied, or present anyway), and each layer's norms, linear weights
+ * and the biases of `config.biasedModules`. LoRA tensors are not included.
+ */
+export function decoderTensorShapes(
+  source: SourceModel,
+  layers: readonly number[],
+): Map<string, readonly number[]> {
+  const { config } = source;
+  const shapes = linearShapes(config);
+  const hidden = [config.hiddenSize];
+  const tensors = new Map<string, readonly number[]>([
+    ['model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]],
+    ['model.norm.weight', hidden],
+  ]);
+  if (!config.tieWordEmbeddings || source.checkpoint.has('lm_head.weight')) {
+    tensors.set('lm_head.weight', [config.vocabSize, config.hiddenSize]);
+  }
+  for (const layer of layers) {
+    for (const norm of normNames) tensors.set(`model.layers.${layer}.${norm}.weight`, hidden);
+    for (const module of linearModules) {
+      tensors.set(`${moduleTensorName(layer, module)}.weight`, shapes[module]);
+      if (config.biasedModules.includes(module)) {
+        tensors.set(`${moduleTensorName(layer, module)}.bias`, [shapes[module][0]]);
+      }
+    }
+  }
+  return tensors;
+}
+
+/**
+ * Checks every tensor of {@link decoderTensorShapes} (present, shape from the config, float dtype) before
+ * anything is written, and returns the dtype of the first layer's `q_proj` (the default output dtype).
+ */
+export function checkDecoderTensors(source: SourceModel, layers: readonly number[]): FloatDType {
+  for (const [name, shape] of decoderTensorShapes(source, layers)) source.check(name, shape);
+  return source.check(`${moduleTensorName(layers[0]!, 'q_proj')}.weight`, linearShapes(source.config).q_proj);
+}
+
+/** Adds to `stream` the source tensor `from`, written as `to` in `dtype` (re-encoded only when it differs). */
+export function addCopy(
+  stream: TensorStream,
+  source: SourceModel,
+  from: string,
+  to: string,
+  shape: readonly number[],
+  dtype: FloatDType,
+): void {
+  stream.add(
+    [{ name: to, dtype, shape }],
+    async () => new Map([[to, await source.readAs(from, dtype, shape)]]),
+  );
 }

@@ -102,17 +102,40 @@ describe.skipIf(!hasAssets)(title, () => {
     }
   });
 
-  it('applying LoRA at run time equals the unrolled export (rank 8, cycle 1×5)', async () => {
-    const relaxed = outDir();
-    const result = await convertToRecursive(sourceDir, relaxed, { loops: 5, init: 'average', ranks: 8 });
-    const group = result.reconstruction.find((entry) => entry.group === 'ffn')!;
-    expect(group.relaxedError!).toBeLessThan(group.recursiveError!);
-    const unrolled = outDir();
-    await exportUnrolled(relaxed, unrolled);
-    const worst = maxAbsDifference(
-      await logitsOf(relaxed, backend, tokens),
-      await logitsOf(unrolled, backend, tokens),
-    );
-    expect(worst).toBeLessThanOrEqual(1e-4);
+  it('K = N, L = 1 equals the original, tensor for tensor', async () => {
+    const out = outDir();
+    const result = await convertToRecursive(sourceDir, out, { blockSize: 5, loops: 1, ranks: 8 });
+    expect(result.parameters.recursive).toBe(result.parameters.original);
+    expect(result.parameters.relaxed).toBe(result.parameters.original);
+    const source = await readAllTensors(sourceDir);
+    const converted = await readAllTensors(out);
+    expect([...converted.keys()].sort()).toEqual([...source.keys()].sort());
+    for (const [name, tensor] of source) expect(converted.get(name)!.values, name).toEqual(tensor.values);
+    expect(maxAbsDifference(await logitsOf(out, backend, tokens), originalLogits)).toBe(0);
   });
+
+  for (const [strategy, loops] of [
+    ['cycle', 5],
+    ['middle-cycle', 3],
+  ] as const) {
+    it(`applying LoRA at run time equals the unrolled export (rank 8, ${strategy} 1×${loops})`, async () => {
+      const relaxed = outDir();
+      const result = await convertToRecursive(sourceDir, relaxed, {
+        loops,
+        strategy,
+        init: 'average',
+        ranks: 8,
+      });
+      const group = result.reconstruction.find((entry) => entry.group === 'ffn')!;
+      expect(group.relaxedError!).toBeLessThan(group.recursiveError!);
+      const unrolled = outDir();
+      const exported = await exportUnrolled(relaxed, unrolled);
+      expect(exported.numLayers).toBe(5);
+      const worst = maxAbsDifference(
+        await logitsOf(relaxed, backend, tokens),
+        await logitsOf(unrolled, backend, tokens),
+      );
+      expect(worst).toBeLessThanOrEqual(1e-4);
+    });
+  }
 });

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadModel, openCheckpoint, toFloat32 } from '@rrt/core';
 import type { Backend } from '@rrt/tensor';
+import { expect } from 'vitest';
 import type { SyntheticModelSpec } from './testing/index.js';
 
 /** A 6-layer GQA Llama with an untied head, float32. */
@@ -52,13 +53,19 @@ export function tokenIds(seed: number, count: number, vocabSize: number): number
   return Array.from({ length: count }, (_, i) => (seed * 7919 + i * 104729 + i * i * 13) % vocabSize);
 }
 
-/** Loads a model directory, runs `tokens` through it and returns the logits `[T·vocab]`; frees everything. */
+/**
+ * Loads a model directory, runs `tokens` through it and returns the logits `[T·vocab]`; frees everything.
+ * Asserts that the checkpoint holds no tensor its config does not use (a bias the config does not
+ * declare, say), which would mean the directory describes its model wrongly.
+ */
 export async function logitsOf(
   dir: string,
   backend: Backend,
   tokens: readonly number[],
 ): Promise<Float32Array> {
-  const model = await loadModel(dir, backend);
+  const unused: string[] = [];
+  const model = await loadModel(dir, backend, { onUnusedTensor: (name) => unused.push(name) });
+  expect(unused, `tensors of ${dir} that its config does not use`).toEqual([]);
   const ids = backend.fromArray(Int32Array.from(tokens), [1, tokens.length], 'int32');
   const { logits } = model.forward(ids);
   const values = (await backend.read(logits)) as Float32Array;

@@ -7,7 +7,9 @@ import { loraFactors } from './lora.js';
 import { randomizedSvd } from './randomized.js';
 import { truncatedSvd } from './truncated.js';
 import {
+  frobenius,
   frobeniusDistance,
+  matmul,
   matrixWithSpectrum,
   orthonormalityError,
   reconstruct,
@@ -60,9 +62,26 @@ describe('randomized SVD on a backend (tfjs cpu)', () => {
     expect(backend.numTensors()).toBe(baseline);
     expect(factors.method).toBe('randomized');
     expect(Math.sqrt(factors.discardedEnergy)).toBeLessThan(1.01 * tailNorm(sigma, 16));
+    // Measured rather than self-reported: ‖R − scale·B·A‖_F in float64 from the float32 factors.
+    const scaledB = {
+      rows: 280,
+      cols: factors.rank,
+      data: Float64Array.from(factors.B, (v) => factors.scale * v),
+    };
+    const a = { rows: factors.rank, cols: 300, data: Float64Array.from(factors.A) };
+    const measured = frobeniusDistance(matmul(scaledB, a), matrix);
+    expect(measured).toBeLessThan(1.01 * tailNorm(sigma, 16));
+    // The self-report agrees with it to float32 accuracy (relative to ‖R‖²_F).
+    const total = frobenius(matrix) ** 2;
+    expect(Math.abs(factors.discardedEnergy - measured ** 2)).toBeLessThan(1e-5 * total);
+
     const byEnergy = await truncatedSvd(matrix, { energy: 0.95, backend, method: 'randomized' });
     expect(backend.numTensors()).toBe(baseline);
     expect(1 - byEnergy.discardedEnergy / byEnergy.totalEnergy).toBeGreaterThanOrEqual(0.95);
+    // Measured: the energy U·diag(S)·Vᵀ leaves out is at most 5 % of ‖R‖²_F, up to float32 products (1e-5).
+    const left = frobeniusDistance(reconstruct(byEnergy.U, byEnergy.S, byEnergy.V), matrix) ** 2;
+    expect(left / total).toBeLessThanOrEqual(0.05 + 1e-5);
+    expect(Math.abs(byEnergy.discardedEnergy - left)).toBeLessThan(1e-5 * total);
   });
 
   it('disposes the uploaded matrix when a product fails midway', async () => {

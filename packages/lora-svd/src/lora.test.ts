@@ -144,4 +144,21 @@ describe('loraFactors', () => {
     await expect(loraFactors(a, { rank: 1, alpha: Number.NaN })).rejects.toThrow(/alpha/);
     await expect(loraFactors({ ...a, data: new Float32Array(4) }, { rank: -1 })).rejects.toThrow(/rank/);
   });
+
+  it('rejects out-of-range SVD options for a zero residual too, before its shortcut', async () => {
+    const zero = { rows: 3, cols: 4, data: new Float32Array(12) };
+    for (const [options, pattern] of [
+      [{ energy: 2 }, /loraFactors: energy must be in \(0, 1\]/],
+      [{ rank: 1.5 }, /loraFactors: rank must be an integer/],
+      [{ method: 'fast' as never }, /loraFactors: method/],
+      [{ oversampling: -1 }, /loraFactors: oversampling/],
+      [{ powerIterations: 0.5 }, /loraFactors: powerIterations/],
+      [{ seed: Number.NaN }, /loraFactors: seed/],
+    ] as const) {
+      await expect(loraFactors(zero, options), JSON.stringify(options)).rejects.toThrow(pattern);
+      await expect(loraFactors(zero, options)).rejects.toBeInstanceOf(InvalidSvdOptionError);
+    }
+    // Valid options still take the shortcut.
+    expect((await loraFactors(zero, { rank: 2, method: 'randomized', seed: 5 })).zeroResidual).toBe(true);
+  });
 });

@@ -7,7 +7,12 @@ import { InvalidSvdOptionError } from './errors.js';
 import { assertMatrix, type Matrix } from './matrix.js';
 import { DEFAULT_SEED } from './randomized.js';
 import { SeededRandom } from './random.js';
-import { type SvdMethod, type TruncatedSvdOptions, truncatedSvd } from './truncated.js';
+import {
+  type SvdMethod,
+  type TruncatedSvdOptions,
+  truncatedSvd,
+  validateTruncatedSvdOptions,
+} from './truncated.js';
 
 /** Options of {@link loraFactors}: those of {@link truncatedSvd} plus the LoRA scaling numerator. */
 export interface LoraFactorOptions extends TruncatedSvdOptions {
@@ -80,6 +85,8 @@ export async function loraFactors(residual: Matrix, options: LoraFactorOptions =
   if (alpha !== undefined && !(Number.isFinite(alpha) && alpha > 0)) {
     throw new InvalidSvdOptionError(`loraFactors: alpha must be a positive finite number, got ${alpha}`);
   }
+  // Before the zero-residual shortcut, which uses none of the SVD options but must not accept bad ones.
+  validateTruncatedSvdOptions(options, 'loraFactors');
   const { rows: out, cols: inF } = residual;
   if (isZero(residual.data)) return zeroResidualFactors(residual, options);
   const svd = await truncatedSvd(residual, options);
@@ -125,9 +132,6 @@ function zeroResidualFactors(residual: Matrix, options: LoraFactorOptions): Lora
   const { rows: out, cols: inF } = residual;
   const minDim = Math.min(out, inF);
   const { rank } = options;
-  if (rank !== undefined && !(Number.isInteger(rank) && rank >= 0)) {
-    throw new InvalidSvdOptionError(`loraFactors: rank must be an integer ≥ 0, got ${rank}`);
-  }
   // With only an energy target there is nothing to retain: rank 0. Otherwise the requested rank.
   const r = rank === undefined ? (options.energy === undefined ? minDim : 0) : Math.min(rank, minDim);
   const alpha = options.alpha ?? r;

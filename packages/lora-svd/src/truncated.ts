@@ -55,7 +55,7 @@ export interface TruncatedSvdOptions {
   method?: 'auto' | SvdMethod;
   /** Randomized: extra sketch columns beyond the rank; default 10. */
   oversampling?: number;
-  /** Randomized: power iterations; default 2. */
+  /** Randomized: power iterations; default {@link DEFAULT_POWER_ITERATIONS}. */
   powerIterations?: number;
   /** Randomized: seed of the Gaussian test matrix; default 0. */
   seed?: number;
@@ -102,7 +102,7 @@ export interface TruncatedSvd extends Svd {
  */
 export async function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions = {}): Promise<TruncatedSvd> {
   assertMatrix(matrix);
-  validateOptions(options);
+  validateTruncatedSvdOptions(options, 'truncatedSvd');
   const minDim = Math.min(matrix.rows, matrix.cols);
   const { rank, energy } = options;
   const maxRank = rank === undefined ? minDim : Math.min(rank, minDim);
@@ -220,28 +220,33 @@ function firstColumns(m: Matrix<Float64Array>, r: number): Matrix<Float64Array> 
   return { rows: m.rows, cols: r, data: out };
 }
 
-function validateOptions(options: TruncatedSvdOptions): void {
+/**
+ * Throws {@link InvalidSvdOptionError} for an option of {@link truncatedSvd} out of range; messages start
+ * with `caller`. Internal: shared with `loraFactors`, which must reject bad options before its shortcut
+ * for a zero residual.
+ */
+export function validateTruncatedSvdOptions(options: TruncatedSvdOptions, caller: string): void {
   const { rank, energy, method, oversampling, powerIterations, seed } = options;
   if (rank !== undefined && !(Number.isInteger(rank) && rank >= 0)) {
-    throw new InvalidSvdOptionError(`truncatedSvd: rank must be an integer ≥ 0, got ${rank}`);
+    throw new InvalidSvdOptionError(`${caller}: rank must be an integer ≥ 0, got ${rank}`);
   }
   if (energy !== undefined && !(energy > 0 && energy <= 1)) {
-    throw new InvalidSvdOptionError(`truncatedSvd: energy must be in (0, 1], got ${energy}`);
+    throw new InvalidSvdOptionError(`${caller}: energy must be in (0, 1], got ${energy}`);
   }
   if (method !== undefined && method !== 'auto' && method !== 'exact' && method !== 'randomized') {
     throw new InvalidSvdOptionError(
-      `truncatedSvd: method must be 'auto', 'exact' or 'randomized', got ${method}`,
+      `${caller}: method must be 'auto', 'exact' or 'randomized', got ${method}`,
     );
   }
   if (oversampling !== undefined && !(Number.isInteger(oversampling) && oversampling >= 0)) {
-    throw new InvalidSvdOptionError(`truncatedSvd: oversampling must be an integer ≥ 0, got ${oversampling}`);
+    throw new InvalidSvdOptionError(`${caller}: oversampling must be an integer ≥ 0, got ${oversampling}`);
   }
   if (powerIterations !== undefined && !(Number.isInteger(powerIterations) && powerIterations >= 0)) {
     throw new InvalidSvdOptionError(
-      `truncatedSvd: powerIterations must be an integer ≥ 0, got ${powerIterations}`,
+      `${caller}: powerIterations must be an integer ≥ 0, got ${powerIterations}`,
     );
   }
   if (seed !== undefined && !Number.isFinite(seed)) {
-    throw new InvalidSvdOptionError(`truncatedSvd: seed must be a finite number, got ${seed}`);
+    throw new InvalidSvdOptionError(`${caller}: seed must be a finite number, got ${seed}`);
   }
 }

@@ -71,6 +71,8 @@ describe('rrt convert / rrt export', () => {
     expect(io.err).toMatch(/convert \[#+\] \d+\/\d+/);
     expect(io.out).toContain('recursive');
     expect(io.out).toMatch(/ffn\s+8\s+0\.\d{4}\s+0\.\d{4}/);
+    // Norm folding is the default: the error is measured against W·diag(g_l/g_s), and says so.
+    expect(io.out).toContain('T = W·diag(g_l/g_s)');
     const config = JSON.parse(await readFile(join(out, 'config.json'), 'utf8'));
     expect(config.recursion.lora_ranks).toMatchObject({ q_proj: 4, k_proj: 4, gate_proj: 8 });
 
@@ -89,6 +91,14 @@ describe('rrt convert / rrt export', () => {
     const result = JSON.parse(io.out);
     expect(result.parameters.recursive).toBeLessThan(result.parameters.original);
     expect(result.reconstruction).toHaveLength(4);
+  });
+
+  it('--no-fold-norms labels the error against the plain W', async () => {
+    const io = capture();
+    const out = join(workDir, 'plain');
+    expect(await convertCommand.run([source, '--out', out, '--loops', '2', '--no-fold-norms'], io)).toBe(0);
+    expect(io.out).toContain('‖W − (W_shared + ΔW)‖_F / ‖W‖_F');
+    expect(io.out).not.toContain('diag(g_l/g_s)');
   });
 
   it('bad arguments are usage errors', async () => {

@@ -74,7 +74,10 @@ function report(result: ConversionResult): string {
     '',
     parameters,
     '',
-    'relative reconstruction error ‖W − (W_shared + ΔW)‖_F / ‖W‖_F over shared layers:',
+    result.foldNorms
+      ? // The target is each loop's weight with its own norm gains moved onto the shared norm's.
+        'relative reconstruction error ‖T − (W_shared + ΔW)‖_F / ‖T‖_F over shared layers, T = W·diag(g_l/g_s) (loop norm gains folded in):'
+      : 'relative reconstruction error ‖W − (W_shared + ΔW)‖_F / ‖W‖_F over shared layers:',
     errors,
   ].join('\n');
 }

@@ -13,8 +13,9 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type TensorToWrite, writeShardedCheckpoint } from '@rrt/core';
-import { encodeFloat16 } from '@rrt/tensor';
+import { type LinearModule, resolveConfig, type TensorToWrite, writeShardedCheckpoint } from '@rrt/core';
+import { sizeOf } from '@rrt/tensor';
+import { encodeValues, type FloatDType, torchDtypeNames } from '../numeric.js';
 
 /** The shape and storage of a synthetic model. */
 export interface SyntheticModelSpec {
@@ -29,10 +30,15 @@ export interface SyntheticModelSpec {
   /** Per-head dimension; default `hiddenSize / numAttentionHeads`. */
   headDim?: number;
   tieWordEmbeddings: boolean;
-  /** q, k, v biases (Qwen2-style). */
+  /**
+   * `attention_bias: true` in `config.json`: the Llama family (llama, mistral, gemma) then biases q, k, v
+   * and o. Qwen2 biases q, k and v whatever this says, as `@rrt/core` reads its config.
+   */
   attentionBias?: boolean;
+  /** `mlp_bias: true` in `config.json`: gate, up and down biases. */
+  mlpBias?: boolean;
   /** Storage dtype of every tensor. */
-  dtype: 'F32' | 'F16' | 'BF16';
+  dtype: FloatDType;
   seed: number;
   /**
    * How much of each layer is its own: every layer's tensor is `√(1 − s)·base + √s·own` with `base` the
@@ -45,6 +51,11 @@ export interface SyntheticModelSpec {
    * that must not depend on how norms are shared.
    */
   perLayerNorms?: boolean;
+  /**
+   * Biases vary by layer (default true). False gives every layer the same biases, for tests of models
+   * whose tied layers must agree exactly (a conversion shares biases; LoRA corrects weights only).
+   */
+  perLayerBiases?: boolean;
   /** Extra `config.json` keys (override the generated ones). */
   extraConfig?: Record<string, unknown>;
   /** Most tensor bytes per safetensors shard; default: one file. */
@@ -76,23 +87,31 @@ export function syntheticTensorShapes(spec: SyntheticModelSpec): [string, number
   const kv = spec.numKeyValueHeads * headDim;
   const h = spec.hiddenSize;
   const f = spec.intermediateSize;
+  // The biases the model loader expects: decided by @rrt/core from the config, not guessed here.
+  const biased = new Set(resolveConfig(syntheticConfig(spec), 'config.json').config.biasedModules);
   const shapes: [string, number[]][] = [['model.embed_tokens.weight', [spec.vocabSize, h]]];
   for (let layer = 0; layer < spec.numHiddenLayers; layer++) {
     const p = `model.layers.${layer}`;
+    /** Weights, then the biases of the modules that have one. */
+    const linears = (block: string, modules: [LinearModule, number[]][]) => {
+      for (const [module, shape] of modules) shapes.push([`${p}.${block}.${module}.weight`, shape]);
+      for (const [module, shape] of modules) {
+        if (biased.has(module)) shapes.push([`${p}.${block}.${module}.bias`, [shape[0]!]]);
+      }
+    };
     shapes.push([`${p}.input_layernorm.weight`, [h]]);
-    shapes.push([`${p}.self_attn.q_proj.weight`, [q, h]]);
-    shapes.push([`${p}.self_attn.k_proj.weight`, [kv, h]]);
-    shapes.push([`${p}.self_attn.v_proj.weight`, [kv, h]]);
-    if (spec.attentionBias) {
-      shapes.push([`${p}.self_attn.q_proj.bias`, [q]]);
-      shapes.push([`${p}.self_attn.k_proj.bias`, [kv]]);
-      shapes.push([`${p}.self_attn.v_proj.bias`, [kv]]);
-    }
-    shapes.push([`${p}.self_attn.o_proj.weight`, [h, q]]);
+    linears('self_attn', [
+      ['q_proj', [q, h]],
+      ['k_proj', [kv, h]],
+      ['v_proj', [kv, h]],
+    ]);
+    linears('self_attn', [['o_proj', [h, q]]]);
     shapes.push([`${p}.post_attention_layernorm.weight`, [h]]);
-    shapes.push([`${p}.mlp.gate_proj.weight`, [f, h]]);
-    shapes.push([`${p}.mlp.up_proj.weight`, [f, h]]);
-    shapes.push([`${p}.mlp.down_proj.weight`, [h, f]]);
+    linears('mlp', [
+      ['gate_proj', [f, h]],
+      ['up_proj', [f, h]],
+      ['down_proj', [h, f]],
+    ]);
   }
   shapes.push(['model.norm.weight', [h]]);
   if (!spec.tieWordEmbeddings) shapes.push(['lm_head.weight', [spec.vocabSize, h]]);
@@ -125,9 +144,10 @@ export function syntheticConfig(spec: SyntheticModelSpec): Record<string, unknow
     max_position_embeddings: 2048,
     tie_word_embeddings: spec.tieWordEmbeddings,
     ...(spec.attentionBias ? { attention_bias: true } : {}),
+    ...(spec.mlpBias ? { mlp_bias: true } : {}),
     bos_token_id: 1,
     eos_token_id: 2,
-    torch_dtype: { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[spec.dtype],
+    torch_dtype: torchDtypeNames[spec.dtype],
     ...spec.extraConfig,
   };
 }
@@ -155,10 +175,11 @@ export async function writeSyntheticCheckpoint(
   const gemma = spec.modelType === 'gemma';
   const specificity = spec.layerSpecificity ?? 1;
   const perLayerNorms = spec.perLayerNorms ?? true;
+  const perLayerBiases = spec.perLayerBiases ?? true;
   const tensors: TensorToWrite[] = [];
   let parameters = 0;
   for (const [name, shape] of syntheticTensorShapes(spec)) {
-    const size = shape.reduce((a, b) => a * b, 1);
+    const size = sizeOf(shape);
     parameters += size;
     const isNorm = name.endsWith('norm.weight');
     const isBias = name.endsWith('.bias');
@@ -172,7 +193,11 @@ export async function writeSyntheticCheckpoint(
     // The same name with the layer number removed: the seed of the part all layers share.
     const baseName = name.replace(/^model\.layers\.\d+\./, 'model.layers.*.');
     const layerTensor = baseName !== name;
-    const own = !layerTensor ? 1 : isNorm && !perLayerNorms ? 0 : specificity;
+    const own = !layerTensor
+      ? 1
+      : (isNorm && !perLayerNorms) || (isBias && !perLayerBiases)
+        ? 0
+        : specificity;
     tensors.push({
       name,
       dtype: spec.dtype,
@@ -182,7 +207,7 @@ export async function writeSyntheticCheckpoint(
         if (own > 0) fillUniform(values, hashSeed(spec.seed, name), std * Math.sqrt(own), offset);
         if (own < 1)
           addUniform(values, hashSeed(spec.seed, baseName), std * Math.sqrt(1 - own), own > 0 ? 0 : offset);
-        return encode(values, spec.dtype);
+        return encodeValues(values, spec.dtype);
       },
     });
   }
@@ -223,17 +248,4 @@ function addUniform(values: Float32Array, seed: number, std: number, offset: num
   const extra = new Float32Array(values.length);
   fillUniform(extra, seed, std, offset);
   for (let i = 0; i < values.length; i++) values[i]! += extra[i]!;
-}
-
-/** Encodes float32 values; bf16 by bit arithmetic (round to nearest even) for speed on big tensors. */
-function encode(values: Float32Array, dtype: 'F32' | 'F16' | 'BF16'): Uint8Array {
-  if (dtype === 'F32') return new Uint8Array(values.buffer);
-  if (dtype === 'F16') return encodeFloat16(values);
-  const bits = new Uint32Array(values.buffer);
-  const out = new Uint16Array(values.length);
-  for (let i = 0; i < bits.length; i++) {
-    const b = bits[i]!;
-    out[i] = (b + 0x7fff + ((b >>> 16) & 1)) >>> 16; // finite values only: these are
-  }
-  return new Uint8Array(out.buffer);
 }

@@ -40,11 +40,13 @@ describe('writeSyntheticCheckpoint', () => {
     const dir = join(workDir, 'a');
     const written = await writeSyntheticCheckpoint(dir, spec);
     const config = await readConfig(dir);
-    expect(config.attentionBias).toBe(true);
+    expect(config.biasedModules).toEqual(['q_proj', 'k_proj', 'v_proj']); // Qwen2: q, k, v
     expect(config.tieWordEmbeddings).toBe(true);
     const { backend } = await createBackend('cpu');
-    const model = await loadModel(dir, backend);
+    const unused: string[] = [];
+    const model = await loadModel(dir, backend, { onUnusedTensor: (name) => unused.push(name) });
     model.dispose();
+    expect(unused).toEqual([]);
 
     const checkpoint = await openCheckpoint(dir);
     expect(checkpoint.indexFile).toBeDefined(); // 8 kB shards: sharded
@@ -78,6 +80,44 @@ describe('writeSyntheticCheckpoint', () => {
     for (const file of files) {
       expect(await readFile(join(again, file)), file).toEqual(await readFile(join(dir, file)));
     }
+  });
+
+  it('writes the biases a Llama config with attention_bias and mlp_bias declares, and nothing else', async () => {
+    const llama: SyntheticModelSpec = {
+      ...spec,
+      modelType: 'llama',
+      numHiddenLayers: 2,
+      attentionBias: true,
+      mlpBias: true,
+      maxShardBytes: undefined,
+    };
+    const shapes = new Map(syntheticTensorShapes(llama));
+    const biases = [...shapes.keys()].filter(
+      (name) => name.startsWith('model.layers.1.') && name.endsWith('.bias'),
+    );
+    expect(biases.sort()).toEqual(
+      [
+        'mlp.down_proj',
+        'mlp.gate_proj',
+        'mlp.up_proj',
+        'self_attn.k_proj',
+        'self_attn.o_proj',
+        'self_attn.q_proj',
+        'self_attn.v_proj',
+      ].map((module) => `model.layers.1.${module}.bias`),
+    );
+    expect(shapes.get('model.layers.0.self_attn.o_proj.bias')).toEqual([32]);
+    expect(shapes.get('model.layers.0.mlp.up_proj.bias')).toEqual([48]);
+    const dir = join(workDir, 'llama-biased');
+    await writeSyntheticCheckpoint(dir, llama);
+    const { backend } = await createBackend('cpu');
+    const unused: string[] = [];
+    const model = await loadModel(dir, backend, { onUnusedTensor: (name) => unused.push(name) });
+    model.dispose();
+    expect(unused).toEqual([]);
+    // Without the flags: no bias at all.
+    const plain = syntheticTensorShapes({ ...llama, attentionBias: false, mlpBias: false });
+    expect(plain.some(([name]) => name.endsWith('.bias'))).toBe(false);
   });
 
   it('describes TinyLlama as the issue asks', () => {
