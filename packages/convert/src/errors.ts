@@ -114,33 +114,6 @@ export class OutputExistsError extends ConvertError {
   }
 }
 
-/**
- * Replacing an existing output failed after it had been moved aside, and moving it back failed too: the
- * previous output is kept at {@link OutputRestoreError.aside}. `cause` is the failure of the replacement.
- */
-export class OutputRestoreError extends ConvertError {
-  /** The output path. */
-  readonly path: string;
-  /** Where the previous output now is. */
-  readonly aside: string;
-  /** Why moving it back failed. */
-  readonly restoreError: unknown;
-
-  constructor(path: string, aside: string, options: { cause: unknown; restoreError: unknown }) {
-    super(
-      `${path}: replacing the output failed (${message(options.cause)}) and restoring the previous one failed too (${message(options.restoreError)}); the previous output is at ${aside}`,
-      { cause: options.cause },
-    );
-    this.path = path;
-    this.aside = aside;
-    this.restoreError = options.restoreError;
-  }
-}
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 function describe(value: unknown): string {
   if (value === undefined) return 'nothing';
   if (typeof value === 'number' && !Number.isFinite(value)) return String(value);

@@ -25,7 +25,6 @@ export {
   InvalidOptionError,
   type LayoutPair,
   OutputExistsError,
-  OutputRestoreError,
   SourceChangedError,
   SourceCheckpointError,
   UnsupportedArchitectureError,

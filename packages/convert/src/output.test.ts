@@ -1,8 +1,8 @@
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { OutputRestoreError } from './errors.js';
-import { prepareOutput, replaceDirectory } from './output.js';
+import { OutputRestoreError, replaceDirectory } from '@rrt/core';
+import { prepareOutput } from './output.js';
 import { tempDir } from './test-support.js';
 
 // `rename` fails for the (from, to) pairs this predicate accepts; the real one otherwise.

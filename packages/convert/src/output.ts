@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { type TensorPlanEntry, type TensorToWrite, writeShardedCheckpoint } from '@rrt/core';
-import { OutputExistsError, OutputRestoreError } from './errors.js';
+import { replaceDirectory } from '@rrt/core';
+import { OutputExistsError } from './errors.js';
 
 /** A directory being written; {@link PendingOutput.commit} moves it to the output path. */
 export interface PendingOutput {
@@ -53,28 +54,6 @@ export async function prepareOutput(outDir: string, overwrite: boolean): Promise
       await rm(tempDir, { recursive: true, force: true });
     },
   };
-}
-
-/**
- * Renames `from` to `target`, which exists: `target` is first moved aside to `aside` and removed only once
- * `from` is in its place, so that a failure in between restores it and loses nothing.
- *
- * @throws the error of the failed rename once `target` is restored; {@link OutputRestoreError} when the
- * restore fails too (the old output is then at `aside`)
- */
-export async function replaceDirectory(from: string, target: string, aside: string): Promise<void> {
-  await rename(target, aside);
-  try {
-    await rename(from, target);
-  } catch (error) {
-    try {
-      await rename(aside, target);
-    } catch (restoreError) {
-      throw new OutputRestoreError(target, aside, { cause: error, restoreError });
-    }
-    throw error;
-  }
-  await rm(aside, { recursive: true, force: true });
 }
 
 async function exists(path: string): Promise<boolean> {

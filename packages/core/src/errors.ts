@@ -89,3 +89,28 @@ export class WeightError extends RrtError {
     super(`${file}: tensor "${tensor}" ${problem}`);
   }
 }
+
+/**
+ * Replacing an output directory failed, and moving the previous one back failed too: the previous
+ * output is kept at {@link OutputRestoreError.aside}. `cause` is the failure of the replacement.
+ */
+export class OutputRestoreError extends RrtError {
+  /** The output path. */
+  readonly path: string;
+  /** Where the previous output now is. */
+  readonly aside: string;
+  /** Why moving it back failed. */
+  readonly restoreError: unknown;
+
+  constructor(path: string, aside: string, options: { cause: unknown; restoreError: unknown }) {
+    const text = (error: unknown) => (error instanceof Error ? error.message : String(error));
+    super(
+      `${path}: replacing the output failed (${text(options.cause)}) and restoring the previous one failed too ` +
+        `(${text(options.restoreError)}); the previous output is at ${aside}`,
+      { cause: options.cause },
+    );
+    this.path = path;
+    this.aside = aside;
+    this.restoreError = options.restoreError;
+  }
+}

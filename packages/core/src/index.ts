@@ -7,11 +7,13 @@
  */
 export {
   ConfigError,
+  OutputRestoreError,
   RrtError,
   SafetensorsError,
   type SafetensorsErrorLocation,
   WeightError,
 } from './errors.js';
+export { replaceDirectory } from './replace-directory.js';
 export {
   type GenerateOptions,
   type GenerateTextOptions,

@@ -31,6 +31,7 @@ import {
   writeFile,
 } from 'node:fs/promises';
 import path from 'node:path';
+import { replaceDirectory } from '../replace-directory.js';
 import { writeSafetensors, type TensorToWrite } from '../safetensors/index.js';
 import { buildLlamaTokenizerConfig, buildLlamaTokenizerJson } from '../tokenizer/llama-tokenizer-json.js';
 import {
@@ -564,14 +565,5 @@ async function moveIntoPlace(
     await rename(tempDir, outDir);
     return;
   }
-  // Keep the old directory until the new one is in place, so a failure in between loses nothing.
-  const oldDir = `${outDir}.old-${randomBytes(6).toString('hex')}`;
-  await rename(outDir, oldDir);
-  try {
-    await rename(tempDir, outDir);
-  } catch (error) {
-    await rename(oldDir, outDir);
-    throw error;
-  }
-  await rm(oldDir, { recursive: true, force: true });
+  await replaceDirectory(tempDir, outDir, `${outDir}.old-${randomBytes(6).toString('hex')}`);
 }
