@@ -110,21 +110,7 @@ export class Decoder {
       // no reshapes around them (each op dispatch costs microseconds; a decode step runs hundreds).
       let hidden = backend.gather(this.weights.embedding, backend.reshape(inputIds, [batch * length])); // [B·T, d]
       if (config.embeddingScale !== 1) hidden = backend.mul(hidden, config.embeddingScale);
-      const cos = backend.slice(this.ropeCos, [offset, 0], [length, -1]); // [T, hD/2]
-      const sin = backend.slice(this.ropeSin, [offset, 0], [length, -1]);
-      const keyLength = offset + length;
-      const paddedKeyLength = Math.ceil(keyLength / keyBlock) * keyBlock;
-      const needsMask = length > 1 || paddedKeyLength > keyLength;
-      const mask = needsMask ? backend.causalMask(length, paddedKeyLength, offset) : undefined;
-      const context: AttentionContext = {
-        batch,
-        length,
-        cos,
-        sin,
-        mask,
-        keyPadding: paddedKeyLength - keyLength,
-      };
-
+      const context = this.attentionContext(batch, length, offset);
       const outputs: Tensor[] = [];
       for (const layer of this.schedule) {
         hidden = this.decoderLayer(hidden, layer, context, options.cache?.layers[layer.depth]);
@@ -148,6 +134,22 @@ export class Decoder {
       logits: loopTensors[2 * index + 1]!,
     }));
     return { logits: logits!, loops };
+  }
+
+  /** What every layer's attention shares in one call: RoPE rows of its positions, the mask, the padding. */
+  private attentionContext(batch: number, length: number, offset: number): AttentionContext {
+    const { backend } = this;
+    const keyLength = offset + length;
+    const paddedKeyLength = Math.ceil(keyLength / keyBlock) * keyBlock;
+    const needsMask = length > 1 || paddedKeyLength > keyLength;
+    return {
+      batch,
+      length,
+      cos: backend.slice(this.ropeCos, [offset, 0], [length, -1]), // [T, hD/2]
+      sin: backend.slice(this.ropeSin, [offset, 0], [length, -1]),
+      mask: needsMask ? backend.causalMask(length, paddedKeyLength, offset) : undefined,
+      keyPadding: paddedKeyLength - keyLength,
+    };
   }
 
   /** Final norm and output head: hidden `[B·T, d]` → logits `[B, T, vocab]` (or `[B, 1, vocab]`). */
