@@ -114,3 +114,59 @@ export class OutputRestoreError extends RrtError {
     this.restoreError = options.restoreError;
   }
 }
+
+/**
+ * A tokenizer file is missing, malformed or inconsistent, or a tokenizer was used outside its vocabulary.
+ * The message names the file and says what was wrong.
+ */
+export class TokenizerError extends RrtError {
+  constructor(
+    /** The file at fault (or the tokenizer's source, when no single file is). */
+    readonly file: string,
+    /** What was wrong with it. */
+    readonly problem: string,
+  ) {
+    super(`${file}: ${problem}`);
+  }
+}
+
+/** Why an import failed; lets a caller (the CLI) react without parsing messages. */
+export type ImportErrorReason =
+  /** An input file does not exist or cannot be read. */
+  | 'missing-file'
+  /** The checkpoint's size disagrees with the size its header implies (truncated, or trailing bytes). */
+  | 'size-mismatch'
+  /** The checkpoint header holds impossible values. */
+  | 'bad-header'
+  /** The file is a variant this importer does not read (a newer llama2.c export version, say). */
+  | 'unsupported-format'
+  /** The tokenizer file is malformed. */
+  | 'bad-tokenizer'
+  /** The tokenizer's vocabulary size differs from the checkpoint's. */
+  | 'vocab-mismatch'
+  /** The output directory exists and is not empty, and overwriting was not asked for. */
+  | 'output-exists';
+
+/**
+ * An import failed. The message names the file and says what was expected; `reason` says which kind of
+ * failure it was.
+ *
+ * @example
+ * ```ts
+ * try { await importLlama2c(options); }
+ * catch (error) { if (error instanceof ImportError && error.reason === 'size-mismatch') console.error(error.message); }
+ * ```
+ */
+export class ImportError extends RrtError {
+  constructor(
+    /** The file at fault. */
+    readonly file: string,
+    /** Which kind of failure. */
+    readonly reason: ImportErrorReason,
+    /** What was wrong. */
+    readonly problem: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${file}: ${problem}`, options);
+  }
+}

@@ -4,7 +4,7 @@
  * @module
  */
 
-export { ImportError, type ImportErrorReason } from './errors.js';
+export { ImportError, type ImportErrorReason } from '../errors.js';
 export {
   type ImportLlama2cOptions,
   type ImportLlama2cResult,

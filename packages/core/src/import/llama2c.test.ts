@@ -19,7 +19,7 @@ import {
   writeLlama2cTokenizerBin,
 } from '../tokenizer/llama2c-reference.test-util.js';
 import { loadTokenizer } from '../tokenizer/load.js';
-import { ImportError, type ImportErrorReason } from './errors.js';
+import { ImportError, type ImportErrorReason } from '../errors.js';
 import { type ImportProgress, importLlama2c } from './llama2c.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');

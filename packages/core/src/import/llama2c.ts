@@ -39,9 +39,8 @@ import {
   parseSentencePieceVocab,
   type TokenizerFileFormat,
 } from '../tokenizer/sentencepiece.js';
-import { TokenizerError } from '../tokenizer/errors.js';
+import { ImportError, TokenizerError } from '../errors.js';
 import { tokenizerFromJson } from '../tokenizer/tokenizer.js';
-import { ImportError } from './errors.js';
 
 /** The hyper-parameters in a llama2.c checkpoint header. */
 export interface Llama2cHeader {

@@ -6,7 +6,7 @@
  */
 
 export { type DecodeStream, type DecodeStreamSource, WindowedDecodeStream } from './decode-stream.js';
-export { TokenizerError } from './errors.js';
+export { TokenizerError } from '../errors.js';
 export {
   type AddedTokenJson,
   buildLlamaTokenizerConfig,

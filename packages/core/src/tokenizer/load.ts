@@ -2,7 +2,7 @@
 
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TokenizerError } from './errors.js';
+import { TokenizerError } from '../errors.js';
 import { type Tokenizer, tokenizerFromJson } from './tokenizer.js';
 
 /**

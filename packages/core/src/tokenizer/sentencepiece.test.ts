@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TokenizerError } from './errors.js';
+import { TokenizerError } from '../errors.js';
 import { buildLlamaTokenizerJson } from './llama-tokenizer-json.js';
 import { writeLlama2cTokenizerBin } from './llama2c-reference.test-util.js';
 import { detectTokenizerFormat, parseLlama2cTokenizer, parseSentencePieceModel } from './sentencepiece.js';

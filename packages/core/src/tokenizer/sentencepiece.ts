@@ -7,7 +7,7 @@
  * @module
  */
 
-import { TokenizerError } from './errors.js';
+import { TokenizerError } from '../errors.js';
 
 /** What a piece is, as SentencePiece's `SentencePiece.Type` says. */
 export type PieceType = 'normal' | 'unknown' | 'control' | 'user-defined' | 'unused' | 'byte';

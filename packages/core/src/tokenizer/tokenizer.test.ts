@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { TokenizerError } from './errors.js';
+import { TokenizerError } from '../errors.js';
 import { buildLlamaTokenizerJson } from './llama-tokenizer-json.js';
 import {
   randomUnicodeText,

@@ -8,7 +8,7 @@
 
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { type DecodeStream, WindowedDecodeStream } from './decode-stream.js';
-import { TokenizerError } from './errors.js';
+import { TokenizerError } from '../errors.js';
 
 /** Options of {@link Tokenizer.encode}. */
 export interface EncodeOptions {
