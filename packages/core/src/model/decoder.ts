@@ -208,11 +208,13 @@ export class Decoder {
     const split = (y: Tensor, count: number) =>
       backend.transpose(backend.reshape(y, [batch, length, count, headDim]), [0, 2, 1, 3]); // [B, h, T, hD]
 
-    let queries = split(this.project(x, weights.linears.q_proj, loras?.q_proj), heads);
-    let keys = split(this.project(x, weights.linears.k_proj, loras?.k_proj), kvHeads);
+    const rawQueries = split(this.project(x, weights.linears.q_proj, loras?.q_proj), heads);
+    const rawKeys = split(this.project(x, weights.linears.k_proj, loras?.k_proj), kvHeads);
     const values = split(this.project(x, weights.linears.v_proj, loras?.v_proj), kvHeads);
-    queries = backend.rope(queries, context.cos, context.sin);
-    keys = backend.rope(keys, context.cos, context.sin);
+    // One RoPE over queries and keys stacked along the head axis: the same arithmetic in fewer dispatches.
+    const rotated = backend.rope(backend.concat([rawQueries, rawKeys], 1), context.cos, context.sin);
+    const queries = backend.slice(rotated, [0, 0, 0, 0], [-1, heads, -1, -1]); // [B, H, T, hD]
+    const keys = backend.slice(rotated, [0, heads, 0, 0], [-1, kvHeads, -1, -1]); // [B, kvH, T, hD]
 
     let { keys: allKeys, values: allValues } = cache ? cache.updateAndFetch(keys, values) : { keys, values }; // [B, kvH, S, hD]
     if (context.keyPadding > 0) {
