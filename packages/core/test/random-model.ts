@@ -4,19 +4,14 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { seededRandom } from '../src/generate/sampling.js';
 import { writeSafetensors } from '../src/safetensors/index.js';
 import { type ReferenceConfig, type ReferenceWeights, referenceTensorShapes } from './reference.js';
 
-/** A seeded normal stream (Box–Muller over mulberry32). */
+/** A seeded standard-normal stream (Box–Muller over core's seeded uniform stream). */
 export function normalStream(seed: number): () => number {
-  let state = seed >>> 0;
-  const uniform = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let mixed = Math.imul(state ^ (state >>> 15), state | 1);
-    mixed ^= mixed + Math.imul(mixed ^ (mixed >>> 7), mixed | 61);
-    return (((mixed ^ (mixed >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  return () => Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+  const uniform = seededRandom(seed);
+  return () => Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());
 }
 
 /** The three families the issue asks for, small enough for float64 reference loops. */

@@ -16,17 +16,12 @@ import {
   numberToBfloat16Bits,
   numberToFloat16Bits,
 } from './half.js';
+import { SeededRandom } from './testing/random.js';
 
-/** A small seeded PRNG (mulberry32) so that a failure reproduces. */
+/** The conformance suite's seeded stream (mulberry32) as a function, so a failure reproduces. */
 function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const random = new SeededRandom(seed);
+  return () => random.next();
 }
 
 /** A format described by its field widths, enough to define its values and its rounding. */

@@ -9,17 +9,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-/** mulberry32: a small seeded PRNG returning floats in [0, 1), so failures reproduce. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// The seeded stream of core's samplers (mulberry32), so failures reproduce from their seed.
+export { seededRandom } from '../generate/sampling.js';
 
 /** `count` random bytes from `random`. */
 export function randomBytes(random: () => number, count: number): Uint8Array {

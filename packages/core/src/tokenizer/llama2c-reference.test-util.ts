@@ -152,17 +152,8 @@ export function trainTinyBpeVocab(corpus: string, mergeCount: number): Llama2cTo
   return tokens;
 }
 
-/** mulberry32: a small seeded PRNG, so failures reproduce. Returns floats in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// The seeded stream of core's samplers (mulberry32), so failures reproduce from their seed.
+export { seededRandom } from '../generate/sampling.js';
 
 /**
  * A random string mixing words of `words`, runs of spaces, punctuation, accented Latin, CJK, emoji (astral
