@@ -4,45 +4,13 @@ import {
   type ConversionResult,
   type ConvertOptions,
   convertToRecursive,
-  type FloatDType,
   IncompatibleLayoutError,
   InvalidOptionError,
   type RankOption,
 } from '@rrt/convert';
 import type { InitMethod, SharingStrategy } from '@rrt/core';
 import { type CliIO, type Command, formatTable, progressReporter, UsageError } from '../cli-io.js';
-
-const dtypes: Record<string, FloatDType> = {
-  f32: 'F32',
-  float32: 'F32',
-  f16: 'F16',
-  float16: 'F16',
-  bf16: 'BF16',
-  bfloat16: 'BF16',
-};
-
-/** Parses a numeric flag; the library checks the range (integer, positive) with typed errors. */
-function numberFlag(name: string, value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  const parsed = Number(value);
-  if (value.trim() === '' || Number.isNaN(parsed))
-    throw new UsageError(`--${name} expects a number, got "${value}"`);
-  return parsed;
-}
-
-function dtypeFlag(name: string, value: string | undefined): FloatDType | undefined {
-  if (value === undefined) return undefined;
-  const dtype = dtypes[value.toLowerCase()];
-  if (!dtype) throw new UsageError(`--${name} expects f32, f16 or bf16, got "${value}"`);
-  return dtype;
-}
-
-function oneOf<T extends string>(name: string, value: string, allowed: readonly T[]): T {
-  if (!(allowed as readonly string[]).includes(value)) {
-    throw new UsageError(`--${name} expects one of ${allowed.join(', ')}, got "${value}"`);
-  }
-  return value as T;
-}
+import { dtypeFlag, numberFlag, oneOf } from '../flags.js';
 
 const integer = new Intl.NumberFormat('en-US');
 

@@ -7,7 +7,8 @@ import { convertToRecursive } from '@rrt/convert';
 import { type SyntheticModelSpec, writeSyntheticCheckpoint } from '@rrt/convert/testing';
 import { argmax, loadModel, readConfig } from '@rrt/core';
 import type { Backend } from '@rrt/tensor';
-import { type Command, formatTable, UsageError } from '../cli-io.js';
+import { type Command, formatTable } from '../cli-io.js';
+import { numberFlag } from '../flags.js';
 
 /**
  * The embedded default: a small Llama-shaped model (GQA, untied head) made from a fixed seed, with
@@ -66,9 +67,7 @@ Example:
         json: { type: 'boolean', default: false },
       },
     });
-    const loops = Number(values.loops);
-    if (!Number.isInteger(loops) || loops < 1)
-      throw new UsageError(`--loops expects a positive integer, got "${values.loops}"`);
+    const loops = numberFlag('loops', values.loops, (n) => Number.isInteger(n) && n >= 1)!;
     const say = (text: string) => {
       if (!values.json) io.stdout(`${text}\n`);
     };

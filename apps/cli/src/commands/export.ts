@@ -1,16 +1,8 @@
 import { parseArgs } from 'node:util';
 import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
-import { type ExportOptions, exportUnrolled, type FloatDType, InvalidOptionError } from '@rrt/convert';
+import { type ExportOptions, exportUnrolled, InvalidOptionError } from '@rrt/convert';
 import { type CliIO, type Command, progressReporter, UsageError } from '../cli-io.js';
-
-const dtypes: Record<string, FloatDType> = {
-  f32: 'F32',
-  float32: 'F32',
-  f16: 'F16',
-  float16: 'F16',
-  bf16: 'BF16',
-  bfloat16: 'BF16',
-};
+import { dtypeFlag } from '../flags.js';
 
 /** `rrt export --unroll`: a recursive / relaxed model as N plain layers (a vanilla HF checkpoint). */
 export const exportCommand: Command = {
@@ -51,11 +43,8 @@ Example:
     if (!values.unroll) throw new UsageError('say what to export: --unroll (the only export for now)');
     if (!values.out) throw new UsageError('--out <dir> is required');
     const options: ExportOptions = { overwrite: values.overwrite };
-    if (values.dtype !== undefined) {
-      const dtype = dtypes[values.dtype.toLowerCase()];
-      if (!dtype) throw new UsageError(`--dtype expects f32, f16 or bf16, got "${values.dtype}"`);
-      options.outputDtype = dtype;
-    }
+    const outputDtype = dtypeFlag('dtype', values.dtype);
+    if (outputDtype) options.outputDtype = outputDtype;
     if (values.backend !== 'none') {
       const created = await createBackend(values.backend as BackendKind);
       options.backend = created.backend;

@@ -2,18 +2,7 @@ import { parseArgs } from 'node:util';
 import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
 import { generateText, loadModel, loadTokenizer } from '@rrt/core';
 import { type Command, UsageError } from '../cli-io.js';
-
-function numberOption(
-  value: string | undefined,
-  name: string,
-  check: (n: number) => boolean,
-): number | undefined {
-  if (value === undefined) return undefined;
-  const parsed = Number(value);
-  if (!Number.isFinite(parsed) || !check(parsed))
-    throw new UsageError(`--${name} got "${value}", which is out of range`);
-  return parsed;
-}
+import { numberFlag } from '../flags.js';
 
 export const generateCommand: Command = {
   name: 'generate',
@@ -43,11 +32,11 @@ Example:
     });
     const [dir] = positionals;
     if (!dir) throw new UsageError('missing <model-dir>');
-    const maxTokens = numberOption(values['max-tokens'], 'max-tokens', (n) => Number.isInteger(n) && n >= 0)!;
-    const temperature = numberOption(values.temperature, 'temperature', (n) => n >= 0)!;
-    const topK = numberOption(values['top-k'], 'top-k', (n) => Number.isInteger(n) && n >= 0);
-    const topP = numberOption(values['top-p'], 'top-p', (n) => n > 0 && n <= 1);
-    const seed = numberOption(values.seed, 'seed', Number.isInteger);
+    const maxTokens = numberFlag('max-tokens', values['max-tokens'], (n) => Number.isInteger(n) && n >= 0)!;
+    const temperature = numberFlag('temperature', values.temperature, (n) => n >= 0)!;
+    const topK = numberFlag('top-k', values['top-k'], (n) => Number.isInteger(n) && n >= 0);
+    const topP = numberFlag('top-p', values['top-p'], (n) => n > 0 && n <= 1);
+    const seed = numberFlag('seed', values.seed, Number.isInteger);
 
     const { backend, kind, reason } = await createBackend(values.backend as BackendKind);
     if (!values.json) io.stderr(`backend: ${kind} — ${reason}\n`);
