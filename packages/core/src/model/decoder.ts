@@ -138,7 +138,7 @@ export class Decoder {
 
   /** What every layer's attention shares in one call: RoPE rows of its positions, the mask, the padding. */
   private attentionContext(batch: number, length: number, offset: number): AttentionContext {
-    const { backend } = this;
+    const { backend, config } = this;
     const keyLength = offset + length;
     const paddedKeyLength = Math.ceil(keyLength / keyBlock) * keyBlock;
     const needsMask = length > 1 || paddedKeyLength > keyLength;
@@ -148,7 +148,11 @@ export class Decoder {
       cos: backend.slice(this.ropeCos, [offset, 0], [length, -1]), // [T, hD/2]
       sin: backend.slice(this.ropeSin, [offset, 0], [length, -1]),
       mask: needsMask ? backend.causalMask(length, paddedKeyLength, offset) : undefined,
-      keyPadding: paddedKeyLength - keyLength,
+      // Every layer pads its keys and values with the same zeros: made once per call.
+      keyPadding:
+        paddedKeyLength > keyLength
+          ? backend.fill([batch, config.numKeyValueHeads, paddedKeyLength - keyLength, config.headDim], 0)
+          : undefined,
     };
   }
 
@@ -217,11 +221,10 @@ export class Decoder {
     const keys = backend.slice(rotated, [0, heads, 0, 0], [-1, kvHeads, -1, -1]); // [B, kvH, T, hD]
 
     let { keys: allKeys, values: allValues } = cache ? cache.updateAndFetch(keys, values) : { keys, values }; // [B, kvH, S, hD]
-    if (context.keyPadding > 0) {
+    if (context.keyPadding) {
       // Masked zero keys and values up to a multiple of keyBlock (see keyBlock for why).
-      const padding = backend.fill([batch, kvHeads, context.keyPadding, headDim], 0);
-      allKeys = backend.concat([allKeys, padding], 2);
-      allValues = backend.concat([allValues, padding], 2);
+      allKeys = backend.concat([allKeys, context.keyPadding], 2);
+      allValues = backend.concat([allValues, context.keyPadding], 2);
     }
     const keyLength = allKeys.shape[2]!; // S, padded
     // Grouped-query attention without repeating K/V: query head h = kvHead·groups + g, so the G query heads
@@ -280,8 +283,8 @@ interface AttentionContext {
   sin: Tensor;
   /** Additive causal mask `[T, S]` (S padded); absent for a single new token with no padding. */
   mask: Tensor | undefined;
-  /** Masked zero positions appended to the keys and values. */
-  keyPadding: number;
+  /** Masked zero positions `[B, kvH, padding, hD]` appended to every layer's keys and values. */
+  keyPadding: Tensor | undefined;
 }
 
 /**
