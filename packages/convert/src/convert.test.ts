@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { convertToRecursive } from './convert.js';
 import { exportUnrolled } from './export.js';
 import {
+  expectIdentityConversion,
   logitsOf,
   maxAbsDifference,
   readAllTensors,
@@ -58,15 +59,7 @@ for (const baseSpec of [smallLlama, smallGemma]) {
 
     it('K = N, L = 1 equals the original, tensor for tensor', async () => {
       const baseline = backend.numTensors();
-      const out = outDir();
-      const result = await convertToRecursive(sourceDir, out, { blockSize: 6, loops: 1, ranks: 8 });
-      expect(result.parameters.recursive).toBe(result.parameters.original);
-      expect(result.parameters.relaxed).toBe(result.parameters.original);
-      const source = await readAllTensors(sourceDir);
-      const converted = await readAllTensors(out);
-      expect([...converted.keys()].sort()).toEqual([...source.keys()].sort());
-      for (const [name, tensor] of source) expect(converted.get(name)!.values, name).toEqual(tensor.values);
-      expect(maxAbsDifference(await logitsOf(out, backend, tokens), originalLogits)).toBe(0);
+      await expectIdentityConversion(sourceDir, outDir(), 6, backend, tokens, originalLogits);
       expect(backend.numTensors()).toBe(baseline);
     });
 

@@ -33,7 +33,7 @@ import {
   sumOfSquares,
   torchDtypeNames,
 } from './numeric.js';
-import { prepareOutput, type TensorProgress, TensorStream, writeModelDirectory } from './output.js';
+import { type TensorProgress, TensorStream, writeModelDirectory } from './output.js';
 import {
   groupOf,
   type ModuleGroup,
@@ -262,13 +262,11 @@ export async function convertToRecursive(
           : {}),
       },
     };
-    const output = await prepareOutput(outDir, options.overwrite ?? false);
     const copiedFiles = await writeModelDirectory(
-      output,
+      { outDir, overwrite: options.overwrite, maxShardBytes: options.maxShardBytes },
       sourceDir,
       stream.tensors,
       outputConfig,
-      options.maxShardBytes ?? 5_000_000_000,
       source.assertUnchanged,
     );
     if (context.differingBiases > 0) {

@@ -16,7 +16,7 @@ import {
 import { type Backend, sizeOf } from '@rrt/tensor';
 import { InvalidOptionError } from './errors.js';
 import { addLowRank, type FloatDType, isFloatDType, storeAs, torchDtypeNames } from './numeric.js';
-import { prepareOutput, type TensorProgress, TensorStream, writeModelDirectory } from './output.js';
+import { type TensorProgress, TensorStream, writeModelDirectory } from './output.js';
 import { addCopy, checkDecoderTensors, normNames, openSource } from './source.js';
 
 /** Options of {@link exportUnrolled}. */
@@ -140,13 +140,11 @@ export async function exportUnrolled(
       num_hidden_layers: config.numHiddenLayers,
       torch_dtype: torchDtypeNames[outputDtype],
     };
-    const output = await prepareOutput(outDir, options.overwrite ?? false);
     const copiedFiles = await writeModelDirectory(
-      output,
+      { outDir, overwrite: options.overwrite, maxShardBytes: options.maxShardBytes },
       sourceDir,
       stream.tensors,
       outputConfig,
-      options.maxShardBytes ?? 5_000_000_000,
       source.assertUnchanged,
     );
     return {

@@ -141,20 +141,33 @@ export class TensorStream {
   }
 }
 
+/** Largest shard written when the caller sets none (the Hugging Face default). */
+export const DEFAULT_MAX_SHARD_BYTES = 5_000_000_000;
+
+/** Where and how {@link writeModelDirectory} writes. */
+export interface ModelDirectoryTarget {
+  outDir: string;
+  /** Replace an existing `outDir` (default false: an existing one is an {@link OutputExistsError}). */
+  overwrite?: boolean;
+  /** Largest shard (default {@link DEFAULT_MAX_SHARD_BYTES}). */
+  maxShardBytes?: number;
+}
+
 /**
- * Writes a converted model into a {@link PendingOutput} and commits it: the tensors (streamed), then
- * `config.json` and the side files of `sourceDir`, then, once `assertSourceUnchanged` passes, the rename.
- * On any failure the temporary directory is removed and the error rethrown (a failure explained by the
- * source having changed is reported as that). Returns the side files copied.
+ * Writes a converted model to a temporary directory beside `target.outDir` and commits it: the tensors
+ * (streamed), then `config.json` and the side files of `sourceDir`, then, once `assertSourceUnchanged`
+ * passes, the rename. On any failure the temporary directory is removed and the error rethrown (a failure
+ * explained by the source having changed is reported as that). Returns the side files copied.
  */
 export async function writeModelDirectory(
-  output: PendingOutput,
+  target: ModelDirectoryTarget,
   sourceDir: string,
   tensors: readonly TensorToWrite[],
   config: Record<string, unknown>,
-  maxShardBytes: number,
   assertSourceUnchanged: () => Promise<void>,
 ): Promise<string[]> {
+  const output = await prepareOutput(target.outDir, target.overwrite ?? false);
+  const maxShardBytes = target.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
   try {
     await writeShardedCheckpoint(output.tempDir, tensors, { maxShardBytes });
     await writeConfig(output.tempDir, config);

@@ -8,7 +8,13 @@ import type { Backend } from '@rrt/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertToRecursive } from './convert.js';
 import { exportUnrolled } from './export.js';
-import { logitsOf, maxAbsDifference, readAllTensors, tempDir } from './test-support.js';
+import {
+  expectIdentityConversion,
+  logitsOf,
+  maxAbsDifference,
+  readAllTensors,
+  tempDir,
+} from './test-support.js';
 
 const repoRoot = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../..');
 const assets = resolve(repoRoot, '../shared/assets/stories260K');
@@ -103,15 +109,7 @@ describe.skipIf(!hasAssets)(title, () => {
   });
 
   it('K = N, L = 1 equals the original, tensor for tensor', async () => {
-    const out = outDir();
-    const result = await convertToRecursive(sourceDir, out, { blockSize: 5, loops: 1, ranks: 8 });
-    expect(result.parameters.recursive).toBe(result.parameters.original);
-    expect(result.parameters.relaxed).toBe(result.parameters.original);
-    const source = await readAllTensors(sourceDir);
-    const converted = await readAllTensors(out);
-    expect([...converted.keys()].sort()).toEqual([...source.keys()].sort());
-    for (const [name, tensor] of source) expect(converted.get(name)!.values, name).toEqual(tensor.values);
-    expect(maxAbsDifference(await logitsOf(out, backend, tokens), originalLogits)).toBe(0);
+    await expectIdentityConversion(sourceDir, outDir(), 5, backend, tokens, originalLogits);
   });
 
   for (const [strategy, loops] of [

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { loadModel, openCheckpoint, toFloat32 } from '@rrt/core';
 import type { Backend } from '@rrt/tensor';
 import { expect } from 'vitest';
+import { convertToRecursive } from './convert.js';
 import type { SyntheticModelSpec } from './testing/index.js';
 
 /** A 6-layer GQA Llama with an untied head, float32. */
@@ -96,4 +97,26 @@ export async function readAllTensors(
   } finally {
     await checkpoint.close();
   }
+}
+
+/**
+ * Converts `sourceDir` with K = N, L = 1 into `out` and checks the result is the original: the same
+ * parameter counts, the same tensors value for value, and the same logits on `tokens`.
+ */
+export async function expectIdentityConversion(
+  sourceDir: string,
+  out: string,
+  numHiddenLayers: number,
+  backend: Backend,
+  tokens: number[],
+  originalLogits: ArrayLike<number>,
+): Promise<void> {
+  const result = await convertToRecursive(sourceDir, out, { blockSize: numHiddenLayers, loops: 1, ranks: 8 });
+  expect(result.parameters.recursive).toBe(result.parameters.original);
+  expect(result.parameters.relaxed).toBe(result.parameters.original);
+  const source = await readAllTensors(sourceDir);
+  const converted = await readAllTensors(out);
+  expect([...converted.keys()].sort()).toEqual([...source.keys()].sort());
+  for (const [name, tensor] of source) expect(converted.get(name)!.values, name).toEqual(tensor.values);
+  expect(maxAbsDifference(await logitsOf(out, backend, tokens), originalLogits)).toBe(0);
 }
