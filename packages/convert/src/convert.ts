@@ -6,6 +6,7 @@
  */
 import { resolve } from 'node:path';
 import {
+  assertOutputApart,
   type InitMethod,
   type LinearModule,
   linearModules,
@@ -14,6 +15,7 @@ import {
   moduleTensorName,
   type RecursionConfig,
   recursionToJson,
+  recursiveModelConfig,
   type SharingStrategy,
   type TensorPlanEntry,
   toFloat32,
@@ -90,6 +92,13 @@ export interface ConvertOptions {
   overwrite?: boolean;
   /** Called once per output tensor, in write order. */
   onProgress?: (progress: TensorProgress) => void;
+  /** Stops the conversion before the next tensor: its temporary output is removed, nothing is written. */
+  signal?: AbortSignal;
+  /**
+   * Plan only: check the source and options, and return the layout, config and parameter counts, without
+   * computing or writing anything (the reconstruction errors are then `null`). Default false.
+   */
+  dryRun?: boolean;
   /** Called with each warning (clamped ranks, shared biases that differed...). */
   onWarning?: (message: string) => void;
 }
@@ -139,6 +148,8 @@ export interface ConversionResult {
   warnings: string[];
   /** Side files copied from the source (tokenizer, generation config...). */
   copiedFiles: string[];
+  /** Whether anything was written (false for {@link ConvertOptions.dryRun}). */
+  written: boolean;
   /** Wall time of the conversion. */
   seconds: number;
 }
@@ -194,7 +205,8 @@ export async function convertToRecursive(
   };
   const strategy = options.strategy ?? 'cycle';
   const init = options.init ?? 'stepwise';
-  checkOptions(options, sourceDir, outDir);
+  checkOptions(options);
+  await assertOutputApart(outDir, [{ path: sourceDir }]);
 
   const source = await openSource(sourceDir, 'vanilla');
   try {
@@ -237,7 +249,7 @@ export async function convertToRecursive(
     }
     const outputDtype = options.outputDtype ?? sourceDtype;
     const loraDtype = options.loraDtype ?? outputDtype;
-    const stream = new TensorStream(options.onProgress);
+    const stream = new TensorStream('conversion', options.onProgress, options.signal);
     const stats = newStats();
     const context: LayerContext = {
       source,
@@ -251,24 +263,30 @@ export async function convertToRecursive(
     };
     planTensors(stream, context, layout, inits);
 
-    const outputConfig: Record<string, unknown> = {
-      ...source.rawConfig,
-      num_hidden_layers: layout.effectiveLayers,
-      torch_dtype: torchDtypeNames[outputDtype],
-      recursion: {
+    const outputConfig = recursiveModelConfig(
+      {
+        ...source.rawConfig,
+        num_hidden_layers: layout.effectiveLayers,
+        torch_dtype: torchDtypeNames[outputDtype],
+      },
+      {
         ...recursionToJson(recursion),
         ...(layout.effectiveLayers !== layout.sourceLayers
           ? { source_num_hidden_layers: layout.sourceLayers, kept_layers: layout.keptLayers }
           : {}),
       },
-    };
-    const copiedFiles = await writeModelDirectory(
-      { outDir, overwrite: options.overwrite, maxShardBytes: options.maxShardBytes },
-      sourceDir,
-      stream.tensors,
-      outputConfig,
-      source.assertUnchanged,
+      maxRank > 0,
     );
+    const written = options.dryRun !== true;
+    const copiedFiles = written
+      ? await writeModelDirectory(
+          { outDir, overwrite: options.overwrite, maxShardBytes: options.maxShardBytes },
+          sourceDir,
+          stream.tensors,
+          outputConfig,
+          source.assertUnchanged,
+        )
+      : [];
     if (context.differingBiases > 0) {
       warn(
         `${context.differingBiases} biases differ between tied layers; the converted model shares the initial bias (LoRA corrects weights only)`,
@@ -285,9 +303,10 @@ export async function convertToRecursive(
       loraDtype,
       parameters: parameterCounts(source, stream),
       foldNorms: options.foldNorms ?? true,
-      reconstruction: reconstructionByGroup(stats, loraRanks),
+      reconstruction: reconstructionByGroup(stats, loraRanks, written),
       warnings,
       copiedFiles,
+      written,
       seconds: (performance.now() - started) / 1000,
     };
   } finally {
@@ -312,19 +331,20 @@ function parameterCounts(source: SourceModel, stream: TensorStream): ParameterCo
 function reconstructionByGroup(
   stats: GroupStats,
   loraRanks: Record<LinearModule, number>,
+  measured: boolean,
 ): GroupReconstruction[] {
   return moduleGroupNames.map((group) => {
     const { target, recursive, relaxed } = stats[group];
     return {
       group,
       ranks: moduleGroups[group].map((module) => loraRanks[module]),
-      recursiveError: target > 0 ? Math.sqrt(recursive / target) : null,
-      relaxedError: target > 0 ? Math.sqrt(relaxed / target) : null,
+      recursiveError: measured && target > 0 ? Math.sqrt(recursive / target) : null,
+      relaxedError: measured && target > 0 ? Math.sqrt(relaxed / target) : null,
     };
   });
 }
 
-function checkOptions(options: ConvertOptions, sourceDir: string, outDir: string): void {
+function checkOptions(options: ConvertOptions): void {
   if (options.alpha !== undefined && !(Number.isFinite(options.alpha) && options.alpha > 0)) {
     throw new InvalidOptionError('alpha', 'a positive number', options.alpha);
   }
@@ -338,9 +358,6 @@ function checkOptions(options: ConvertOptions, sourceDir: string, outDir: string
   }
   if (options.maxShardBytes !== undefined && !(options.maxShardBytes > 0)) {
     throw new InvalidOptionError('maxShardBytes', 'a positive number of bytes', options.maxShardBytes);
-  }
-  if (resolve(outDir) === resolve(sourceDir)) {
-    throw new InvalidOptionError('outDir', 'a directory other than the source', outDir);
   }
 }
 

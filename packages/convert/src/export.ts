@@ -6,12 +6,14 @@
  */
 import { resolve } from 'node:path';
 import {
+  assertOutputApart,
   layerSchedule,
   linearModules,
   linearShapes,
   loraTensorName,
   moduleTensorName,
   type TensorPlanEntry,
+  unrolledModelConfig,
 } from '@rrt/core';
 import { type Backend, sizeOf } from '@rrt/tensor';
 import { InvalidOptionError } from './errors.js';
@@ -31,6 +33,8 @@ export interface ExportOptions {
   overwrite?: boolean;
   /** Called once per output tensor, in write order. */
   onProgress?: (progress: TensorProgress) => void;
+  /** Stops the export before the next tensor: its temporary output is removed, nothing is written. */
+  signal?: AbortSignal;
 }
 
 /** What {@link exportUnrolled} wrote. */
@@ -67,9 +71,7 @@ export async function exportUnrolled(
   if (options.outputDtype !== undefined && !isFloatDType(options.outputDtype)) {
     throw new InvalidOptionError('outputDtype', 'F32, F16 or BF16', options.outputDtype);
   }
-  if (resolve(outDir) === resolve(sourceDir)) {
-    throw new InvalidOptionError('outDir', 'a directory other than the source', outDir);
-  }
+  await assertOutputApart(outDir, [{ path: sourceDir }]);
   const source = await openSource(sourceDir, 'recursive');
   try {
     const { config } = source;
@@ -94,7 +96,7 @@ export async function exportUnrolled(
     }
     const outputDtype = options.outputDtype ?? storedDtype;
 
-    const stream = new TensorStream(options.onProgress);
+    const stream = new TensorStream('export', options.onProgress, options.signal);
     const copy = (from: string, to: string, shape: readonly number[]) =>
       addCopy(stream, source, from, to, shape, outputDtype);
     copy('model.embed_tokens.weight', 'model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]);
@@ -134,9 +136,8 @@ export async function exportUnrolled(
     copy('model.norm.weight', 'model.norm.weight', hidden);
     if (hasHead) copy('lm_head.weight', 'lm_head.weight', [config.vocabSize, config.hiddenSize]);
 
-    const { recursion: _dropped, ...rest } = source.rawConfig;
     const outputConfig: Record<string, unknown> = {
-      ...rest,
+      ...unrolledModelConfig(source.rawConfig),
       num_hidden_layers: config.numHiddenLayers,
       torch_dtype: torchDtypeNames[outputDtype],
     };

@@ -5,11 +5,16 @@
  *
  * @module
  */
-import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import { type TensorPlanEntry, type TensorToWrite, writeShardedCheckpoint } from '@rrt/core';
-import { replaceDirectory } from '@rrt/core';
+import { copyFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import {
+  createTempDirectory,
+  InterruptedError,
+  replaceDirectory,
+  type TensorPlanEntry,
+  type TensorToWrite,
+  writeShardedCheckpoint,
+} from '@rrt/core';
 import { OutputExistsError } from './errors.js';
 
 /** A directory being written; {@link PendingOutput.commit} moves it to the output path. */
@@ -23,19 +28,17 @@ export interface PendingOutput {
 }
 
 /**
- * Creates `.<name>.rrt-tmp-<random>` beside `outDir` (same filesystem, so the final rename is atomic).
+ * Creates the hidden temporary directory beside `outDir` (see `createTempDirectory` of `@rrt/core`).
  *
  * NOTE: a process killed with SIGKILL cannot clean up; it leaves that hidden directory behind, never
- * anything at `outDir`. Such directories are safe to delete.
+ * anything at `outDir`. `removeStaleTemporaries` of `@rrt/core` clears such leftovers.
  *
  * @throws {@link OutputExistsError} when `outDir` exists and `overwrite` is not set
  */
 export async function prepareOutput(outDir: string, overwrite: boolean): Promise<PendingOutput> {
   const target = resolve(outDir);
   if (!overwrite && (await exists(target))) throw new OutputExistsError(outDir);
-  await mkdir(dirname(target), { recursive: true });
-  const tempDir = join(dirname(target), `.${basename(target)}.rrt-tmp-${randomBytes(6).toString('hex')}`);
-  await mkdir(tempDir);
+  const tempDir = await createTempDirectory(target);
   let state: 'open' | 'committed' | 'discarded' = 'open';
   return {
     tempDir,
@@ -117,7 +120,15 @@ export class TensorStream {
   private nextGroup = 0;
   private produced = 0;
 
-  constructor(private readonly onProgress?: (progress: TensorProgress) => void) {}
+  /**
+   * @param operation what is written, named by the {@link InterruptedError} an abort raises
+   * @param signal checked before each group is produced
+   */
+  constructor(
+    private readonly operation: string,
+    private readonly onProgress?: (progress: TensorProgress) => void,
+    private readonly signal?: AbortSignal,
+  ) {}
 
   /** Adds a group: its tensors' plan entries and a function that returns all their bytes by name. */
   add(entries: readonly TensorPlanEntry[], produce: () => Promise<Map<string, Uint8Array>>): void {
@@ -127,6 +138,7 @@ export class TensorStream {
 
   private async take(name: string): Promise<Uint8Array> {
     if (!this.ready.has(name)) {
+      if (this.signal?.aborted) throw new InterruptedError(this.operation, { cause: this.signal.reason });
       const group = this.groups[this.nextGroup++];
       if (this.ready.size > 0 || !group || group.names[0] !== name) {
         throw new Error(`internal: tensor ${name} requested out of plan order`);

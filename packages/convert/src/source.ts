@@ -17,6 +17,7 @@ import {
   type RawTensor,
   resolveConfig,
   SafetensorsError,
+  recursiveModelTypePrefix,
   supportedModelTypes,
   toFloat32,
 } from '@rrt/core';
@@ -90,14 +91,16 @@ export async function openSource(dir: string, expect: RecursionExpectation): Pro
   if (typeof rawConfig !== 'object' || rawConfig === null || Array.isArray(rawConfig)) {
     throw new SourceCheckpointError(configFile, undefined, 'expected a JSON object');
   }
-  const modelType = rawConfig.model_type;
+  const writtenType = rawConfig.model_type;
+  const isRecursiveType = typeof writtenType === 'string' && writtenType.startsWith(recursiveModelTypePrefix);
+  const modelType = isRecursiveType ? writtenType.slice(recursiveModelTypePrefix.length) : writtenType;
   if (typeof modelType !== 'string' || !supportedModelTypes.includes(modelType)) {
     throw new UnsupportedArchitectureError(
       configFile,
       `model_type ${JSON.stringify(modelType)} is not supported; expected one of ${supportedModelTypes.join(', ')}`,
     );
   }
-  if (expect === 'vanilla' && rawConfig.recursion !== undefined) {
+  if (expect === 'vanilla' && (rawConfig.recursion !== undefined || isRecursiveType)) {
     throw new UnsupportedArchitectureError(
       configFile,
       'is already a recursive model (it has a "recursion" section); convert the original, or export it with --unroll first',

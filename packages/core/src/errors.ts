@@ -170,3 +170,42 @@ export class ImportError extends RrtError {
     super(`${file}: ${problem}`, options);
   }
 }
+
+/**
+ * An output path would overwrite or sit inside one of the command's inputs (or contain one), once
+ * symbolic links are followed: writing there would destroy the input. Nothing was written.
+ *
+ * @example
+ * ```ts
+ * try { await assertOutputApart('models/link', [{ path: 'models/stories260K', role: 'source' }]); }
+ * catch (error) { if (error instanceof OutputLocationError) console.error(error.message); }
+ * ```
+ */
+export class OutputLocationError extends RrtError {
+  constructor(
+    /** The output path as given. */
+    readonly path: string,
+    /** The input it collides with, as given. */
+    readonly input: string,
+    /** How they collide. */
+    readonly relation: 'same' | 'output-inside-input' | 'input-inside-output',
+  ) {
+    const how = {
+      same: `is the same directory as the input ${input}`,
+      'output-inside-input': `lies inside the input ${input}`,
+      'input-inside-output': `contains the input ${input}`,
+    }[relation];
+    super(`${path}: the output ${how} (symbolic links followed); choose an output path outside it`);
+  }
+}
+
+/** A long operation was stopped through its `AbortSignal`; whatever it was writing was removed. */
+export class InterruptedError extends RrtError {
+  constructor(
+    /** What was stopped (`conversion`, `export`, `import`). */
+    readonly operation: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${operation} interrupted; nothing written`, options);
+  }
+}

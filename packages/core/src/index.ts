@@ -7,16 +7,27 @@
  */
 export {
   ConfigError,
+  InterruptedError,
+  OutputLocationError,
   OutputRestoreError,
   RrtError,
   SafetensorsError,
   type SafetensorsErrorLocation,
   WeightError,
 } from './errors.js';
+export {
+  assertOutputApart,
+  createTempDirectory,
+  type OutputInput,
+  removeStaleTemporaries,
+  type StaleTemporary,
+} from './output-directory.js';
 export { replaceDirectory } from './replace-directory.js';
 export {
   type GenerateOptions,
   type GenerateTextOptions,
+  encodePrompt,
+  type StopReason,
   generateText,
   generateTokens,
 } from './generate/generate.js';
@@ -32,16 +43,19 @@ export {
   type ModelConfig,
   type ModelFamily,
   type ResolvedConfig,
+  recursiveModelConfig,
+  recursiveModelTypePrefix,
   resolveConfig,
   supportedModelTypes,
+  unrolledModelConfig,
 } from './model/config.js';
 export {
   Decoder,
   type ForwardOptions,
   type ForwardOutput,
   type LoopOutput,
-  ropeTables,
 } from './model/decoder.js';
+export { type RopeScaling, ropeFrequencies, ropeTables } from './model/rope.js';
 export { type LoadModelOptions, loadModel, readConfig } from './model/load.js';
 export {
   type EffectiveLayer,

@@ -41,6 +41,37 @@ export const randomConfigs: Record<string, { reference: ReferenceConfig; hf: Rec
       mlp_bias: true,
     },
   },
+  // Llama 3.x: llama3 RoPE scaling (head dim 8, θ 10000, original context 64: wavelengths 6.3, 63 and
+  // 628+ land in the kept, blended and divided bands), GQA, tied embeddings.
+  'llama3-tied': {
+    reference: {
+      family: 'llama',
+      vocabSize: 59,
+      hiddenSize: 32,
+      intermediateSize: 64,
+      numHiddenLayers: 2,
+      numAttentionHeads: 4,
+      numKeyValueHeads: 2,
+      headDim: 8,
+      rmsNormEps: 1e-5,
+      ropeTheta: 10000,
+      ropeScalingFactor: 1,
+      llama3Rope: { factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 64 },
+      tieWordEmbeddings: true,
+      biases: [],
+    },
+    hf: {
+      model_type: 'llama',
+      rope_scaling: {
+        rope_type: 'llama3',
+        factor: 8,
+        low_freq_factor: 1,
+        high_freq_factor: 4,
+        original_max_position_embeddings: 64,
+      },
+      tie_word_embeddings: true,
+    },
+  },
   'qwen2-bias': {
     reference: {
       family: 'llama',

@@ -17,6 +17,13 @@ export interface ReferenceConfig {
   rmsNormEps: number;
   ropeTheta: number;
   ropeScalingFactor: number;
+  /** Llama 3.x `rope_scaling` (`rope_type: "llama3"`); replaces the linear factor when present. */
+  llama3Rope?: {
+    factor: number;
+    lowFreqFactor: number;
+    highFreqFactor: number;
+    originalMaxPositions: number;
+  };
   tieWordEmbeddings: boolean;
   /** Linear modules with a bias, by Hugging Face module name (`q_proj`, …, `down_proj`). */
   biases: readonly string[];
@@ -125,7 +132,7 @@ function rope(x: Float64Array, position: number, heads: number, config: Referenc
   const out = new Float64Array(x.length);
   for (let h = 0; h < heads; h++) {
     for (let i = 0; i < half; i++) {
-      const angle = position / config.ropeScalingFactor / config.ropeTheta ** ((2 * i) / headDim);
+      const angle = position * ropeFrequency(i, config);
       const a = x[h * headDim + i]!;
       const b = x[h * headDim + i + half]!;
       out[h * headDim + i] = a * Math.cos(angle) - b * Math.sin(angle);
@@ -133,6 +140,26 @@ function rope(x: Float64Array, position: number, heads: number, config: Referenc
     }
   }
   return out;
+}
+
+/**
+ * Inverse frequency of pair `i`. Llama 3 (Meta's `apply_scaling` in llama-models): a wavelength below
+ * `original / high` keeps its frequency, above `original / low` it is divided by the factor, and between
+ * them the frequency is `(1 − s)·f/factor + s·f` with `s = (original/wavelength − low) / (high − low)`.
+ */
+function ropeFrequency(i: number, config: ReferenceConfig): number {
+  const frequency = 1 / config.ropeTheta ** ((2 * i) / config.headDim);
+  const scaling = config.llama3Rope;
+  if (!scaling) return frequency / config.ropeScalingFactor;
+  const wavelength = (2 * Math.PI) / frequency;
+  const highWavelength = scaling.originalMaxPositions / scaling.highFreqFactor;
+  const lowWavelength = scaling.originalMaxPositions / scaling.lowFreqFactor;
+  if (wavelength < highWavelength) return frequency;
+  if (wavelength > lowWavelength) return frequency / scaling.factor;
+  const smooth =
+    (scaling.originalMaxPositions / wavelength - scaling.lowFreqFactor) /
+    (scaling.highFreqFactor - scaling.lowFreqFactor);
+  return (1 - smooth) * (frequency / scaling.factor) + smooth * frequency;
 }
 
 function rmsNorm(x: Float64Array, weight: Float64Array, config: ReferenceConfig): Float64Array {

@@ -3,6 +3,12 @@ import type { Decoder } from '../model/decoder.js';
 import type { Tokenizer } from '../tokenizer/index.js';
 import { createSampler, type SamplingOptions } from './sampling.js';
 
+/**
+ * Why a generation ended: a stop token (`eos`), a stop string (`stop`), the token budget (`max-tokens`),
+ * the model's last position (`context`), or the abort signal (`aborted`).
+ */
+export type StopReason = 'eos' | 'stop' | 'max-tokens' | 'context' | 'aborted';
+
 /** Options of {@link generateTokens}. */
 export interface GenerateOptions extends SamplingOptions {
   /** Most tokens to generate. */
@@ -11,6 +17,18 @@ export interface GenerateOptions extends SamplingOptions {
   stopTokens?: readonly number[];
   /** Stops generation (quietly, after the token in flight) when aborted. */
   signal?: AbortSignal;
+  /** Called once, when the generation ends, with why. */
+  onStop?: (reason: StopReason) => void;
+}
+
+/**
+ * Lets the event loop run: timers, I/O and signal handlers (Ctrl-C) wait for a macrotask, and a decode
+ * loop whose reads settle as microtasks would otherwise never give them one.
+ */
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) =>
+    typeof setImmediate === 'function' ? setImmediate(resolve) : setTimeout(resolve, 0),
+  );
 }
 
 /**
@@ -45,18 +63,27 @@ export async function* generateTokens(
   const stopTokens = new Set(options.stopTokens ?? config.eosTokenIds);
   const sample = createSampler(options);
   const cache = createKVCache(backend, { depths: config.numHiddenLayers, capacity });
+  let reason: StopReason = maxTokens < options.maxTokens ? 'context' : 'max-tokens';
   try {
     let input = promptIds;
     for (let step = 0; step < maxTokens; step++) {
-      if (options.signal?.aborted) return;
+      await yieldToEventLoop();
+      if (options.signal?.aborted) {
+        reason = 'aborted';
+        return;
+      }
       const logits = await nextTokenLogits(decoder, input, cache);
       const next = sample(logits);
-      if (stopTokens.has(next)) return;
+      if (stopTokens.has(next)) {
+        reason = 'eos';
+        return;
+      }
       yield next;
       input = [next];
     }
   } finally {
     cache.dispose();
+    options.onStop?.(reason);
   }
 }
 
@@ -86,6 +113,31 @@ export interface GenerateTextOptions extends GenerateOptions {
   addBos?: boolean;
   /** Called with each generated token id (for counting and timing). */
   onToken?: (id: number) => void;
+  /**
+   * Texts that end generation where they first appear in the new text; they are not yielded (reason
+   * `stop`). Text that could be the start of one is held back until it is known not to be.
+   */
+  stopStrings?: readonly string[];
+}
+
+/**
+ * The token ids {@link generateText} starts from: `prompt` encoded (with BOS as the tokenizer adds it, or
+ * as `addBos` says), and BOS alone for an empty prompt.
+ *
+ * @example
+ * ```ts
+ * const ids = encodePrompt(tokenizer, 'Once upon a time');
+ * if (ids.length >= model.config.maxPositionEmbeddings) throw new Error('prompt too long');
+ * ```
+ */
+export function encodePrompt(tokenizer: Tokenizer, prompt: string, addBos?: boolean): number[] {
+  const promptIds = tokenizer.encode(prompt, addBos === undefined ? {} : { addBos });
+  if (promptIds.length === 0 || (prompt === '' && promptIds[0] !== tokenizer.bosId)) {
+    if (tokenizer.bosId === undefined)
+      throw new RangeError('an empty prompt needs a tokenizer with a BOS token');
+    promptIds.unshift(tokenizer.bosId);
+  }
+  return promptIds;
 }
 
 /**
@@ -106,22 +158,71 @@ export async function* generateText(
   prompt: string,
   options: GenerateTextOptions,
 ): AsyncGenerator<string, void, undefined> {
-  const promptIds = tokenizer.encode(prompt, options.addBos === undefined ? {} : { addBos: options.addBos });
-  if (promptIds.length === 0 || (prompt === '' && promptIds[0] !== tokenizer.bosId)) {
-    if (tokenizer.bosId === undefined)
-      throw new RangeError('an empty prompt needs a tokenizer with a BOS token');
-    promptIds.unshift(tokenizer.bosId);
-  }
+  const promptIds = encodePrompt(tokenizer, prompt, options.addBos);
   const stopTokens = options.stopTokens ?? (tokenizer.eosIds.length > 0 ? tokenizer.eosIds : undefined);
   const stream = tokenizer.createDecodeStream();
   // The prompt goes through the stream unprinted, so the first new token decodes in context (a Llama
   // decoder strips the leading space of a sequence's first token, not of a continuation's).
   for (const id of promptIds) stream.push(id);
-  for await (const id of generateTokens(decoder, promptIds, { ...options, stopTokens })) {
-    options.onToken?.(id);
-    const piece = stream.push(id);
-    if (piece) yield piece;
+  const stops = new StopStringFilter(options.stopStrings ?? []);
+  let reason: StopReason = 'max-tokens';
+  const tokens = generateTokens(decoder, promptIds, {
+    ...options,
+    stopTokens,
+    onStop: (tokenReason) => {
+      reason = tokenReason;
+    },
+  });
+  try {
+    for await (const id of tokens) {
+      options.onToken?.(id);
+      const piece = stops.push(stream.push(id));
+      if (piece) yield piece;
+      if (stops.stopped) return;
+    }
+    const rest = stops.push(stream.flush(), true);
+    if (rest) yield rest;
+  } finally {
+    await tokens.return(); // ends the token generator (and reports its reason) when a stop string cut it short
+    options.onStop?.(stops.stopped ? 'stop' : reason);
   }
-  const rest = stream.flush();
-  if (rest) yield rest;
+}
+
+/** Cuts generated text at the first stop string, holding back what may be the start of one. */
+class StopStringFilter {
+  stopped = false;
+  private pending = '';
+
+  constructor(private readonly stops: readonly string[]) {}
+
+  /** Adds a piece; returns the text now safe to show (all of it at the `end`). */
+  push(piece: string, end = false): string {
+    if (this.stopped) return '';
+    if (this.stops.length === 0) return piece;
+    this.pending += piece;
+    let cut = -1;
+    for (const stop of this.stops) {
+      const at = this.pending.indexOf(stop);
+      if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+    }
+    if (cut >= 0) {
+      this.stopped = true;
+      return this.pending.slice(0, cut);
+    }
+    // Keep the longest tail that is a proper prefix of some stop string.
+    let keep = 0;
+    if (!end) {
+      for (const stop of this.stops) {
+        for (let length = Math.min(stop.length - 1, this.pending.length); length > keep; length--) {
+          if (this.pending.endsWith(stop.slice(0, length))) {
+            keep = length;
+            break;
+          }
+        }
+      }
+    }
+    const safe = this.pending.slice(0, this.pending.length - keep);
+    this.pending = this.pending.slice(this.pending.length - keep);
+    return safe;
+  }
 }

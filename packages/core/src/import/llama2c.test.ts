@@ -308,7 +308,8 @@ describe('importLlama2c on synthetic checkpoints', () => {
         rope_theta: 10000,
         tie_word_embeddings: shared,
         bos_token_id: 1,
-        eos_token_id: 2,
+        // llama2.c models end a sequence with BOS (run.c stops at id 1), so both ids end generation.
+        eos_token_id: [2, 1],
         torch_dtype: 'float32',
         hidden_act: 'silu',
       });

@@ -19,18 +19,9 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import {
-  type FileHandle,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  rename,
-  rm,
-  stat,
-  writeFile,
-} from 'node:fs/promises';
+import { type FileHandle, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { assertOutputApart, createTempDirectory } from '../output-directory.js';
 import { replaceDirectory } from '../replace-directory.js';
 import { writeSafetensors, type TensorToWrite } from '../safetensors/index.js';
 import { buildLlamaTokenizerConfig, buildLlamaTokenizerJson } from '../tokenizer/llama-tokenizer-json.js';
@@ -39,7 +30,7 @@ import {
   parseSentencePieceVocab,
   type TokenizerFileFormat,
 } from '../tokenizer/sentencepiece.js';
-import { ImportError, TokenizerError } from '../errors.js';
+import { ImportError, InterruptedError, TokenizerError } from '../errors.js';
 import { tokenizerFromJson } from '../tokenizer/tokenizer.js';
 
 /** The hyper-parameters in a llama2.c checkpoint header. */
@@ -84,6 +75,8 @@ export interface ImportLlama2cOptions {
   overwrite?: boolean;
   /** Called after each step. */
   onProgress?: (progress: ImportProgress) => void;
+  /** Stops the import before the next tensor: its temporary output is removed, nothing is written. */
+  signal?: AbortSignal;
 }
 
 /** What {@link importLlama2c} wrote. */
@@ -248,7 +241,7 @@ export function permuteRopeRows(rows: Uint8Array, nHeads: number, rowBytes: numb
 }
 
 /** The HF `config.json` of a llama2.c model. */
-function llamaConfig(header: Llama2cHeader, bosId: number, eosId: number): Record<string, unknown> {
+function llamaConfig(header: Llama2cHeader, endIds: number[], bosId: number): Record<string, unknown> {
   return {
     architectures: ['LlamaForCausalLM'],
     model_type: 'llama',
@@ -268,7 +261,7 @@ function llamaConfig(header: Llama2cHeader, bosId: number, eosId: number): Recor
     mlp_bias: false,
     tie_word_embeddings: header.sharedClassifier,
     bos_token_id: bosId,
-    eos_token_id: eosId,
+    eos_token_id: endIds,
     torch_dtype: 'float32',
     initializer_range: 0.02,
     use_cache: true,
@@ -466,8 +459,9 @@ async function outputState(dir: string): Promise<'absent' | 'empty' | 'occupied'
  * ```
  */
 export async function importLlama2c(options: ImportLlama2cOptions): Promise<ImportLlama2cResult> {
-  const { checkpointPath, tokenizerPath, onProgress } = options;
+  const { checkpointPath, tokenizerPath, onProgress, signal } = options;
   const outDir = path.resolve(options.outDir);
+  await assertOutputApart(outDir, [{ path: checkpointPath }, { path: tokenizerPath }]);
 
   let handle: FileHandle;
   try {
@@ -509,15 +503,16 @@ export async function importLlama2c(options: ImportLlama2cOptions): Promise<Impo
       throw new ImportError(outDir, 'output-exists', 'exists and is not empty; pass overwrite to replace it');
     }
 
-    const config = llamaConfig(header, tokenizer.bosId, tokenizer.eosId);
+    // NOTE: llama2.c models end a sequence with BOS, not EOS (run.c stops when it samples id 1: "the BOS
+    // token delimits sequences"), so both end generation.
+    const endIds = [...new Set([tokenizer.eosId, tokenizer.bosId])];
+    const config = llamaConfig(header, endIds, tokenizer.bosId);
     const jsonFiles: Record<string, unknown> = {
       'config.json': config,
-      'generation_config.json': { bos_token_id: tokenizer.bosId, eos_token_id: tokenizer.eosId },
+      'generation_config.json': { bos_token_id: tokenizer.bosId, eos_token_id: endIds },
       ...tokenizer.files,
     };
-    const tempDir = `${outDir}.tmp-${randomBytes(6).toString('hex')}`;
-    await mkdir(path.dirname(outDir), { recursive: true });
-    await mkdir(tempDir);
+    const tempDir = await createTempDirectory(outDir);
     try {
       for (const [name, json] of Object.entries(jsonFiles)) {
         await writeFile(path.join(tempDir, name), `${JSON.stringify(json, null, 2)}\n`);
@@ -528,6 +523,7 @@ export async function importLlama2c(options: ImportLlama2cOptions): Promise<Impo
       let index = 0;
       let bytesDone = 0;
       const tensors = plannedTensors(handle, header, arrays, (name, bytes) => {
+        if (signal?.aborted) throw new InterruptedError('import', { cause: signal.reason });
         bytesDone += bytes;
         onProgress?.({ stage: 'tensor', name, index: index++, count: tensors.length, bytesDone, bytesTotal });
       });

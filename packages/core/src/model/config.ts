@@ -1,5 +1,6 @@
 import { ConfigError } from '../errors.js';
 import { type LinearModule, type RecursionConfig, resolveRecursion } from './recursion.js';
+import type { RopeScaling } from './rope.js';
 
 /** Architecture families that the decoder implements; `model_type` values map onto these. */
 export type ModelFamily = 'llama' | 'gemma';
@@ -12,7 +13,10 @@ export type HiddenActivation = 'silu' | 'gelu_tanh';
  * camelCase, every derived field is filled in once by {@link resolveConfig}.
  */
 export interface ModelConfig {
-  /** `model_type` as written in `config.json` (`llama`, `mistral`, `qwen2`, `gemma`). */
+  /**
+   * The plain architecture's `model_type` (`llama`, `mistral`, `qwen2`, `gemma`): as written in
+   * `config.json`, or, for a recursive model written as `rrt_llama`, the base type `llama`.
+   */
   modelType: string;
   /** Which forward pass runs it. */
   family: ModelFamily;
@@ -34,8 +38,8 @@ export interface ModelConfig {
   rmsNormEps: number;
   /** RoPE base θ. */
   ropeTheta: number;
-  /** Linear RoPE scaling: positions are divided by this factor (1 when unscaled). */
-  ropeScalingFactor: number;
+  /** How RoPE frequencies are scaled (`rope_scaling`): none, linear, or Llama 3's. */
+  ropeScaling: RopeScaling;
   /** Positions the RoPE tables cover, and the longest sequence the model runs. */
   maxPositionEmbeddings: number;
   /** The output head reuses the embedding matrix. */
@@ -68,6 +72,55 @@ const familyByModelType: Record<string, ModelFamily> = {
 
 /** `model_type` values the decoder supports. */
 export const supportedModelTypes: readonly string[] = Object.keys(familyByModelType);
+
+/**
+ * Prefix of the `model_type` of recursive and relaxed models (`rrt_llama`, ...).
+ *
+ * NOTE: a converted checkpoint stores only the shared block and the LoRA, so it must not claim to be the
+ * plain architecture: Hugging Face transformers would load it as one, with random weights for the layers
+ * it lacks and only a warning. An unknown `model_type` makes every other engine refuse it outright.
+ */
+export const recursiveModelTypePrefix = 'rrt_';
+
+/**
+ * The `config.json` of a recursive or relaxed conversion of the plain model `raw`: its own model type and
+ * architecture name, the base ones kept in the `recursion` section for {@link unrolledModelConfig}.
+ *
+ * @example
+ * ```ts
+ * recursiveModelConfig({ model_type: 'llama', architectures: ['LlamaForCausalLM'] }, { loops: 2 }, true);
+ * // { model_type: 'rrt_llama', architectures: ['RelaxedRecursiveLlamaForCausalLM'], recursion: {...} }
+ * ```
+ */
+export function recursiveModelConfig(
+  raw: Record<string, unknown>,
+  recursion: Record<string, unknown>,
+  relaxed: boolean,
+): Record<string, unknown> {
+  const baseType = String(raw.model_type);
+  const baseArchitectures = Array.isArray(raw.architectures) ? raw.architectures : [];
+  const kind = relaxed ? 'RelaxedRecursive' : 'Recursive';
+  return {
+    ...raw,
+    model_type: `${recursiveModelTypePrefix}${baseType}`,
+    architectures: baseArchitectures.map((name) => `${kind}${String(name)}`),
+    recursion: { ...recursion, base_model_type: baseType, base_architectures: baseArchitectures },
+  };
+}
+
+/**
+ * The plain model's `config.json` for a recursive one's `raw` (after `export --unroll`): the base model
+ * type and architectures back, the `recursion` section gone. Older conversions that kept the base
+ * model type are returned without their section.
+ */
+export function unrolledModelConfig(raw: Record<string, unknown>): Record<string, unknown> {
+  const { recursion, ...rest } = raw;
+  const section = (recursion ?? {}) as Record<string, unknown>;
+  const plain: Record<string, unknown> = { ...rest };
+  if (typeof section.base_model_type === 'string') plain.model_type = section.base_model_type;
+  if (Array.isArray(section.base_architectures)) plain.architectures = section.base_architectures;
+  return plain;
+}
 
 /** Keys of `config.json` that are read; others are reported by {@link resolveConfig} as ignored. */
 const knownKeys = new Set([
@@ -155,7 +208,10 @@ export function resolveConfig(raw: unknown, file: string): ResolvedConfig {
     throw new ConfigError(file, '(root)', 'a JSON object');
   }
   const fields = raw as Record<string, unknown>;
-  const modelType = stringField(fields, 'model_type', file);
+  const writtenType = stringField(fields, 'model_type', file);
+  const modelType = writtenType.startsWith(recursiveModelTypePrefix)
+    ? baseModelType(fields, writtenType, file)
+    : writtenType;
   const family = familyByModelType[modelType];
   if (!family) {
     throw new ConfigError(
@@ -191,7 +247,7 @@ export function resolveConfig(raw: unknown, file: string): ResolvedConfig {
     headDim,
     rmsNormEps: positiveNumber(fields, 'rms_norm_eps', file, 1e-6),
     ropeTheta: positiveNumber(fields, 'rope_theta', file, 10000),
-    ropeScalingFactor: ropeScaling(fields.rope_scaling, file),
+    ropeScaling: ropeScaling(fields.rope_scaling, file),
     maxPositionEmbeddings: maxPositions(fields, file),
     tieWordEmbeddings: booleanField(fields, 'tie_word_embeddings', file, isGemma),
     biasedModules: biasedModules(fields, file, modelType),
@@ -205,6 +261,17 @@ export function resolveConfig(raw: unknown, file: string): ResolvedConfig {
   };
   const ignoredKeys = Object.keys(fields).filter((key) => !knownKeys.has(key));
   return { config, ignoredKeys };
+}
+
+/** The plain model type under a recursive one (`rrt_llama` → `llama`). */
+function baseModelType(fields: Record<string, unknown>, writtenType: string, file: string): string {
+  const section = fields.recursion as Record<string, unknown> | undefined;
+  if (typeof section !== 'object' || section === null) {
+    throw new ConfigError(file, 'recursion', `present: model_type "${writtenType}" is a recursive model`);
+  }
+  const base = section.base_model_type ?? writtenType.slice(recursiveModelTypePrefix.length);
+  if (typeof base !== 'string') throw new ConfigError(file, 'recursion.base_model_type', 'a string');
+  return base;
 }
 
 function stringField(fields: Record<string, unknown>, key: string, file: string): string {
@@ -255,19 +322,45 @@ function booleanField(
   return value;
 }
 
-function ropeScaling(value: unknown, file: string): number {
-  if (value === undefined || value === null) return 1;
-  const scaling = value as Record<string, unknown>;
-  const kind = scaling.type ?? scaling.rope_type;
-  if (kind === 'default') return 1;
-  if (kind !== 'linear' || typeof scaling.factor !== 'number' || !(scaling.factor > 0)) {
-    throw new ConfigError(
-      file,
-      'rope_scaling',
-      `{"type": "linear", "factor": > 0} (got ${JSON.stringify(value)})`,
-    );
+function ropeScaling(value: unknown, file: string): RopeScaling {
+  if (value === undefined || value === null) return { type: 'none' };
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    throw new ConfigError(file, 'rope_scaling', `an object or null (got ${JSON.stringify(value)})`);
   }
-  return scaling.factor;
+  const scaling = value as Record<string, unknown>;
+  const kind = scaling.rope_type ?? scaling.type;
+  const positive = (key: string): number => {
+    const field = scaling[key];
+    if (typeof field !== 'number' || !(field > 0)) {
+      throw new ConfigError(file, `rope_scaling.${key}`, `a positive number (got ${JSON.stringify(field)})`);
+    }
+    return field;
+  };
+  if (kind === 'default') return { type: 'none' };
+  if (kind === 'linear') return { type: 'linear', factor: positive('factor') };
+  if (kind === 'llama3') {
+    const lowFreqFactor = positive('low_freq_factor');
+    const highFreqFactor = positive('high_freq_factor');
+    if (!(highFreqFactor > lowFreqFactor)) {
+      throw new ConfigError(
+        file,
+        'rope_scaling.high_freq_factor',
+        `greater than low_freq_factor ${lowFreqFactor} (got ${highFreqFactor})`,
+      );
+    }
+    return {
+      type: 'llama3',
+      factor: positive('factor'),
+      lowFreqFactor,
+      highFreqFactor,
+      originalMaxPositions: positive('original_max_position_embeddings'),
+    };
+  }
+  throw new ConfigError(
+    file,
+    'rope_scaling',
+    `of rope_type "default", "linear" or "llama3" (got ${JSON.stringify(value)})`,
+  );
 }
 
 function activation(fields: Record<string, unknown>, file: string, isGemma: boolean): HiddenActivation {

@@ -2,6 +2,7 @@ import { type KVCache, KVCacheError } from '@rrt/kv-cache';
 import type { LayerKVCache } from '@rrt/kv-cache';
 import type { Backend, Tensor } from '@rrt/tensor';
 import type { ModelConfig } from './config.js';
+import { ropeTables } from './rope.js';
 import { type EffectiveLayer, exitDepths, type LinearModule, layerSchedule } from './recursion.js';
 import {
   disposeWeights,
@@ -296,22 +297,3 @@ interface AttentionContext {
  * of 16 by masked columns, which add exact zeros, the two agree bit for bit.
  */
 const keyBlock = 16;
-
-/**
- * RoPE cosines and sines for every position, `[maxPositions, headDim/2]`, computed in float64 and rounded
- * once. Frequency i is `θ^(−2i/headDim)`; linear scaling divides positions by the factor.
- */
-export function ropeTables(config: ModelConfig): { cos: Float32Array; sin: Float32Array } {
-  const half = config.headDim / 2;
-  const positions = config.maxPositionEmbeddings;
-  const cos = new Float32Array(positions * half);
-  const sin = new Float32Array(positions * half);
-  for (let position = 0; position < positions; position++) {
-    for (let i = 0; i < half; i++) {
-      const angle = (position / config.ropeScalingFactor) * config.ropeTheta ** ((-2 * i) / config.headDim);
-      cos[position * half + i] = Math.cos(angle);
-      sin[position * half + i] = Math.sin(angle);
-    }
-  }
-  return { cos, sin };
-}
