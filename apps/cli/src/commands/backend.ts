@@ -1,6 +1,6 @@
-import { parseArgs } from 'node:util';
-import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
+import { createBackend } from '@rrt/backend-tfjs';
 import type { Command } from '../cli-io.js';
+import { backendFlag, parseFlags } from '../flags.js';
 
 export const backendCommand: Command = {
   name: 'backend',
@@ -13,12 +13,11 @@ by its transpose, checks the result against plain JavaScript, and reports the ba
 Example:
   rrt backend --backend auto`,
   async run(args, io) {
-    const { values } = parseArgs({
-      args,
+    const { values } = parseFlags(args, {
       options: { backend: { type: 'string', default: 'auto' }, json: { type: 'boolean', default: false } },
     });
     const started = performance.now();
-    const { backend, kind, reason } = await createBackend(values.backend as BackendKind);
+    const { backend, kind, reason } = await createBackend(backendFlag(values.backend));
     const size = 64;
     const data = Float32Array.from({ length: size * size }, (_, i) => Math.sin(i));
     const a = backend.fromArray(data, [size, size]);

@@ -1,16 +1,40 @@
-import { parseArgs } from 'node:util';
-import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
+import { createBackend } from '@rrt/backend-tfjs';
 import {
   type ConversionResult,
   type ConvertOptions,
   convertToRecursive,
-  IncompatibleLayoutError,
-  InvalidOptionError,
   type RankOption,
 } from '@rrt/convert';
 import type { InitMethod, SharingStrategy } from '@rrt/core';
 import { type CliIO, type Command, formatTable, progressReporter, UsageError } from '../cli-io.js';
-import { dtypeFlag, numberFlag, oneOf } from '../flags.js';
+import {
+  backendFlag,
+  dtypeFlag,
+  modelDirArgument,
+  numberFlag,
+  oneOf,
+  outputDirFlag,
+  parseFlags,
+} from '../flags.js';
+import { asFlagError, clearStaleOutputs } from '../output.js';
+
+/** The flag behind each option name that `@rrt/convert`'s errors use. */
+const convertFlags: Record<string, string> = {
+  loops: '--loops',
+  blockSize: '--block-size',
+  'ranks.default': '--rank',
+  'ranks.q': '--rank-q',
+  'ranks.kv': '--rank-kv',
+  'ranks.o': '--rank-o',
+  'ranks.ffn': '--rank-ffn',
+  alpha: '--alpha',
+  seed: '--seed',
+  outputDtype: '--dtype',
+  loraDtype: '--lora-dtype',
+  strategy: '--strategy',
+  init: '--init',
+  overwrite: '--overwrite',
+};
 
 const integer = new Intl.NumberFormat('en-US');
 
@@ -23,7 +47,8 @@ function report(result: ConversionResult): string {
     [
       ['original', integer.format(original), '-'],
       ['recursive', integer.format(recursive), saved(recursive)],
-      ['relaxed', integer.format(relaxed), saved(relaxed)],
+      // At rank 0 there is no LoRA: the output is the recursive model.
+      ...(relaxed > recursive ? [['relaxed', integer.format(relaxed), saved(relaxed)]] : []),
     ],
   );
   const error = (value: number | null) => (value === null ? '-' : value.toFixed(4));
@@ -37,8 +62,12 @@ function report(result: ConversionResult): string {
     ]),
   );
   const { blockSize, loops, strategy, init } = result.recursion;
+  const layout = `${blockSize}×${loops} ${strategy}, ${init} init, ${result.outputDtype}`;
+  if (!result.written) {
+    return [`dry run: would write ${result.outDir}: ${layout}; nothing written`, '', parameters].join('\n');
+  }
   return [
-    `wrote ${result.outDir}: ${blockSize}×${loops} ${strategy}, ${init} init, ${result.outputDtype}, in ${result.seconds.toFixed(1)} s`,
+    `wrote ${result.outDir}: ${layout}, in ${result.seconds.toFixed(1)} s`,
     '',
     parameters,
     '',
@@ -78,14 +107,14 @@ Options:
   --backend <b>            tensor backend for the randomized SVD: auto (default) | node-gpu | node | wasm | cpu
   --seed <n>               seed of the random init and the randomized SVD (default 0)
   --overwrite              replace an existing output directory
+  --dry-run                check and print the layout and parameter counts; compute and write nothing
   --json                   print the result as JSON
 
 Example:
   rrt convert models/tinyllama --out models/tinyllama-rrt --loops 2 --init average --rank 64 --rank-ffn 128`,
   async run(args: string[], io: CliIO): Promise<number> {
-    const { values, positionals } = parseArgs({
-      args,
-      allowPositionals: true,
+    const { values, positionals } = parseFlags(args, {
+      positionals: ['<source>'],
       options: {
         out: { type: 'string' },
         loops: { type: 'string' },
@@ -106,21 +135,29 @@ Example:
         backend: { type: 'string', default: 'auto' },
         seed: { type: 'string' },
         overwrite: { type: 'boolean', default: false },
+        'dry-run': { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
       },
     });
-    const [source, ...extra] = positionals;
-    if (!source || extra.length > 0) throw new UsageError('expected exactly one source directory');
-    if (!values.out) throw new UsageError('--out <dir> is required');
-    const loops = numberFlag('loops', values.loops);
-    const blockSize = numberFlag('block-size', values['block-size']);
+    const source = await modelDirArgument(positionals[0]!);
+    const out = await outputDirFlag(values.out, values.overwrite);
+    const count = { integer: true, min: 1 };
+    const loops = numberFlag('loops', values.loops, count);
+    const blockSize = numberFlag('block-size', values['block-size'], count);
     if (loops === undefined && blockSize === undefined) throw new UsageError('give --loops or --block-size');
-    const ranks: RankOption = { default: numberFlag('rank', values.rank) ?? 0 };
+    const rank = { integer: true, min: 0 };
+    const ranks: RankOption = { default: numberFlag('rank', values.rank, rank) ?? 0 };
     for (const group of ['q', 'kv', 'o', 'ffn'] as const) {
-      const rank = numberFlag(`rank-${group}`, values[`rank-${group}`]);
-      if (rank !== undefined) ranks[group] = rank;
+      const groupRank = numberFlag(`rank-${group}`, values[`rank-${group}`], rank);
+      if (groupRank !== undefined) ranks[group] = groupRank;
     }
-    const wantsLora = Object.values(ranks).some((rank) => rank !== 0);
+    const wantsLora = Object.values(ranks).some((value) => value !== 0);
+    if (values.alpha !== undefined && !wantsLora) {
+      throw new UsageError(
+        '--alpha scales the LoRA, and there is none: give --rank (or a --rank-<group>) too',
+      );
+    }
+    const backendKind = backendFlag(values.backend);
     const svdMethod = oneOf('svd', values.svd, ['auto', 'exact', 'randomized'] as const);
     const options: ConvertOptions = {
       strategy: oneOf<SharingStrategy>('strategy', values.strategy, ['cycle', 'sequence', 'middle-cycle']),
@@ -129,39 +166,38 @@ Example:
       ranks,
       foldNorms: !values['no-fold-norms'],
       overwrite: values.overwrite,
+      dryRun: values['dry-run'],
+      signal: io.signal,
     };
     if (loops !== undefined) options.loops = loops;
     if (blockSize !== undefined) options.blockSize = blockSize;
-    const alpha = numberFlag('alpha', values.alpha);
+    const alpha = numberFlag('alpha', values.alpha, { above: 0 });
     if (alpha !== undefined) options.alpha = alpha;
-    const seed = numberFlag('seed', values.seed);
+    const seed = numberFlag('seed', values.seed, { integer: true });
     if (seed !== undefined) options.seed = seed;
     const outputDtype = dtypeFlag('dtype', values.dtype);
     if (outputDtype) options.outputDtype = outputDtype;
     const loraDtype = dtypeFlag('lora-dtype', values['lora-dtype']);
     if (loraDtype) options.loraDtype = loraDtype;
 
-    let backendLine = 'none (no LoRA, no SVD)';
+    let backendLine: string | undefined;
     options.svd = { method: svdMethod };
-    if (wantsLora) {
-      const created = await createBackend(values.backend as BackendKind);
+    if (wantsLora && !values['dry-run']) {
+      const created = await createBackend(backendKind);
       options.svd.backend = created.backend;
       backendLine = `${created.kind}: ${created.reason}`;
     }
-    if (!values.json) io.stderr(`backend: ${backendLine}\n`);
+    if (!values.json && backendLine) io.stderr(`backend: ${backendLine}\n`);
+    await clearStaleOutputs(out, io);
     const progress = progressReporter(io, 'convert');
     options.onProgress = ({ done, total, tensor }) => progress(done, total, tensor);
     options.onWarning = (message) => io.stderr(`warning: ${message}\n`);
 
     let result: ConversionResult;
     try {
-      result = await convertToRecursive(source, values.out, options);
+      result = await convertToRecursive(source, out, options);
     } catch (error) {
-      // Out-of-range options are the user's to fix: usage errors (exit 2), with the library's message.
-      if (error instanceof InvalidOptionError || error instanceof IncompatibleLayoutError) {
-        throw new UsageError(error.message);
-      }
-      throw error;
+      throw asFlagError(error, convertFlags);
     }
     if (values.json) {
       const { layout, ...rest } = result;

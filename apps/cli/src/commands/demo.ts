@@ -1,14 +1,13 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
-import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
+import { createBackend } from '@rrt/backend-tfjs';
 import { convertToRecursive } from '@rrt/convert';
 import { type SyntheticModelSpec, writeSyntheticCheckpoint } from '@rrt/convert/testing';
 import { argmax, loadModel, readConfig } from '@rrt/core';
 import type { Backend } from '@rrt/tensor';
 import { type Command, formatTable } from '../cli-io.js';
-import { numberFlag } from '../flags.js';
+import { backendFlag, modelDirArgument, numberFlag, parseFlags } from '../flags.js';
 
 /**
  * The embedded default: a small Llama-shaped model (GQA, untied head) made from a fixed seed, with
@@ -58,8 +57,7 @@ Example:
   rrt demo
   rrt demo --model models/stories260K --loops 5`,
   async run(args, io) {
-    const { values } = parseArgs({
-      args,
+    const { values } = parseFlags(args, {
       options: {
         model: { type: 'string' },
         loops: { type: 'string', default: '2' },
@@ -67,11 +65,13 @@ Example:
         json: { type: 'boolean', default: false },
       },
     });
-    const loops = numberFlag('loops', values.loops, (n) => Number.isInteger(n) && n >= 1)!;
+    const loops = numberFlag('loops', values.loops, { integer: true, min: 1 })!;
+    const backendKind = backendFlag(values.backend);
+    if (values.model !== undefined) await modelDirArgument(values.model);
     const say = (text: string) => {
       if (!values.json) io.stdout(`${text}\n`);
     };
-    const { backend, kind, reason } = await createBackend(values.backend as BackendKind);
+    const { backend, kind, reason } = await createBackend(backendKind);
     say(`backend: ${kind} (${backend.name}): ${reason}`);
     const baseline = backend.numTensors();
 
@@ -112,6 +112,7 @@ Example:
           init: 'average',
           ranks: rank,
           svd: { backend },
+          signal: io.signal,
           onWarning: () => {}, // full rank is clamped per module on purpose
         });
         const logits = await logitsOf(outDir, backend, tokens);
@@ -169,7 +170,7 @@ Example:
             ]),
           ),
         );
-        say(`\nlive tensors left: ${leaked}`);
+        if (leaked !== 0) io.stderr(`rrt demo: ${leaked} tensors were not freed (a leak)\n`);
       }
       const exact = rows[rows.length - 1]!.maxAbsError <= 1e-4;
       if (!exact)

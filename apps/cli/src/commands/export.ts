@@ -1,8 +1,16 @@
-import { parseArgs } from 'node:util';
-import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
-import { type ExportOptions, exportUnrolled, InvalidOptionError } from '@rrt/convert';
+import { createBackend } from '@rrt/backend-tfjs';
+import { type ExportOptions, exportUnrolled } from '@rrt/convert';
 import { type CliIO, type Command, progressReporter, UsageError } from '../cli-io.js';
-import { dtypeFlag } from '../flags.js';
+import {
+  backendFlag,
+  backendKinds,
+  dtypeFlag,
+  modelDirArgument,
+  oneOf,
+  outputDirFlag,
+  parseFlags,
+} from '../flags.js';
+import { asFlagError, clearStaleOutputs } from '../output.js';
 
 /** `rrt export --unroll`: a recursive / relaxed model as N plain layers (a vanilla HF checkpoint). */
 export const exportCommand: Command = {
@@ -26,9 +34,8 @@ Options:
 Example:
   rrt export models/tinyllama-rrt --unroll --out models/tinyllama-rrt-unrolled`,
   async run(args: string[], io: CliIO): Promise<number> {
-    const { values, positionals } = parseArgs({
-      args,
-      allowPositionals: true,
+    const { values, positionals } = parseFlags(args, {
+      positionals: ['<source>'],
       options: {
         unroll: { type: 'boolean', default: false },
         out: { type: 'string' },
@@ -38,26 +45,26 @@ Example:
         json: { type: 'boolean', default: false },
       },
     });
-    const [source, ...extra] = positionals;
-    if (!source || extra.length > 0) throw new UsageError('expected exactly one source directory');
+    const source = await modelDirArgument(positionals[0]!);
     if (!values.unroll) throw new UsageError('say what to export: --unroll (the only export for now)');
-    if (!values.out) throw new UsageError('--out <dir> is required');
-    const options: ExportOptions = { overwrite: values.overwrite };
+    const out = await outputDirFlag(values.out, values.overwrite);
+    const options: ExportOptions = { overwrite: values.overwrite, signal: io.signal };
     const outputDtype = dtypeFlag('dtype', values.dtype);
     if (outputDtype) options.outputDtype = outputDtype;
-    if (values.backend !== 'none') {
-      const created = await createBackend(values.backend as BackendKind);
+    const backendKind = oneOf('backend', values.backend, [...backendKinds, 'none']);
+    if (backendKind !== 'none') {
+      const created = await createBackend(backendFlag(backendKind));
       options.backend = created.backend;
       if (!values.json) io.stderr(`backend: ${created.kind}: ${created.reason}\n`);
     }
+    await clearStaleOutputs(out, io);
     const progress = progressReporter(io, 'export');
     options.onProgress = ({ done, total, tensor }) => progress(done, total, tensor);
     let result: Awaited<ReturnType<typeof exportUnrolled>>;
     try {
-      result = await exportUnrolled(source, values.out, options);
+      result = await exportUnrolled(source, out, options);
     } catch (error) {
-      if (error instanceof InvalidOptionError) throw new UsageError(error.message);
-      throw error;
+      throw asFlagError(error, { outputDtype: '--dtype', overwrite: '--overwrite' });
     }
     if (values.json) {
       io.stdout(`${JSON.stringify(result, null, 2)}\n`);

@@ -1,6 +1,7 @@
-import { parseArgs } from 'node:util';
 import { importLlama2c } from '@rrt/core';
 import { type Command, progressReporter, UsageError } from '../cli-io.js';
+import { outputDirFlag, parseFlags } from '../flags.js';
+import { asFlagError, clearStaleOutputs } from '../output.js';
 
 export const importCommand: Command = {
   name: 'import llama2c',
@@ -15,9 +16,9 @@ Example:
   rrt import llama2c ../shared/assets/stories260K/stories260K.bin \\
     --tokenizer ../shared/assets/stories260K/tok512.bin --out models/stories260K`,
   async run(args, io) {
-    const { values, positionals } = parseArgs({
-      args,
-      allowPositionals: true,
+    const { values, positionals } = parseFlags(args, {
+      positionals: ['<format>', '<checkpoint>'],
+      required: 0,
       options: {
         tokenizer: { type: 'string' },
         out: { type: 'string' },
@@ -30,17 +31,24 @@ Example:
       throw new UsageError(`unknown import format "${format ?? ''}" (supported: llama2c)`);
     if (!checkpointPath) throw new UsageError('missing <checkpoint> path');
     if (!values.tokenizer) throw new UsageError('missing --tokenizer <file>');
-    if (!values.out) throw new UsageError('missing --out <dir>');
+    const outDir = await outputDirFlag(values.out, values.overwrite);
+    await clearStaleOutputs(outDir, io);
     const progress = progressReporter(io, 'import');
-    const result = await importLlama2c({
-      checkpointPath,
-      tokenizerPath: values.tokenizer,
-      outDir: values.out,
-      overwrite: values.overwrite,
-      onProgress: (event) => {
-        if (event.stage === 'tensor') progress(event.index + 1, event.count, event.name);
-      },
-    });
+    let result: Awaited<ReturnType<typeof importLlama2c>>;
+    try {
+      result = await importLlama2c({
+        checkpointPath,
+        tokenizerPath: values.tokenizer,
+        outDir,
+        overwrite: values.overwrite,
+        signal: io.signal,
+        onProgress: (event) => {
+          if (event.stage === 'tensor') progress(event.index + 1, event.count, event.name);
+        },
+      });
+    } catch (error) {
+      throw asFlagError(error, {});
+    }
     if (values.json) {
       io.stdout(`${JSON.stringify({ outDir: result.outDir, header: result.header, files: result.files })}\n`);
     } else {

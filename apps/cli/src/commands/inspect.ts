@@ -1,6 +1,14 @@
-import { parseArgs } from 'node:util';
-import { openCheckpoint, readConfig, SAFETENSORS_DTYPE_BYTES } from '@rrt/core';
-import { type Command, formatTable, UsageError } from '../cli-io.js';
+import { openCheckpoint, type RopeScaling, readConfig, SAFETENSORS_DTYPE_BYTES } from '@rrt/core';
+import { type Command, formatTable } from '../cli-io.js';
+import { modelDirArgument, parseFlags } from '../flags.js';
+
+function ropeScalingText(scaling: RopeScaling): string {
+  if (scaling.type === 'none') return '';
+  if (scaling.type === 'linear') return ` (linear ×${scaling.factor})`;
+  return ` (llama3 ×${scaling.factor}, from ${scaling.originalMaxPositions} positions)`;
+}
+
+const plural = (count: number, word: string) => `${count} ${word}${count === 1 ? '' : 's'}`;
 
 /** The parameter group a tensor name belongs to. */
 function groupOf(name: string): string {
@@ -24,13 +32,11 @@ the recursion layout if any, and parameters and bytes per group and per dtype.
 Example:
   rrt inspect models/stories260K`,
   async run(args, io) {
-    const { values, positionals } = parseArgs({
-      args,
-      allowPositionals: true,
+    const { values, positionals } = parseFlags(args, {
       options: { json: { type: 'boolean', default: false } },
+      positionals: ['<model-dir>'],
     });
-    const [dir] = positionals;
-    if (!dir) throw new UsageError('missing <model-dir>');
+    const dir = await modelDirArgument(positionals[0]!);
     const config = await readConfig(dir);
     const checkpoint = await openCheckpoint(dir);
     const groups = new Map<string, { tensors: number; parameters: number; bytes: number }>();
@@ -62,13 +68,13 @@ Example:
     const recursion = config.recursion;
     io.stdout(
       [
-        `${dir}: ${config.modelType} (${config.family} family)`,
+        `${dir}: ${config.modelType === config.family ? config.modelType : `${config.modelType} (${config.family} family)`}`,
         `  hidden ${config.hiddenSize}, ffn ${config.intermediateSize}, layers ${config.numHiddenLayers}, ` +
           `heads ${config.numAttentionHeads} (kv ${config.numKeyValueHeads}, head dim ${config.headDim}), vocab ${config.vocabSize}`,
-        `  rope θ ${config.ropeTheta}${config.ropeScalingFactor !== 1 ? ` (linear ×${config.ropeScalingFactor})` : ''}, ` +
+        `  rope θ ${config.ropeTheta}${ropeScalingText(config.ropeScaling)}, ` +
           `max positions ${config.maxPositionEmbeddings}, tied head ${config.tieWordEmbeddings}, act ${config.hiddenAct}`,
         recursion
-          ? `  recursion: ${recursion.blockSize} block layers × ${recursion.loops} loops (${recursion.strategy}, init ${recursion.init}), ` +
+          ? `  recursion: ${plural(recursion.blockSize, 'block layer')} × ${plural(recursion.loops, 'loop')} (${recursion.strategy}, init ${recursion.init}), ` +
             `LoRA ranks ${Object.entries(recursion.loraRanks)
               .map(([module, rank]) => `${module.replace('_proj', '')}=${rank}`)
               .join(' ')}, α ${recursion.loraAlpha}`

@@ -1,0 +1,23 @@
+/**
+ * `pnpm bench <name> [flags]` runs `bench/<name>.ts` with its flags; without a name it lists the
+ * benchmarks. Each benchmark prints ratios measured side by side in one run (see bench/README.md).
+ */
+import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+const benchmarks = readdirSync(here)
+  .filter((file) => file.endsWith('.ts') && file !== 'run.ts' && !file.endsWith('.d.ts'))
+  .map((file) => file.slice(0, -3))
+  .sort();
+const [name, ...flags] = process.argv.slice(2);
+if (!name || !benchmarks.includes(name)) {
+  const problem = name ? `no benchmark "${name}"; ` : '';
+  process.stderr.write(`${problem}usage: pnpm bench <name> [flags]; benchmarks: ${benchmarks.join(', ')}\n`);
+  process.exit(name ? 2 : 0);
+}
+const result = spawnSync(process.execPath, ['--import', 'tsx', `${here}${name}.ts`, ...flags], {
+  stdio: 'inherit',
+});
+process.exit(result.status ?? 1);
