@@ -121,7 +121,12 @@ function globPattern(glob: string): RegExp {
 
 /** The Hub's listing entry as a file to fetch, with the digest it will be checked against. */
 function snapshotFileOf(repoId: string, entry: ListFileEntry): SnapshotFile {
-  // Xet-backed files still carry their LFS SHA-256 in the listing, so one check fits both.
+  // Xet-backed files still carry their LFS SHA-256 in the listing, so one check fits both. One with a
+  // xet hash alone has no digest we can compute (its `oid` is the pointer's): refuse rather than guess.
+  if (entry.xetHash && !entry.lfs) {
+    const problem = `the Hub listed ${entry.path} with a xet hash only, and rrt checks files by SHA-256`;
+    throw new HubRequestError(repoId, entry.path, undefined, problem);
+  }
   if (entry.lfs) return { path: entry.path, size: entry.lfs.size, hash: entry.lfs.oid, algorithm: 'sha256' };
   if (entry.oid) return { path: entry.path, size: entry.size, hash: entry.oid, algorithm: 'git-sha1' };
   throw new HubRequestError(
@@ -394,6 +399,12 @@ async function pullOnline(
       return undefined;
     }
   });
+  if (options.include === undefined && !chosen.some((file) => file.path.endsWith('.safetensors'))) {
+    const weights = listing.filter((file) => /\.(bin|pth|pt|ckpt|gguf|h5|msgpack|onnx)$/.test(file.path));
+    const found = weights.length > 0 ? ` (it has ${weights.map((file) => file.path).join(', ')})` : '';
+    const problem = `has no safetensors weights at ${commit}${found}; rrt reads safetensors only`;
+    throw new HubRequestError(repoId, `${hub.hubUrl}/${repoId}/tree/${commit}`, undefined, problem);
+  }
   pull.plan(chosen);
   // Written before the first byte, so that offline mode can name what an interrupted pull lacks.
   await writeManifest(paths, { repoId, commit, files: chosen });

@@ -86,7 +86,13 @@ beforeAll(async () => {
   workDir = await mkdtemp(join(tmpdir(), 'rrt-hub-'));
   files = await tinyModelFiles(workDir);
   shards = Object.keys(files).filter((path) => /^model-\d+-of-\d+\.safetensors$/.test(path));
-  hub = await startFakeHub([{ repoId: REPO, files, refs: ['v1'] }], { token: TOKEN });
+  hub = await startFakeHub(
+    [
+      { repoId: REPO, files, refs: ['v1', 'refs/pr/1'] },
+      { repoId: 'tiny-org/pickled', files: { 'config.json': '{}', 'pytorch_model.bin': 'not safetensors' } },
+    ],
+    { token: TOKEN },
+  );
 });
 afterAll(async () => {
   await hub?.close();
@@ -306,6 +312,22 @@ describe('pullModel against a local fake Hub', () => {
     // The fault was one-shot: the next pull gets the true bytes.
     const pulled = await pullModel(REPO, options);
     expect(new Uint8Array(await readFile(join(pulled.directory, path)))).toEqual(bytesOf(path));
+  });
+
+  it('takes a revision with slashes (a pull request ref) and records its ref', async () => {
+    const options = freshOptions();
+    const pulled = await pullModel(`${REPO}@refs/pr/1`, options);
+    expect(pulled.commit).toBe(hub.commit(REPO));
+    const ref = join(repoCachePaths(options.cacheDir, REPO).refs, 'refs', 'pr', '1');
+    expect((await readFile(ref, 'utf8')).trim()).toBe(hub.commit(REPO));
+  });
+
+  it('refuses a repo without safetensors weights before downloading anything', async () => {
+    const before = hub.transfers.length;
+    await expect(pullModel('tiny-org/pickled', freshOptions())).rejects.toThrow(
+      /has no safetensors weights at [0-9a-f]{40} \(it has pytorch_model\.bin\); rrt reads safetensors only/,
+    );
+    expect(hub.transfers.length).toBe(before);
   });
 
   it('says which repo failed, and why, without a token', async () => {

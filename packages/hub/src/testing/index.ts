@@ -224,6 +224,8 @@ export async function startFakeHub(
   const handle = (request: IncomingMessage, response: ServerResponse) => {
     const url = new URL(request.url ?? '/', 'http://127.0.0.1');
     const path = decodeURIComponent(url.pathname);
+    // Matched on the raw path, so that an encoded revision (refs%2Fpr%2F1) stays one segment.
+    const raw = url.pathname;
     requests.push({
       method: request.method ?? 'GET',
       url: `${url.pathname}${url.search}`,
@@ -244,7 +246,9 @@ export async function startFakeHub(
       if (!file) return notFound(response, 'EntryNotFound', 'no such blob');
       return serveBytes(request, response, file, { etag: `"${file.sha256}"` });
     }
-    const api = /^\/api\/models\/(.+)\/(revision|tree)\/([^/]+)(?:\/(.*))?$/.exec(path);
+    const api = /^\/api\/models\/(.+)\/(revision|tree)\/([^/]+)(?:\/(.*))?$/
+      .exec(raw)
+      ?.map((part) => part && decodeURIComponent(part));
     if (api) {
       const repo = stored.get(api[1]!);
       if (!repo) return notFound(response, 'RepoNotFound', `Repository not found: ${api[1]}`);
@@ -288,7 +292,9 @@ export async function startFakeHub(
         })),
       ]);
     }
-    const resolve = /^\/(.+?)\/resolve\/([^/]+)\/(.+)$/.exec(path);
+    const resolve = /^\/(.+?)\/resolve\/([^/]+)\/(.+)$/
+      .exec(raw)
+      ?.map((part) => part && decodeURIComponent(part));
     if (resolve) {
       const repo = stored.get(resolve[1]!);
       if (!repo) return notFound(response, 'RepoNotFound', `Repository not found: ${resolve[1]}`);
