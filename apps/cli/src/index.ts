@@ -13,6 +13,7 @@ import { exportCommand } from './commands/export.js';
 import { generateCommand } from './commands/generate.js';
 import { importCommand } from './commands/import.js';
 import { inspectCommand } from './commands/inspect.js';
+import { pullCommand } from './commands/pull.js';
 
 export type { CliIO, Command } from './cli-io.js';
 
@@ -24,6 +25,7 @@ const commands: Command[] = [
   generateCommand,
   convertCommand,
   exportCommand,
+  pullCommand,
 ];
 
 function usage(): string {

@@ -270,25 +270,29 @@ describe('interrupts and closed pipes leave nothing half-written', () => {
 });
 
 describe('stdout holds only the command output', () => {
-  it.skipIf(!haveAssets)('pnpm rrt inspect --json is JSON, however the CLI is started', async () => {
-    const viaPnpm = await new Promise<Run>((done, fail) => {
-      const child = spawn('pnpm', ['rrt', 'inspect', stories, '--json'], { cwd: repoRoot });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (chunk) => {
-        stdout += chunk;
+  it.skipIf(!haveAssets)(
+    'pnpm rrt inspect --json is JSON, however the CLI is started',
+    async () => {
+      const viaPnpm = await new Promise<Run>((done, fail) => {
+        const child = spawn('pnpm', ['rrt', 'inspect', stories, '--json'], { cwd: repoRoot });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (chunk) => {
+          stdout += chunk;
+        });
+        child.stderr.on('data', (chunk) => {
+          stderr += chunk;
+        });
+        child.on('error', fail);
+        child.on('close', (code, signal) => done({ code, signal, stdout, stderr }));
       });
-      child.stderr.on('data', (chunk) => {
-        stderr += chunk;
-      });
-      child.on('error', fail);
-      child.on('close', (code, signal) => done({ code, signal, stdout, stderr }));
-    });
-    expect(viaPnpm.code, viaPnpm.stderr).toBe(0);
-    expect(JSON.parse(viaPnpm.stdout).config.modelType).toBe('llama');
-    const direct = await rrt(['inspect', stories, '--json']);
-    expect(JSON.parse(direct.stdout)).toEqual(JSON.parse(viaPnpm.stdout));
-  }, 240_000); // `pnpm rrt` first runs turbo's build: cached after `pnpm test`'s, minutes after a source edit
+      expect(viaPnpm.code, viaPnpm.stderr).toBe(0);
+      expect(JSON.parse(viaPnpm.stdout).config.modelType).toBe('llama');
+      const direct = await rrt(['inspect', stories, '--json']);
+      expect(JSON.parse(direct.stdout)).toEqual(JSON.parse(viaPnpm.stdout));
+    },
+    240_000,
+  ); // `pnpm rrt` first runs turbo's build: cached after `pnpm test`'s, minutes after a source edit
 });
 
 describe('bad input gets one line naming the flag, and exit 2', () => {

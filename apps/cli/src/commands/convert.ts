@@ -7,15 +7,8 @@ import {
 } from '@rrt/convert';
 import type { InitMethod, SharingStrategy } from '@rrt/core';
 import { type CliIO, type Command, formatTable, progressReporter, UsageError } from '../cli-io.js';
-import {
-  backendFlag,
-  dtypeFlag,
-  modelDirArgument,
-  numberFlag,
-  oneOf,
-  outputDirFlag,
-  parseFlags,
-} from '../flags.js';
+import { backendFlag, dtypeFlag, numberFlag, oneOf, outputDirFlag, parseFlags } from '../flags.js';
+import { hubFlags, modelArgument } from '../model-argument.js';
 import { asFlagError, clearStaleOutputs } from '../output.js';
 
 /** The flag behind each option name that `@rrt/convert`'s errors use. */
@@ -88,7 +81,8 @@ export const convertCommand: Command = {
 Shares one block of K layers, looped L times (K·L = N layers; N − 2 for middle-cycle), and with
 --rank adds a LoRA per loop, layer and module initialised by truncated SVD of W_orig − W_shared, so that
 a full-rank LoRA reproduces the original exactly. Streams layer by layer; the output appears only
-when complete.
+when complete. A model may also be a Hub repo id (owner/name[@revision]), pulled into the cache first;
+--offline, --hub-url and --cache-dir work as for rrt pull.
 
 Options:
   --out <dir>              output directory (must not exist unless --overwrite)
@@ -137,9 +131,10 @@ Example:
         overwrite: { type: 'boolean', default: false },
         'dry-run': { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
+        ...hubFlags,
       },
     });
-    const source = await modelDirArgument(positionals[0]!);
+    const source = await modelArgument(positionals[0]!, values, io);
     const out = await outputDirFlag(values.out, values.overwrite);
     const count = { integer: true, min: 1 };
     const loops = numberFlag('loops', values.loops, count);

@@ -7,7 +7,8 @@ import { type SyntheticModelSpec, writeSyntheticCheckpoint } from '@rrt/convert/
 import { argmax, loadModel, readConfig } from '@rrt/core';
 import type { Backend } from '@rrt/tensor';
 import { type Command, formatTable } from '../cli-io.js';
-import { backendFlag, modelDirArgument, numberFlag, parseFlags } from '../flags.js';
+import { backendFlag, numberFlag, parseFlags } from '../flags.js';
+import { hubFlags, modelArgument } from '../model-argument.js';
 
 /**
  * The embedded default: a small Llama-shaped model (GQA, untied head) made from a fixed seed, with
@@ -63,11 +64,11 @@ Example:
         loops: { type: 'string', default: '2' },
         backend: { type: 'string', default: 'auto' },
         json: { type: 'boolean', default: false },
+        ...hubFlags,
       },
     });
     const loops = numberFlag('loops', values.loops, { integer: true, min: 1 })!;
     const backendKind = backendFlag(values.backend);
-    if (values.model !== undefined) await modelDirArgument(values.model);
     const say = (text: string) => {
       if (!values.json) io.stdout(`${text}\n`);
     };
@@ -77,7 +78,7 @@ Example:
 
     const workDir = await mkdtemp(join(tmpdir(), 'rrt-demo-'));
     try {
-      let sourceDir = values.model;
+      let sourceDir = values.model === undefined ? undefined : await modelArgument(values.model, values, io);
       if (!sourceDir) {
         sourceDir = join(workDir, 'source');
         const written = await writeSyntheticCheckpoint(sourceDir, demoSpec);

@@ -1,15 +1,8 @@
 import { createBackend } from '@rrt/backend-tfjs';
 import { type ExportOptions, exportUnrolled } from '@rrt/convert';
 import { type CliIO, type Command, progressReporter, UsageError } from '../cli-io.js';
-import {
-  backendFlag,
-  backendKinds,
-  dtypeFlag,
-  modelDirArgument,
-  oneOf,
-  outputDirFlag,
-  parseFlags,
-} from '../flags.js';
+import { backendFlag, backendKinds, dtypeFlag, oneOf, outputDirFlag, parseFlags } from '../flags.js';
+import { hubFlags, modelArgument } from '../model-argument.js';
 import { asFlagError, clearStaleOutputs } from '../output.js';
 
 /** `rrt export --unroll`: a recursive / relaxed model as N plain layers (a vanilla HF checkpoint). */
@@ -22,6 +15,8 @@ export const exportCommand: Command = {
 Writes each of the N effective layers as a plain layer: the shared weights of its block layer plus
 its loop's LoRA, merged (W_shared + (α/r)·B·A, computed in float64). The config loses its recursion
 section, so any engine that reads Hugging Face Llama / Qwen2 / Gemma checkpoints can run the result.
+A model may also be a Hub repo id (owner/name[@revision]), pulled into the cache first;
+--offline, --hub-url and --cache-dir work as for rrt pull.
 
 Options:
   --unroll          merge LoRA into N plain layers (the only export for now; required)
@@ -43,9 +38,10 @@ Example:
         backend: { type: 'string', default: 'auto' },
         overwrite: { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
+        ...hubFlags,
       },
     });
-    const source = await modelDirArgument(positionals[0]!);
+    const source = await modelArgument(positionals[0]!, values, io);
     if (!values.unroll) throw new UsageError('say what to export: --unroll (the only export for now)');
     const out = await outputDirFlag(values.out, values.overwrite);
     const options: ExportOptions = { overwrite: values.overwrite, signal: io.signal };

@@ -2,7 +2,8 @@ import { readFile } from 'node:fs/promises';
 import { createBackend } from '@rrt/backend-tfjs';
 import { encodePrompt, generateText, loadModel, loadTokenizer, type StopReason } from '@rrt/core';
 import { type CliIO, type Command, Interruption, UsageError } from '../cli-io.js';
-import { backendFlag, modelDirArgument, numberFlag, parseFlags } from '../flags.js';
+import { backendFlag, numberFlag, parseFlags } from '../flags.js';
+import { hubFlags, modelArgument } from '../model-argument.js';
 
 /** What the closing line says for each way a generation ends. */
 const stopDescriptions: Record<StopReason, string> = {
@@ -43,7 +44,8 @@ export const generateCommand: Command = {
 Greedy decoding by default (--temperature 0). Tokens stream to stdout as they are generated; the closing
 line on stderr says why generation stopped (end of sequence, stop string, max tokens, full context,
 interrupted). Ctrl-C stops after the token in flight and keeps the text so far (exit 130); a second
-Ctrl-C ends at once.
+Ctrl-C ends at once. A model may also be a Hub repo id (owner/name[@revision]), pulled into the cache first;
+--offline, --hub-url and --cache-dir work as for rrt pull.
 
 Options:
   -p, --prompt <text>      the prompt (or give it as the second argument; default: start from BOS)
@@ -76,11 +78,12 @@ Example:
         'ignore-eos': { type: 'boolean', default: false },
         backend: { type: 'string', default: 'auto' },
         json: { type: 'boolean', default: false },
+        ...hubFlags,
       },
       positionals: ['<model-dir>', '[prompt]'],
       required: 1,
     });
-    const dir = await modelDirArgument(positionals[0]!);
+    const dir = await modelArgument(positionals[0]!, values, io);
     const maxTokens = numberFlag('max-tokens', values['max-tokens'], { integer: true, min: 0 })!;
     const temperature = numberFlag('temperature', values.temperature, { min: 0 })!;
     const topK = numberFlag('top-k', values['top-k'], { integer: true, min: 1 });

@@ -1,6 +1,7 @@
 import { openCheckpoint, type RopeScaling, readConfig, SAFETENSORS_DTYPE_BYTES } from '@rrt/core';
 import { type Command, formatTable } from '../cli-io.js';
-import { modelDirArgument, parseFlags } from '../flags.js';
+import { parseFlags } from '../flags.js';
+import { hubFlags, modelArgument } from '../model-argument.js';
 
 function ropeScalingText(scaling: RopeScaling): string {
   if (scaling.type === 'none') return '';
@@ -28,15 +29,17 @@ export const inspectCommand: Command = {
 
 Reads config.json and the safetensors headers (no weights are loaded) and prints the architecture,
 the recursion layout if any, and parameters and bytes per group and per dtype.
+A model may also be a Hub repo id (owner/name[@revision]), pulled into the cache first;
+--offline, --hub-url and --cache-dir work as for rrt pull.
 
 Example:
   rrt inspect models/stories260K`,
   async run(args, io) {
     const { values, positionals } = parseFlags(args, {
-      options: { json: { type: 'boolean', default: false } },
+      options: { json: { type: 'boolean', default: false }, ...hubFlags },
       positionals: ['<model-dir>'],
     });
-    const dir = await modelDirArgument(positionals[0]!);
+    const dir = await modelArgument(positionals[0]!, values, io);
     const config = await readConfig(dir);
     const checkpoint = await openCheckpoint(dir);
     const groups = new Map<string, { tensors: number; parameters: number; bytes: number }>();
