@@ -7,6 +7,7 @@ import { type CliIO, type Command, UsageError } from './cli-io.js';
 import { backendCommand } from './commands/backend.js';
 import { convertCommand } from './commands/convert.js';
 import { demoCommand } from './commands/demo.js';
+import { evalCommand } from './commands/eval.js';
 import { exportCommand } from './commands/export.js';
 import { generateCommand } from './commands/generate.js';
 import { importCommand } from './commands/import.js';
@@ -22,6 +23,7 @@ const commands: Command[] = [
   generateCommand,
   convertCommand,
   exportCommand,
+  evalCommand,
 ];
 
 function usage(): string {
