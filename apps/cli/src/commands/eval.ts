@@ -39,7 +39,7 @@ WikiText's "<unk>" are plain text).
                         scoring the ids no earlier window scored.
   --per-loop            also the perplexity read out after every loop (what an early exit there gives).
   --max-tokens N        score only the first N tokens of the text (documents in order, the last one cut).
-  --batch-tokens N      padded tokens per forward pass (default 4096, fewer for large vocabularies).
+  --batch-tokens N      padded tokens per forward pass (default 1024, fewer for large vocabularies).
   --report <dir>        also write report.json, report.md and SVG charts there.
 
 Example:
