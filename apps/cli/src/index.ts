@@ -9,6 +9,7 @@ import { type CliIO, type Command, Interruption, UsageError } from './cli-io.js'
 import { backendCommand } from './commands/backend.js';
 import { convertCommand } from './commands/convert.js';
 import { demoCommand } from './commands/demo.js';
+import { evalCommand } from './commands/eval.js';
 import { exportCommand } from './commands/export.js';
 import { generateCommand } from './commands/generate.js';
 import { importCommand } from './commands/import.js';
@@ -26,6 +27,7 @@ const commands: Command[] = [
   convertCommand,
   exportCommand,
   pullCommand,
+  evalCommand,
 ];
 
 function usage(): string {

@@ -28,6 +28,7 @@ export {
   type GenerateTextOptions,
   encodePrompt,
   type StopReason,
+  yieldToEventLoop,
   generateText,
   generateTokens,
 } from './generate/generate.js';

@@ -22,10 +22,16 @@ export interface GenerateOptions extends SamplingOptions {
 }
 
 /**
- * Lets the event loop run: timers, I/O and signal handlers (Ctrl-C) wait for a macrotask, and a decode
- * loop whose reads settle as microtasks would otherwise never give them one.
+ * Lets the event loop run: timers, I/O and signal handlers (Ctrl-C) wait for a macrotask, and a compute
+ * loop whose backend reads settle as microtasks would otherwise never give them one. Await it once per
+ * step of any long loop (decoding, scoring, training).
+ *
+ * @example
+ * ```ts
+ * for (const batch of batches) { await yieldToEventLoop(); if (signal?.aborted) break; score(batch); }
+ * ```
  */
-function yieldToEventLoop(): Promise<void> {
+export function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) =>
     typeof setImmediate === 'function' ? setImmediate(resolve) : setTimeout(resolve, 0),
   );
