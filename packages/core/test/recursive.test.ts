@@ -160,7 +160,9 @@ describe('relaxed recursive decoder vs the float64 unrolled reference', () => {
           worst = Math.max(worst, Math.abs(actual[position * reference.vocabSize + index]! - value) / scale);
         });
       });
-      expect(worst, `loop ${loop}, seed ${seed}`).toBeLessThanOrEqual(1e-4);
+      // Observed over 1,000 seeds (3 loops each, wasm): median 1.3e-6, 99.9th percentile 1.7e-5, worst
+      // 3.1e-5; the large per-loop LoRAs make this model far less well conditioned than the plain ones.
+      expect(worst, `loop ${loop}, seed ${seed}`).toBeLessThanOrEqual(6e-5);
       expect(output.loops[loop]!.hidden.shape).toEqual([1, tokens.length, reference.hiddenSize]);
     }
     expect(output.logits).toBe(output.loops[loops - 1]!.logits);
