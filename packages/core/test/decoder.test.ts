@@ -24,7 +24,7 @@ for (const kind of backendKinds) {
     });
 
     for (const name of Object.keys(randomConfigs)) {
-      it(`${name}: logits agree to 1e-4 relative, cached decoding equals recompute`, async () => {
+      it(`${name}: logits agree to 2e-6 relative, cached decoding equals recompute bit for bit`, async () => {
         const seed = 1000 + Math.floor(Math.random() * 1e6);
         const dir = join(workDir, `${name}-${seed}`);
         const { reference, weights } = await writeRandomModel(dir, name, seed);
@@ -39,6 +39,7 @@ for (const kind of backendKinds) {
         backend.dispose([ids, logits]);
 
         // Relative to the largest logit magnitude of the position: float32 accumulation error scales with it.
+        // Observed over 300 seeds per config: at most 4.9e-7 on cpu, 7.8e-7 on wasm.
         let worst = 0;
         expected.forEach((row, position) => {
           const scale = Math.max(1, ...row.map(Math.abs));
@@ -47,9 +48,10 @@ for (const kind of backendKinds) {
             worst = Math.max(worst, difference);
           });
         });
-        expect(worst, `seed ${seed}`).toBeLessThanOrEqual(1e-4);
+        expect(worst, `seed ${seed}`).toBeLessThanOrEqual(2e-6);
 
-        // Cached: prefill 4 tokens, then one at a time; every position must equal the full recompute.
+        // Cached: prefill 4 tokens, then one at a time; every position must equal the full recompute, bit
+        // for bit on both backends (attention runs over keys padded to the same blocks either way).
         const cache = createKVCache(backend, { depths: reference.numHiddenLayers, capacity: tokens.length });
         const chunks = [tokens.slice(0, 4), ...tokens.slice(4).map((token) => [token])];
         let position = 0;
@@ -67,7 +69,7 @@ for (const kind of backendKinds) {
         }
         expect(cache.offset).toBe(tokens.length);
         cache.dispose();
-        expect(worstCached, `seed ${seed}`).toBeLessThanOrEqual(1e-5);
+        expect(worstCached, `seed ${seed}`).toBe(0);
 
         model.dispose();
         expect(backend.numTensors()).toBe(baseline);

@@ -25,6 +25,8 @@ export interface ReferenceConfig {
     originalMaxPositions: number;
   };
   tieWordEmbeddings: boolean;
+  /** Feed-forward activation; absent: the family's own (SiLU for Llama, tanh-GELU for Gemma). */
+  hiddenAct?: 'silu' | 'gelu_tanh';
   /** Linear modules with a bias, by Hugging Face module name (`q_proj`, …, `down_proj`). */
   biases: readonly string[];
 }
@@ -48,6 +50,7 @@ export function referenceLogits(
   };
   const embed = get('model.embed_tokens.weight');
   const scale = config.family === 'gemma' ? Math.fround(Math.sqrt(d)) : 1;
+  const gelu = (config.hiddenAct ?? (config.family === 'gemma' ? 'gelu_tanh' : 'silu')) === 'gelu_tanh';
   // hidden[t] for each position
   let hidden: Float64Array[] = tokens.map((token) => {
     const row = new Float64Array(d);
@@ -74,9 +77,7 @@ export function referenceLogits(
         linear(x, get(`${prefix}.mlp.up_proj.weight`), config.intermediateSize),
         mlpBias('up_proj'),
       );
-      const act = gate.map(
-        (g, i) => (config.family === 'gemma' ? geluTanh(g) : g / (1 + Math.exp(-g))) * up[i]!,
-      );
+      const act = gate.map((g, i) => (gelu ? geluTanh(g) : g / (1 + Math.exp(-g))) * up[i]!);
       const down = addBias(linear(act, get(`${prefix}.mlp.down_proj.weight`), d), mlpBias('down_proj'));
       return row.map((value, i) => value + down[i]!);
     });

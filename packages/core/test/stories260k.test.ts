@@ -68,7 +68,7 @@ describe.skipIf(!haveAssets)(title, () => {
         expect(text).toBe(expected.replace(/\n$/, ''));
       });
 
-      it('teacher-forced logits match reference_logits.f32 to 1e-4', async () => {
+      it('teacher-forced logits match reference_logits.f32 to 5e-5', async () => {
         const meta = JSON.parse(await readFile(join(assets, 'reference_logits.json'), 'utf8'));
         const bytes = await readFile(join(assets, 'reference_logits.f32'));
         const expected = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
@@ -81,10 +81,11 @@ describe.skipIf(!haveAssets)(title, () => {
         for (let i = 0; i < expected.length; i++)
           maxAbs = Math.max(maxAbs, Math.abs(actual[i]! - expected[i]!));
         console.info(`stories260K reference logits (${kind}): max |Δ| = ${maxAbs.toExponential(3)}`);
-        expect(maxAbs).toBeLessThanOrEqual(1e-4);
+        // Observed (fixed inputs): 8.1e-6 on cpu, 1.8e-5 on wasm; llama2.c's float32 C is no exact reference.
+        expect(maxAbs).toBeLessThanOrEqual(5e-5);
       });
 
-      it('cached decoding equals a full recompute at every position (1e-5)', async () => {
+      it('cached decoding equals a full recompute at every position, bit for bit', async () => {
         const meta = JSON.parse(await readFile(join(assets, 'reference_logits.json'), 'utf8'));
         const tokens: number[] = meta.tokens;
         const vocab = model.config.vocabSize;
@@ -112,7 +113,7 @@ describe.skipIf(!haveAssets)(title, () => {
         }
         cache.dispose();
         console.info(`stories260K cached vs recomputed (${kind}): max |Δ| = ${worst.toExponential(3)}`);
-        expect(worst).toBeLessThanOrEqual(1e-5);
+        expect(worst).toBe(0);
       });
 
       it('generation stops on an AbortSignal and frees its cache', async () => {
