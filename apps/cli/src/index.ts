@@ -11,6 +11,7 @@ import { exportCommand } from './commands/export.js';
 import { generateCommand } from './commands/generate.js';
 import { importCommand } from './commands/import.js';
 import { inspectCommand } from './commands/inspect.js';
+import { trainCommand } from './commands/train.js';
 
 export type { CliIO, Command } from './cli-io.js';
 
@@ -22,6 +23,7 @@ const commands: Command[] = [
   generateCommand,
   convertCommand,
   exportCommand,
+  trainCommand,
 ];
 
 function usage(): string {

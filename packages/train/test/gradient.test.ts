@@ -93,7 +93,6 @@ describe.each(['cpu', 'wasm'] as const)('%s', (kind) => {
     const loss = (await backend.read(value))[0]!;
     const referenceLoss = referenceTrainingLoss(params, reference);
     const lossError = Math.abs(loss - referenceLoss) / referenceLoss;
-    console.log(`${kind}: loss error ${lossError.toExponential(2)}`);
     expect(lossError).toBeLessThan(2e-6);
 
     let worst = 0;
