@@ -93,7 +93,8 @@ describe.each(['cpu', 'wasm'] as const)('%s', (kind) => {
     const loss = (await backend.read(value))[0]!;
     const referenceLoss = referenceTrainingLoss(params, reference);
     const lossError = Math.abs(loss - referenceLoss) / referenceLoss;
-    expect(lossError).toBeLessThan(2e-6);
+    // Observed: 2.9e-9 (cpu), 7.6e-10 (wasm) relative.
+    expect(lossError).toBeLessThan(1e-7);
 
     let worst = 0;
     let checked = 0;

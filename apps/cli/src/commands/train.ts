@@ -3,13 +3,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
-import {
-  buildLlamaTokenizerConfig,
-  buildLlamaTokenizerJson,
-  loadTokenizer,
-  type Tokenizer,
-  tokenizerFromJson,
-} from '@rrt/core';
+import { buildLlamaTokenizerConfig, buildLlamaTokenizerJson, loadTokenizer, type Tokenizer } from '@rrt/core';
 import {
   learnBpeVocab,
   splitDocuments,
