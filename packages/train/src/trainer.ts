@@ -9,6 +9,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   type Decoder,
+  exitDepths,
   loadModel,
   openSafetensors,
   toFloat32,
@@ -308,9 +309,9 @@ export function lossAndGradients(
   // student's own full-depth logits (the "detached" final loop that earlier loops are distilled from).
   // NOTE: the Backend has no stop-gradient op, so detaching costs one extra forward pass.
   const teacherLogits = options.teacher?.forward(ids).logits;
-  const detachedFinalLogits = options.earlyExit
-    ? model.withHead((decoder) => decoder.forward(ids).logits)
-    : undefined;
+  const earlierExits = exitDepths(model.config.recursion, model.config.numHiddenLayers).length > 1;
+  const detachedFinalLogits =
+    options.earlyExit && earlierExits ? model.withHead((decoder) => decoder.forward(ids).logits) : undefined;
   try {
     return backend.valueAndGrad(
       () =>
