@@ -28,7 +28,7 @@ import { readBrownDocuments } from './brown.js';
 const repoRoot = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../..');
 const { values: args } = parseArgs({
   options: {
-    steps: { type: 'string', default: '320' },
+    steps: { type: 'string', default: '900' },
     work: { type: 'string', default: '/tmp/rrt-default-model' },
     out: { type: 'string', default: join(repoRoot, 'apps/cli/assets/default-model') },
     backend: { type: 'string', default: 'wasm' },
@@ -58,10 +58,10 @@ const config = {
 const seeds = { split: 1, init: 2, batches: 3 };
 const hyper = {
   steps: Number(args.steps),
-  batchSize: 12,
+  batchSize: 4,
   sequenceLength: 128,
   learningRate: 3e-3,
-  warmupSteps: 30,
+  warmupSteps: 50,
   minLearningRateRatio: 0.1,
   weightDecay: 0.1,
   maxGradNorm: 1,
@@ -122,7 +122,7 @@ const result = await train(backend, {
   ...hyper,
   seed: seeds.batches,
   checkpointEvery: 100,
-  evalEvery: 80,
+  evalEvery: 150,
   evalWindows: 64,
   resume: args.resume,
   onProgress: (p) => {
