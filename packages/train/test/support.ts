@@ -18,7 +18,7 @@ import {
 import { convertToRecursive } from '@rrt/convert';
 import { referenceLogits, type ReferenceConfig, type ReferenceWeights } from '../../core/test/reference.js';
 import { randomConfigs, writeRandomModel } from '../../core/test/random-model.js';
-import { TextDataset } from '../src/index.js';
+import { TextDataset, type TrainOptions } from '../src/index.js';
 
 /** A fresh temporary directory. */
 export function tempDir(prefix: string): Promise<string> {
@@ -54,6 +54,31 @@ export function tinyDataset(seed = 0, documents = 40): TextDataset {
     heldOutFraction: 0.2,
     seed,
   });
+}
+
+/**
+ * The run that the resume tests interrupt: the relaxed tiny model distilled from its original with
+ * early exit, 6 steps, a checkpoint every 2.
+ */
+export function resumableRun(
+  dirs: { originalDir: string; relaxedDir: string },
+  outDir: string,
+): TrainOptions {
+  return {
+    modelDir: dirs.relaxedDir,
+    teacherDir: dirs.originalDir,
+    earlyExit: true,
+    outDir,
+    dataset: tinyDataset(),
+    steps: 6,
+    batchSize: 3,
+    sequenceLength: 12,
+    learningRate: 3e-3,
+    warmupSteps: 2,
+    checkpointEvery: 2,
+    evalWindows: 4,
+    seed: 9,
+  };
 }
 
 /** Float64 values of a model's parameters in checkpoint (Hugging Face) layout, keyed by tensor name. */

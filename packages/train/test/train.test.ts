@@ -5,7 +5,7 @@ import { loadModel } from '@rrt/core';
 import type { Backend } from '@rrt/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ResumeError, STATE_FILE, type TrainOptions, train } from '../src/index.js';
-import { tempDir, tinyDataset, writeTinyModels } from './support.js';
+import { resumableRun, tempDir, writeTinyModels } from './support.js';
 
 let workDir: string;
 let dirs: Awaited<ReturnType<typeof writeTinyModels>>;
@@ -23,23 +23,9 @@ describe.each(['cpu', 'wasm'] as const)('%s', (kind) => {
     backend = (await createBackend(kind)).backend;
   });
 
-  const options = (outDir: string): TrainOptions => ({
-    modelDir: dirs.relaxedDir,
-    teacherDir: dirs.originalDir,
-    earlyExit: true,
-    outDir,
-    dataset: tinyDataset(),
-    steps: 6,
-    batchSize: 3,
-    sequenceLength: 12,
-    learningRate: 3e-3,
-    warmupSteps: 2,
-    checkpointEvery: 2,
-    evalWindows: 4,
-    seed: 9,
-  });
+  const options = (outDir: string): TrainOptions => resumableRun(dirs, outDir);
 
-  it('a run killed after step 3 and resumed gives the losses and weights of an uninterrupted run, bit for bit', async () => {
+  it('a run stopped after step 3 and resumed gives the losses and weights of an uninterrupted run, bit for bit', async () => {
     const baseline = backend.numTensors();
     const tensorsPerStep: number[] = [];
     const whole = await train(backend, {
