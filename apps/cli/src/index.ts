@@ -15,6 +15,7 @@ import { generateCommand } from './commands/generate.js';
 import { importCommand } from './commands/import.js';
 import { inspectCommand } from './commands/inspect.js';
 import { pullCommand } from './commands/pull.js';
+import { trainCommand } from './commands/train.js';
 
 export type { CliIO, Command } from './cli-io.js';
 
@@ -28,6 +29,7 @@ const commands: Command[] = [
   exportCommand,
   pullCommand,
   evalCommand,
+  trainCommand,
 ];
 
 function usage(): string {
