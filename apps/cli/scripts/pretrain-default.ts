@@ -4,7 +4,7 @@
  * `@rrt/train` on the training documents of a seeded split by documents, then measured on the held-out
  * documents against a unigram model of the same tokens.
  *
- *   pnpm --filter @rrt/train pretrain-default [--steps N] [--work DIR] [--out DIR] [--backend wasm|cpu]
+ *   pnpm --filter @rrt/cli pretrain-default [--steps N] [--work DIR] [--out DIR] [--backend wasm|cpu]
  *
  * Everything is seeded: the same steps on the same backend give the same bytes. Defaults write to
  * apps/cli/assets/default-model.
@@ -15,15 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createBackend } from '@rrt/backend-tfjs';
 import { buildLlamaTokenizerConfig, buildLlamaTokenizerJson, tokenizerFromJson } from '@rrt/core';
-import {
-  heldOutLoss,
-  learnBpeVocab,
-  TextDataset,
-  TrainableModel,
-  train,
-  writeRandomModel,
-} from '../src/index.js';
-import { readBrownDocuments } from './brown.js';
+import { heldOutLoss, learnBpeVocab, TextDataset, TrainableModel, train, writeRandomModel } from '@rrt/train';
+import { readBrownDocuments } from '../src/brown.js';
 
 const repoRoot = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../..');
 const { values: args } = parseArgs({
