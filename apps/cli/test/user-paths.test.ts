@@ -43,6 +43,23 @@ function rrt(args: string[], during?: (child: ChildProcess) => void, cwd = repoR
   });
 }
 
+/** Runs any program to its end. */
+function runProgram(program: string, args: string[]): Promise<Run> {
+  return new Promise((done, fail) => {
+    const child = spawn(program, args, { cwd: repoRoot });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk) => {
+      stdout += chunk;
+    });
+    child.stderr.on('data', (chunk) => {
+      stderr += chunk;
+    });
+    child.on('error', fail);
+    child.on('close', (code, signal) => done({ code, signal, stdout, stderr }));
+  });
+}
+
 /** Resolves once the child has written `pattern` to the stream. */
 function whenWritten(stream: NodeJS.ReadableStream, pattern: RegExp): Promise<void> {
   return new Promise((done) => {
@@ -273,19 +290,7 @@ describe('stdout holds only the command output', () => {
   it.skipIf(!haveAssets)(
     'pnpm rrt inspect --json is JSON, however the CLI is started',
     async () => {
-      const viaPnpm = await new Promise<Run>((done, fail) => {
-        const child = spawn('pnpm', ['rrt', 'inspect', stories, '--json'], { cwd: repoRoot });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (chunk) => {
-          stdout += chunk;
-        });
-        child.stderr.on('data', (chunk) => {
-          stderr += chunk;
-        });
-        child.on('error', fail);
-        child.on('close', (code, signal) => done({ code, signal, stdout, stderr }));
-      });
+      const viaPnpm = await runProgram('pnpm', ['rrt', 'inspect', stories, '--json']);
       expect(viaPnpm.code, viaPnpm.stderr).toBe(0);
       expect(JSON.parse(viaPnpm.stdout).config.modelType).toBe('llama');
       const direct = await rrt(['inspect', stories, '--json']);
@@ -457,6 +462,12 @@ describe('the small things', () => {
     expect(help.stdout).toMatch(/^rrt convert <source>/);
     const version = await rrt(['--version']);
     expect(version.stdout).toMatch(/^rrt \d+\.\d+\.\d+\n$/);
+    // The `rrt` that `pnpm install` puts in node_modules/.bin (on the PATH with pnpm exec) is this CLI.
+    const onPath = await runProgram(join(repoRoot, 'node_modules/.bin/rrt'), ['--version']);
+    expect(onPath.stdout).toBe(version.stdout);
+    const bench = await runProgram(process.execPath, ['--import', 'tsx', join(repoRoot, 'bench/run.ts')]);
+    expect(bench.code).toBe(0);
+    expect(bench.stderr).toMatch(/usage: pnpm bench <name> \[flags\]; benchmarks: .*decode/);
     const out = join(work, 'progress');
     const run = await rrt(['convert', small, '--out', out, '--loops', '2', '--rank', '2']);
     const lines = run.stderr.split('\n').filter((line) => line.startsWith('convert ['));
