@@ -104,6 +104,8 @@ async function profiled(step: () => Promise<void>) {
   for (const kernel of info.kernels) {
     const ms = typeof kernel.kernelTimeMs === 'number' ? kernel.kernelTimeMs : 0;
     kernelMs += ms;
+    if (process.env['PROFILE_SHAPES'] && kernel.name === process.env['PROFILE_SHAPES'])
+      console.log(kernel.name, JSON.stringify(kernel.inputShapes), ms.toFixed(2));
     const entry = byKernel.get(kernel.name) ?? { calls: 0, ms: 0 };
     entry.calls++;
     entry.ms += ms;

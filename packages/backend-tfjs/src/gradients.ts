@@ -88,6 +88,21 @@ function unaryOfOutput(kernelName: string, grad: (dy: tf.Tensor, y: tf.Tensor) =
   };
 }
 
+/**
+ * `x·y` with optional transposes, where a 2-D operand's transpose is materialised first.
+ *
+ * NOTE: tfjs-wasm runs XNNPACK only for an untransposed 2-D product; with a transpose flag it falls back
+ * to a loop ≈ 10–40× slower (bench/gemm.ts). Every weight gradient `xᵀ·dy` and input gradient `dy·Wᵀ`
+ * of a linear layer has one, and they were 82 % of a stories260K training step's kernel time
+ * (bench/profile.ts). Copying the transpose costs one pass over the operand.
+ */
+function product(x: tf.Tensor, y: tf.Tensor, transposeX: boolean, transposeY: boolean): tf.Tensor {
+  if (x.rank === 2 && y.rank === 2) {
+    return tf.matMul(transposeX ? tf.transpose(x) : x, transposeY ? tf.transpose(y) : y);
+  }
+  return tf.matMul(x, y, transposeX, transposeY);
+}
+
 const batchMatMul: tf.GradConfig = {
   kernelName: 'BatchMatMul',
   inputsToSave: ['a', 'b'],
@@ -99,17 +114,17 @@ const batchMatMul: tf.GradConfig = {
     let gradA: () => tf.Tensor;
     let gradB: () => tf.Tensor;
     if (!transposeA && !transposeB) {
-      gradA = () => tf.matMul(dy, b, false, true);
-      gradB = () => tf.matMul(a, dy, true, false);
+      gradA = () => product(dy, b, false, true);
+      gradB = () => product(a, dy, true, false);
     } else if (!transposeA && transposeB) {
-      gradA = () => tf.matMul(dy, b, false, false);
-      gradB = () => tf.matMul(dy, a, true, false);
+      gradA = () => product(dy, b, false, false);
+      gradB = () => product(dy, a, true, false);
     } else if (transposeA && !transposeB) {
-      gradA = () => tf.matMul(b, dy, false, true);
-      gradB = () => tf.matMul(a, dy, false, false);
+      gradA = () => product(b, dy, false, true);
+      gradB = () => product(a, dy, false, false);
     } else {
-      gradA = () => tf.matMul(b, dy, true, true);
-      gradB = () => tf.matMul(dy, a, true, true);
+      gradA = () => product(b, dy, true, true);
+      gradB = () => product(dy, a, true, true);
     }
     return { a: () => unbroadcast(gradA(), a.shape), b: () => unbroadcast(gradB(), b.shape) };
   },

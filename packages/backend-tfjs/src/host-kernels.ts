@@ -1,0 +1,351 @@
+/**
+ * Fused kernels written in JavaScript over the tensors' own memory, registered with tfjs for its `cpu`
+ * and `wasm` backends: RMSNorm, RoPE, causal grouped-query attention and the gated activation of the
+ * feed-forward network, each one dispatch instead of 2–15.
+ *
+ * NOTE: why JavaScript and not the wasm backend's C++ kernels. A decode step of a small model is bound
+ * by dispatches (≈ 3 µs each on wasm, bench/profile.ts), not by arithmetic, and the attention products
+ * of a decode step are batched and transposed, a shape tfjs-wasm runs outside XNNPACK at ≈ 0.5–2
+ * GFLOP/s — no faster than a plain loop. A JS kernel reads the wasm heap in place (`typedArrayFromHeap`)
+ * or the cpu backend's arrays, so nothing is copied. Sums run in float64 in a fixed order per output
+ * row, so a row's value never depends on the batch or on how many other rows there are.
+ *
+ * These kernels have no gradients: {@link TfjsBackend} uses the composite ops while it is taking
+ * gradients (inside `valueAndGrad`).
+ *
+ * @module
+ */
+import * as tf from '@tensorflow/tfjs-core';
+
+/** Kernel names, distinct from tfjs's own. */
+export const fusedKernelNames = {
+  rmsNorm: 'RrtRmsNorm',
+  rope: 'RrtRope',
+  attention: 'RrtAttention',
+  gatedActivation: 'RrtGatedActivation',
+} as const;
+
+/** The tfjs backends these kernels run on. */
+export const hostKernelBackends = ['cpu', 'wasm'] as const;
+
+interface WasmLike {
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(info: tf.TensorInfo): Float32Array;
+}
+interface CpuLike {
+  data: { get(dataId: object): { values: Float32Array } };
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values: Float32Array): tf.TensorInfo;
+}
+
+/**
+ * Runs `compute` on float32 views of `inputs` and of a new output of `shape`, on either backend. On wasm
+ * the output is allocated first: an allocation may grow the heap, which detaches earlier views.
+ */
+function hostCompute(
+  backendName: string,
+  backend: unknown,
+  inputs: readonly tf.TensorInfo[],
+  shape: number[],
+  compute: (ins: Float32Array[], out: Float32Array) => void,
+): tf.TensorInfo {
+  if (backendName === 'wasm') {
+    const wasm = backend as WasmLike;
+    const output = wasm.makeOutput(shape, 'float32');
+    compute(
+      inputs.map((input) => wasm.typedArrayFromHeap(input)),
+      wasm.typedArrayFromHeap(output),
+    );
+    return output;
+  }
+  const cpu = backend as CpuLike;
+  const out = new Float32Array(shape.reduce((n, d) => n * d, 1));
+  compute(
+    inputs.map((input) => cpu.data.get(input.dataId).values),
+    out,
+  );
+  return cpu.makeTensorInfo(shape, 'float32', out);
+}
+
+/** `x / √(mean(x²) + eps) · w` per row of the last axis. */
+function rmsNorm(x: Float32Array, w: Float32Array, eps: number, out: Float32Array): void {
+  const width = w.length;
+  for (let start = 0; start < x.length; start += width) {
+    let sum = 0;
+    for (let i = 0; i < width; i++) sum += x[start + i]! * x[start + i]!;
+    const inverse = 1 / Math.sqrt(sum / width + eps);
+    for (let i = 0; i < width; i++) out[start + i] = x[start + i]! * inverse * w[i]!;
+  }
+}
+
+/**
+ * For each row of `x`'s leading shape, the row of a table whose leading shape broadcasts against it
+ * (right-aligned; axes of size 1 repeat).
+ */
+function broadcastRows(xLead: readonly number[], tableLead: readonly number[]): Int32Array {
+  const rank = xLead.length;
+  const padded = [...new Array<number>(rank - tableLead.length).fill(1), ...tableLead];
+  const strides = new Array<number>(rank).fill(0);
+  let stride = 1;
+  for (let axis = rank - 1; axis >= 0; axis--) {
+    strides[axis] = padded[axis] === 1 ? 0 : stride;
+    stride *= padded[axis]!;
+  }
+  const rows = xLead.reduce((n, d) => n * d, 1);
+  const map = new Int32Array(rows);
+  const index = new Array<number>(rank).fill(0);
+  for (let row = 0; row < rows; row++) {
+    let at = 0;
+    for (let axis = 0; axis < rank; axis++) at += index[axis]! * strides[axis]!;
+    map[row] = at;
+    for (let axis = rank - 1; axis >= 0; axis--) {
+      if (++index[axis]! < xLead[axis]!) break;
+      index[axis] = 0;
+    }
+  }
+  return map;
+}
+
+/** Rotate-half RoPE: `[x₁·cos − x₂·sin, x₂·cos + x₁·sin]` per row, table rows by {@link broadcastRows}. */
+function rope(
+  x: Float32Array,
+  cos: Float32Array,
+  sin: Float32Array,
+  tableRows: Int32Array,
+  width: number,
+  out: Float32Array,
+): void {
+  const half = width / 2;
+  for (let row = 0; row < tableRows.length; row++) {
+    const base = row * width;
+    const table = tableRows[row]! * half;
+    for (let i = 0; i < half; i++) {
+      const a = x[base + i]!;
+      const b = x[base + half + i]!;
+      const c = cos[table + i]!;
+      const s = sin[table + i]!;
+      out[base + i] = a * c - b * s;
+      out[base + half + i] = b * c + a * s;
+    }
+  }
+}
+
+interface AttentionShape {
+  batch: number;
+  length: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  slots: number;
+  scale: number;
+  queryOffset: number;
+  keyLength: number;
+}
+
+/** Causal GQA: one query row at a time, scores and the weighted sum in float64. */
+function attention(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  s: AttentionShape,
+  out: Float32Array,
+): void {
+  const { batch, length, heads, kvHeads, headDim, slots, scale, queryOffset, keyLength } = s;
+  const scores = new Float64Array(keyLength);
+  const accumulator = new Float64Array(headDim);
+  const kvWidth = kvHeads * headDim;
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t < length; t++) {
+      const visible = Math.min(queryOffset + t, keyLength - 1) + 1;
+      for (let h = 0; h < heads; h++) {
+        const kvh = Math.floor((h * kvHeads) / heads);
+        const qBase = ((b * length + t) * heads + h) * headDim;
+        const kBase = b * slots * kvWidth + kvh * headDim;
+        let max = Number.NEGATIVE_INFINITY;
+        for (let j = 0; j < visible; j++) {
+          const at = kBase + j * kvWidth;
+          let dot = 0;
+          for (let i = 0; i < headDim; i++) dot += q[qBase + i]! * k[at + i]!;
+          const score = dot * scale;
+          scores[j] = score;
+          if (score > max) max = score;
+        }
+        let total = 0;
+        accumulator.fill(0);
+        for (let j = 0; j < visible; j++) {
+          const weight = Math.exp(scores[j]! - max);
+          total += weight;
+          const at = kBase + j * kvWidth;
+          for (let i = 0; i < headDim; i++) accumulator[i]! += weight * v[at + i]!;
+        }
+        for (let i = 0; i < headDim; i++) out[qBase + i] = accumulator[i]! / total;
+      }
+    }
+  }
+}
+
+const SQRT_TWO_OVER_PI = Math.sqrt(2 / Math.PI);
+
+function gatedActivation(gate: Float32Array, up: Float32Array, silu: boolean, out: Float32Array): void {
+  if (silu) {
+    for (let i = 0; i < gate.length; i++) out[i] = (gate[i]! / (1 + Math.exp(-gate[i]!))) * up[i]!;
+  } else {
+    for (let i = 0; i < gate.length; i++) {
+      const x = gate[i]!;
+      out[i] = 0.5 * x * (1 + Math.tanh(SQRT_TWO_OVER_PI * (x + 0.044715 * x * x * x))) * up[i]!;
+    }
+  }
+}
+
+function kernels(backendName: string): tf.KernelConfig[] {
+  return [
+    {
+      kernelName: fusedKernelNames.rmsNorm,
+      backendName,
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const { x, weight } = inputs as { x: tf.TensorInfo; weight: tf.TensorInfo };
+        const eps = (attrs as { eps: number }).eps;
+        return hostCompute(backendName, backend, [x, weight], [...x.shape], ([xs, ws], out) =>
+          rmsNorm(xs!, ws!, eps, out),
+        );
+      },
+    },
+    {
+      kernelName: fusedKernelNames.rope,
+      backendName,
+      kernelFunc: ({ inputs, backend }) => {
+        const { x, cos, sin } = inputs as { x: tf.TensorInfo; cos: tf.TensorInfo; sin: tf.TensorInfo };
+        const tableRows = broadcastRows(x.shape.slice(0, -1), cos.shape.slice(0, -1));
+        const width = x.shape[x.shape.length - 1]!;
+        return hostCompute(backendName, backend, [x, cos, sin], [...x.shape], ([xs, c, s], out) =>
+          rope(xs!, c!, s!, tableRows, width, out),
+        );
+      },
+    },
+    {
+      kernelName: fusedKernelNames.attention,
+      backendName,
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const { queries, keys, values } = inputs as Record<'queries' | 'keys' | 'values', tf.TensorInfo>;
+        const [batch, length, heads, headDim] = queries.shape as [number, number, number, number];
+        const { scale, queryOffset, keyLength } = attrs as {
+          scale: number;
+          queryOffset: number;
+          keyLength: number;
+        };
+        const shape: AttentionShape = {
+          batch,
+          length,
+          heads,
+          headDim,
+          kvHeads: keys.shape[2]!,
+          slots: keys.shape[1]!,
+          scale,
+          queryOffset,
+          keyLength,
+        };
+        return hostCompute(
+          backendName,
+          backend,
+          [queries, keys, values],
+          [...queries.shape],
+          ([q, k, v], out) => attention(q!, k!, v!, shape, out),
+        );
+      },
+    },
+    {
+      kernelName: fusedKernelNames.gatedActivation,
+      backendName,
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const { gate, up } = inputs as { gate: tf.TensorInfo; up: tf.TensorInfo };
+        const silu = (attrs as { activation: string }).activation === 'silu';
+        return hostCompute(backendName, backend, [gate, up], [...gate.shape], ([g, u], out) =>
+          gatedActivation(g!, u!, silu, out),
+        );
+      },
+    },
+  ];
+}
+
+/** Registers the fused kernels for `backendName` (once); returns whether it is one they run on. */
+export function registerHostKernels(backendName: string): boolean {
+  if (!(hostKernelBackends as readonly string[]).includes(backendName)) return false;
+  for (const config of kernels(backendName)) {
+    if (tf.getKernel(config.kernelName, backendName) === undefined) tf.registerKernel(config);
+  }
+  return true;
+}
+
+/**
+ * Writes `rows` into `target` at flattened row `indices`, in place (see `Backend.writeRows`): on cpu and
+ * wasm into the tensor's own memory, on webgpu as buffer-to-buffer copies in tfjs's command stream.
+ */
+export function writeRowsInPlace(target: tf.Tensor, indices: ArrayLike<number>, rows: tf.Tensor): void {
+  const backendName = tf.getBackend();
+  const backend = tf.backend() as unknown;
+  const rowSize = rows.size / rows.shape[0]!;
+  if (backendName === 'wasm') {
+    const wasm = backend as WasmLike;
+    const to = wasm.typedArrayFromHeap(target);
+    const from = wasm.typedArrayFromHeap(rows);
+    for (let i = 0; i < indices.length; i++)
+      to.set(from.subarray(i * rowSize, (i + 1) * rowSize), indices[i]! * rowSize);
+    return;
+  }
+  if (backendName === 'webgpu') {
+    writeRowsWebgpu(backend as WebgpuLike, target, indices, rows, rowSize);
+    return;
+  }
+  // cpu, and any backend that keeps a typed array per tensor.
+  const cpu = backend as CpuLike;
+  const to = cpu.data.get(target.dataId).values;
+  const from = cpu.data.get(rows.dataId).values;
+  if (!to || !from) throw new Error(`writeRows: the tfjs backend "${backendName}" holds no host arrays`);
+  for (let i = 0; i < indices.length; i++)
+    to.set(from.subarray(i * rowSize, (i + 1) * rowSize), indices[i]! * rowSize);
+}
+
+interface WebgpuLike {
+  tensorMap: { get(dataId: object): { values: unknown; resource?: unknown } };
+  uploadToGPU(dataId: object): void;
+  ensureCommandEncoderReady(): void;
+  endComputePassEncoder(): void;
+  submitQueue(): void;
+  commandEncoder: {
+    copyBufferToBuffer(src: unknown, srcOffset: number, dst: unknown, dstOffset: number, size: number): void;
+  };
+}
+
+/**
+ * NOTE: tfjs-webgpu has no public in-place write; this uses its backend's own upload and command-encoder
+ * methods (the pattern of its `copyBuffer`), and drops any host copy of `target` so that a later read
+ * fetches the new contents. Consecutive indices become one copy.
+ */
+function writeRowsWebgpu(
+  gpu: WebgpuLike,
+  target: tf.Tensor,
+  indices: ArrayLike<number>,
+  rows: tf.Tensor,
+  rowSize: number,
+): void {
+  gpu.uploadToGPU(target.dataId);
+  gpu.uploadToGPU(rows.dataId);
+  const to = gpu.tensorMap.get(target.dataId);
+  const from = gpu.tensorMap.get(rows.dataId).resource;
+  gpu.ensureCommandEncoderReady();
+  gpu.endComputePassEncoder();
+  const rowBytes = rowSize * 4;
+  for (let i = 0; i < indices.length; ) {
+    let run = 1;
+    while (i + run < indices.length && indices[i + run] === indices[i]! + run) run++;
+    gpu.commandEncoder.copyBufferToBuffer(
+      from,
+      i * rowBytes,
+      to.resource,
+      indices[i]! * rowBytes,
+      run * rowBytes,
+    );
+    i += run;
+  }
+  to.values = null;
+  gpu.submitQueue();
+}
