@@ -46,7 +46,7 @@ export class LayerKVCache {
       );
     }
     const shape = [batch, this.capacity, kvHeads, headDim];
-    if (this.keys && this.keys.shape.some((dim, axis) => dim !== shape[axis])) {
+    if (this.keys?.shape.some((dim, axis) => dim !== shape[axis])) {
       throw new KVCacheError(
         `KV cache holds [${this.keys.shape}] (batch, capacity, kvHeads, headDim); keys [${keys.shape}] do not fit`,
       );

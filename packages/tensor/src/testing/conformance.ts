@@ -993,7 +993,7 @@ function registerWriteRows(test: Register): void {
     const indices = [1, 2, 7];
     b.writeRows(target, indices, rows.t);
     const want = new Float64Array(2 * 4 * 3 * 2);
-    indices.forEach((row, i) => want.set(rows.r.data.subarray(i * 6, (i + 1) * 6), row * 6));
+    for (const [i, row] of indices.entries()) want.set(rows.r.data.subarray(i * 6, (i + 1) * 6), row * 6);
     await h.exact('after one write', b.add(target, 0), refArray([2, 4, 3, 2], want));
     expectExact('the rows are unchanged', await b.read(rows.t), rows.r.data);
     // A second write overwrites one row and adds another; a reshape of the buffer sees both.

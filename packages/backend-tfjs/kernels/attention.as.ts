@@ -1,0 +1,113 @@
+// AssemblyScript source of the wasm SIMD attention kernel (compiled by ../scripts/build-kernels.mjs into
+// ../src/attention-wasm.ts). It runs on tfjs-wasm's own heap: the module imports tfjs's WebAssembly
+// memory, so queries, keys, values and the output are read and written where tfjs keeps them. It must
+// hold no static data (a data segment would be written into tfjs's heap at instantiation): no strings,
+// no arrays, no library math with tables — hence its own exp.
+
+/**
+ * e^x of four float32 lanes with x ≤ 0: 2^k · e^r, k = round(x·log₂e), r = x − k·ln 2 (two-part ln 2),
+ * |r| ≤ ln2/2, degree-6 Taylor polynomial (relative error < 1.3e-7); x below −87 gives ≈ 0 (2^−126·e^r).
+ */
+// @ts-expect-error: decorator
+@inline
+function exp4(xIn: v128): v128 {
+  const x = f32x4.max(xIn, f32x4.splat(-87.0));
+  const k = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.4426950408889634)));
+  const r = f32x4.sub(f32x4.sub(x, f32x4.mul(k, f32x4.splat(0.693359375))), f32x4.mul(k, f32x4.splat(-2.12194440e-4)));
+  let p = f32x4.splat(1.0 / 720.0);
+  p = f32x4.add(f32x4.splat(1.0 / 120.0), f32x4.mul(r, p));
+  p = f32x4.add(f32x4.splat(1.0 / 24.0), f32x4.mul(r, p));
+  p = f32x4.add(f32x4.splat(1.0 / 6.0), f32x4.mul(r, p));
+  p = f32x4.add(f32x4.splat(0.5), f32x4.mul(r, p));
+  p = f32x4.add(f32x4.splat(1.0), f32x4.mul(r, p));
+  p = f32x4.add(f32x4.splat(1.0), f32x4.mul(r, p));
+  const scale = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(k), i32x4.splat(127)), 23);
+  return f32x4.mul(p, scale);
+}
+
+/** The first `count` (1–3) lanes of `x`, zeros elsewhere. */
+// @ts-expect-error: decorator
+@inline
+function masked(x: v128, count: i32): v128 {
+  const lanes = i32x4(0, 1, 2, 3);
+  return v128.and(x, i32x4.lt_s(lanes, i32x4.splat(count)));
+}
+
+/**
+ * Causal grouped-query attention, `q: [B, T, H, D]`, `k`, `v: [B, S, kvH, D]` (float32, byte addresses)
+ * → `out: [B, T, H, D]`; `scratch` holds `keyLength` f32 scores rounded up to a multiple of 4, then `D` f32 accumulators. `D` must be a
+ * multiple of 4. Each output row is computed alone, in a fixed order.
+ */
+export function attention(
+  q: usize,
+  k: usize,
+  v: usize,
+  out: usize,
+  scratch: usize,
+  batch: i32,
+  length: i32,
+  heads: i32,
+  kvHeads: i32,
+  headDim: i32,
+  slots: i32,
+  scale: f32,
+  queryOffset: i32,
+  keyLength: i32,
+): void {
+  const rowBytes = <usize>(kvHeads * headDim) << 2;
+  const headBytes = <usize>headDim << 2;
+  const accumulator = scratch + (<usize>((keyLength + 3) & ~3) << 2);
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t < length; t++) {
+      let visible = queryOffset + t + 1;
+      if (visible > keyLength) visible = keyLength;
+      for (let h = 0; h < heads; h++) {
+        const kvh = (h * kvHeads) / heads;
+        const qRow = q + ((<usize>((b * length + t) * heads + h) * headBytes));
+        const kBase = k + <usize>b * <usize>slots * rowBytes + <usize>kvh * headBytes;
+        const vBase = v + <usize>b * <usize>slots * rowBytes + <usize>kvh * headBytes;
+        // Scores and their maximum.
+        let max: f32 = -Infinity;
+        for (let j = 0; j < visible; j++) {
+          const kRow = kBase + <usize>j * rowBytes;
+          let sum = f32x4.splat(0);
+          for (let i: usize = 0; i < headBytes; i += 16) {
+            sum = f32x4.add(sum, f32x4.mul(v128.load(qRow + i), v128.load(kRow + i)));
+          }
+          const score =
+            (f32x4.extract_lane(sum, 0) + f32x4.extract_lane(sum, 1) + (f32x4.extract_lane(sum, 2) + f32x4.extract_lane(sum, 3))) *
+            scale;
+          store<f32>(scratch + (<usize>j << 2), score);
+          if (score > max) max = score;
+        }
+        // Softmax weights, four at a time (lanes past `visible` are computed and ignored).
+        const maxes = f32x4.splat(max);
+        let totals = f32x4.splat(0);
+        for (let j = 0; j < visible; j += 4) {
+          const at = scratch + (<usize>j << 2);
+          const weights = exp4(f32x4.sub(v128.load(at), maxes));
+          v128.store(at, weights);
+          totals = f32x4.add(totals, j + 4 <= visible ? weights : masked(weights, visible - j));
+        }
+        const total: f64 =
+          <f64>f32x4.extract_lane(totals, 0) +
+          <f64>f32x4.extract_lane(totals, 1) +
+          (<f64>f32x4.extract_lane(totals, 2) + <f64>f32x4.extract_lane(totals, 3));
+        // The weighted sum of values.
+        for (let i: usize = 0; i < headBytes; i += 16) v128.store(accumulator + i, f32x4.splat(0));
+        for (let j = 0; j < visible; j++) {
+          const w = v128.load32_splat(scratch + (<usize>j << 2));
+          const vRow = vBase + <usize>j * rowBytes;
+          for (let i: usize = 0; i < headBytes; i += 16) {
+            v128.store(accumulator + i, f32x4.add(v128.load(accumulator + i), f32x4.mul(w, v128.load(vRow + i))));
+          }
+        }
+        const inverse = f32x4.splat(<f32>(1.0 / total));
+        const outRow = out + (qRow - q);
+        for (let i: usize = 0; i < headBytes; i += 16) {
+          v128.store(outRow + i, f32x4.mul(v128.load(accumulator + i), inverse));
+        }
+      }
+    }
+  }
+}
