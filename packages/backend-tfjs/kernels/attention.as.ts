@@ -1,4 +1,4 @@
-// AssemblyScript source of the wasm SIMD attention kernel (compiled by ../scripts/build-kernels.mjs into
+// AssemblyScript source of the wasm SIMD kernels (attention, SwiGLU) (compiled by ../scripts/build-kernels.mjs into
 // ../src/attention-wasm.ts). It runs on tfjs-wasm's own heap: the module imports tfjs's WebAssembly
 // memory, so queries, keys, values and the output are read and written where tfjs keeps them. It must
 // hold no static data (a data segment would be written into tfjs's heap at instantiation): no strings,
@@ -109,5 +109,29 @@ export function attention(
         }
       }
     }
+  }
+}
+
+/** σ(x) of four lanes, stable for either sign: e = e^(−|x|), σ = x ≥ 0 ? 1/(1+e) : e/(1+e). */
+// @ts-ignore: decorator
+@inline
+function sigmoid4(x: v128): v128 {
+  const e = exp4(f32x4.neg(f32x4.abs(x)));
+  const denominator = f32x4.add(f32x4.splat(1.0), e);
+  const positive = f32x4.ge(x, f32x4.splat(0));
+  return f32x4.div(v128.bitselect(f32x4.splat(1.0), e, positive), denominator);
+}
+
+/** SwiGLU: `out = gate · σ(gate) · up` over `count` float32 values (byte addresses). */
+export function siluGate(gate: usize, up: usize, out: usize, count: i32): void {
+  const whole = <usize>(count & ~3) << 2;
+  for (let i: usize = 0; i < whole; i += 16) {
+    const g = v128.load(gate + i);
+    v128.store(out + i, f32x4.mul(f32x4.mul(g, sigmoid4(g)), v128.load(up + i)));
+  }
+  for (let i = whole; i < (<usize>count << 2); i += 4) {
+    const g = f32x4.splat(load<f32>(gate + i));
+    const y = f32x4.mul(f32x4.mul(g, sigmoid4(g)), f32x4.splat(load<f32>(up + i)));
+    store<f32>(out + i, f32x4.extract_lane(y, 0));
   }
 }

@@ -10,7 +10,7 @@
  * or the cpu backend's arrays, so nothing is copied. Sums run in float64 in a fixed order per output
  * row, so a row's value never depends on the batch or on how many other rows there are.
  *
- * On wasm, attention with a head size that is a multiple of 4 runs in a small SIMD module instead
+ * On wasm, attention with a head size that is a multiple of 4, and SwiGLU, run in a small SIMD module instead
  * (`kernels/attention.as.ts`, ≈ 1 kB) that imports tfjs's own WebAssembly memory: a plain JS loop
  * is the bound of batched decoding (attention is the one part of a step whose work grows with context
  * and is not a weight product for XNNPACK), and SIMD makes it ≈ 3–4× faster.
@@ -60,8 +60,16 @@ type SimdAttention = (
   keyLength: number,
 ) => void;
 
-/** The SIMD attention module bound to tfjs-wasm's memory, with its scratch buffer; null if it cannot run. */
-let simd: { attention: SimdAttention; scratch: number; scratchBytes: number } | null | undefined;
+/** The SIMD module bound to tfjs-wasm's memory, with its scratch buffer; null if it cannot run. */
+let simd:
+  | {
+      attention: SimdAttention;
+      siluGate: (gate: number, up: number, out: number, count: number) => void;
+      scratch: number;
+      scratchBytes: number;
+    }
+  | null
+  | undefined;
 
 function simdAttention(backend: WasmBackendLike): typeof simd {
   if (simd !== undefined) return simd;
@@ -71,7 +79,12 @@ function simdAttention(backend: WasmBackendLike): typeof simd {
   try {
     const bytes = Uint8Array.from(atob(attentionWasmBase64), (c) => c.charCodeAt(0));
     const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } });
-    simd = { attention: instance.exports['attention'] as SimdAttention, scratch: 0, scratchBytes: 0 };
+    simd = {
+      attention: instance.exports['attention'] as SimdAttention,
+      siluGate: instance.exports['siluGate'] as (gate: number, up: number, out: number, count: number) => void,
+      scratch: 0,
+      scratchBytes: 0,
+    };
   } catch {
     // No SIMD in this engine, or a tfjs build whose memory is not exported: the JS kernel runs.
   }
@@ -111,6 +124,20 @@ function attentionOnWasmSimd(
     s.queryOffset,
     s.keyLength,
   );
+  return output;
+}
+
+/** SwiGLU on wasm through the SIMD module; undefined if it cannot run. */
+function siluGateOnWasmSimd(
+  backend: WasmBackendLike,
+  gate: tf.TensorInfo,
+  up: tf.TensorInfo,
+): tf.TensorInfo | undefined {
+  const kernel = simdAttention(backend);
+  if (!kernel) return undefined;
+  const output = backend.makeOutput([...gate.shape], 'float32');
+  const at = (info: tf.TensorInfo) => backend.dataIdMap.get(info.dataId).memoryOffset;
+  kernel.siluGate(at(gate), at(up), at(output), tf.util.sizeFromShape(gate.shape));
   return output;
 }
 
@@ -344,6 +371,10 @@ function kernels(backendName: string): tf.KernelConfig[] {
       kernelFunc: ({ inputs, backend, attrs }) => {
         const { gate, up } = inputs as { gate: tf.TensorInfo; up: tf.TensorInfo };
         const silu = (attrs as { activation: string }).activation === 'silu';
+        if (silu && backendName === 'wasm') {
+          const output = siluGateOnWasmSimd(backend as WasmBackendLike, gate, up);
+          if (output) return output;
+        }
         return hostCompute(backendName, backend, [gate, up], [...gate.shape], ([g, u], out) =>
           gatedActivation(g!, u!, silu, out),
         );
