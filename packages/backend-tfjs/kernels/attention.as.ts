@@ -1,4 +1,4 @@
-// AssemblyScript source of the wasm SIMD kernels (attention, SwiGLU) (compiled by ../scripts/build-kernels.mjs into
+// AssemblyScript source of the wasm SIMD kernels (attention and its gradient, SwiGLU) (compiled by ../scripts/build-kernels.mjs into
 // ../src/attention-wasm.ts). It runs on tfjs-wasm's own heap: the module imports tfjs's WebAssembly
 // memory, so queries, keys, values and the output are read and written where tfjs keeps them. It must
 // hold no static data (a data segment would be written into tfjs's heap at instantiation): no strings,
@@ -133,5 +133,100 @@ export function siluGate(gate: usize, up: usize, out: usize, count: i32): void {
     const g = f32x4.splat(load<f32>(gate + i));
     const y = f32x4.mul(f32x4.mul(g, sigmoid4(g)), f32x4.splat(load<f32>(up + i)));
     store<f32>(out + i, f32x4.extract_lane(y, 0));
+  }
+}
+
+/**
+ * The gradient of {@link attention} for all three inputs, recomputing each query row's softmax weights
+ * `P`: `dV_j += P_j·dO`, `dS_j = P_j·(dO·V_j − dO·O)·scale`, `dQ = Σ_j dS_j·K_j`, `dK_j += dS_j·Q`.
+ * `o` is the forward output and `dO` its gradient, both `[B, T, H, D]`; `dK` and `dV` must be zero on
+ * entry. `scratch` holds `keyLength` f32 (rounded up to a multiple of 4), then `D` f32.
+ */
+export function attentionGrad(
+  q: usize,
+  k: usize,
+  v: usize,
+  o: usize,
+  dO: usize,
+  dQ: usize,
+  dK: usize,
+  dV: usize,
+  scratch: usize,
+  batch: i32,
+  length: i32,
+  heads: i32,
+  kvHeads: i32,
+  headDim: i32,
+  slots: i32,
+  scale: f32,
+  queryOffset: i32,
+  keyLength: i32,
+): void {
+  const rowBytes = <usize>(kvHeads * headDim) << 2;
+  const headBytes = <usize>headDim << 2;
+  const accumulator = scratch + (<usize>((keyLength + 3) & ~3) << 2);
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t < length; t++) {
+      let visible = queryOffset + t + 1;
+      if (visible > keyLength) visible = keyLength;
+      for (let h = 0; h < heads; h++) {
+        const kvh = (h * kvHeads) / heads;
+        const row = <usize>((b * length + t) * heads + h) * headBytes;
+        const kvOffset = <usize>b * <usize>slots * rowBytes + <usize>kvh * headBytes;
+        let max: f32 = -Infinity;
+        for (let j = 0; j < visible; j++) {
+          const kRow = k + kvOffset + <usize>j * rowBytes;
+          let sum = f32x4.splat(0);
+          for (let i: usize = 0; i < headBytes; i += 16) {
+            sum = f32x4.add(sum, f32x4.mul(v128.load(q + row + i), v128.load(kRow + i)));
+          }
+          const score =
+            (f32x4.extract_lane(sum, 0) + f32x4.extract_lane(sum, 1) + (f32x4.extract_lane(sum, 2) + f32x4.extract_lane(sum, 3))) *
+            scale;
+          store<f32>(scratch + (<usize>j << 2), score);
+          if (score > max) max = score;
+        }
+        const maxes = f32x4.splat(max);
+        let totals = f32x4.splat(0);
+        for (let j = 0; j < visible; j += 4) {
+          const at = scratch + (<usize>j << 2);
+          const weights = exp4(f32x4.sub(v128.load(at), maxes));
+          v128.store(at, weights);
+          totals = f32x4.add(totals, j + 4 <= visible ? weights : masked(weights, visible - j));
+        }
+        const inverse = <f32>(
+          1.0 /
+          (<f64>f32x4.extract_lane(totals, 0) +
+            <f64>f32x4.extract_lane(totals, 1) +
+            (<f64>f32x4.extract_lane(totals, 2) + <f64>f32x4.extract_lane(totals, 3)))
+        );
+        let dotOut = f32x4.splat(0);
+        for (let i: usize = 0; i < headBytes; i += 16) {
+          dotOut = f32x4.add(dotOut, f32x4.mul(v128.load(dO + row + i), v128.load(o + row + i)));
+          v128.store(accumulator + i, f32x4.splat(0));
+        }
+        const dOdotO =
+          f32x4.extract_lane(dotOut, 0) + f32x4.extract_lane(dotOut, 1) + (f32x4.extract_lane(dotOut, 2) + f32x4.extract_lane(dotOut, 3));
+        for (let j = 0; j < visible; j++) {
+          const p = load<f32>(scratch + (<usize>j << 2)) * inverse;
+          const at = kvOffset + <usize>j * rowBytes;
+          let dotV = f32x4.splat(0);
+          const pSplat = f32x4.splat(p);
+          for (let i: usize = 0; i < headBytes; i += 16) {
+            const gradOut = v128.load(dO + row + i);
+            dotV = f32x4.add(dotV, f32x4.mul(gradOut, v128.load(v + at + i)));
+            v128.store(dV + at + i, f32x4.add(v128.load(dV + at + i), f32x4.mul(pSplat, gradOut)));
+          }
+          const dP =
+            f32x4.extract_lane(dotV, 0) + f32x4.extract_lane(dotV, 1) + (f32x4.extract_lane(dotV, 2) + f32x4.extract_lane(dotV, 3));
+          const dS = f32x4.splat(p * (dP - dOdotO) * scale);
+          for (let i: usize = 0; i < headBytes; i += 16) {
+            v128.store(accumulator + i, f32x4.add(v128.load(accumulator + i), f32x4.mul(dS, v128.load(k + at + i))));
+            v128.store(dK + at + i, f32x4.add(v128.load(dK + at + i), f32x4.mul(dS, v128.load(q + row + i))));
+          }
+        }
+        for (let i: usize = 0; i < headBytes; i += 16) v128.store(dQ + row + i, v128.load(accumulator + i));
+      }
+    }
   }
 }

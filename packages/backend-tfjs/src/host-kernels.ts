@@ -15,7 +15,8 @@
  * is the bound of batched decoding (attention is the one part of a step whose work grows with context
  * and is not a weight product for XNNPACK), and SIMD makes it ≈ 3–4× faster.
  *
- * These kernels have no gradients: {@link TfjsBackend} uses the composite ops while it is taking
+ * Attention has a gradient (`RrtAttentionGrad`, one kernel for all three inputs, registered below);
+ * the other kernels have none, and {@link TfjsBackend} uses their composite ops while it is taking
  * gradients (inside `valueAndGrad`).
  *
  * @module
@@ -28,6 +29,7 @@ export const fusedKernelNames = {
   rmsNorm: 'RrtRmsNorm',
   rope: 'RrtRope',
   attention: 'RrtAttention',
+  attentionGrad: 'RrtAttentionGrad',
   gatedActivation: 'RrtGatedActivation',
 } as const;
 
@@ -64,6 +66,7 @@ type SimdAttention = (
 let simd:
   | {
       attention: SimdAttention;
+      attentionGrad: (...args: number[]) => void;
       siluGate: (gate: number, up: number, out: number, count: number) => void;
       scratch: number;
       scratchBytes: number;
@@ -81,7 +84,13 @@ function simdAttention(backend: WasmBackendLike): typeof simd {
     const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } });
     simd = {
       attention: instance.exports['attention'] as SimdAttention,
-      siluGate: instance.exports['siluGate'] as (gate: number, up: number, out: number, count: number) => void,
+      attentionGrad: instance.exports['attentionGrad'] as (...args: number[]) => void,
+      siluGate: instance.exports['siluGate'] as (
+        gate: number,
+        up: number,
+        out: number,
+        count: number,
+      ) => void,
       scratch: 0,
       scratchBytes: 0,
     };
@@ -101,12 +110,7 @@ function attentionOnWasmSimd(
   const kernel = simdAttention(backend);
   if (!kernel) return undefined;
   const output = backend.makeOutput([s.batch, s.length, s.heads, s.headDim], 'float32');
-  const scratchBytes = 4 * (Math.ceil(s.keyLength / 4) * 4 + s.headDim);
-  if (kernel.scratchBytes < scratchBytes) {
-    if (kernel.scratch !== 0) backend.wasm._free(kernel.scratch);
-    kernel.scratchBytes = Math.max(scratchBytes, 2 * kernel.scratchBytes);
-    kernel.scratch = backend.wasm._malloc(kernel.scratchBytes);
-  }
+  reserveScratch(backend, kernel, 4 * (Math.ceil(s.keyLength / 4) * 4 + s.headDim));
   const at = (info: tf.TensorInfo) => backend.dataIdMap.get(info.dataId).memoryOffset;
   kernel.attention(
     at(inputs[0]),
@@ -125,6 +129,45 @@ function attentionOnWasmSimd(
     s.keyLength,
   );
   return output;
+}
+
+/** The attention gradient on wasm through the SIMD module; undefined if it cannot run for these shapes. */
+function attentionGradOnWasmSimd(
+  backend: WasmBackendLike,
+  inputs: readonly tf.TensorInfo[],
+  s: AttentionShape,
+): tf.TensorInfo[] | undefined {
+  if (s.headDim % 4 !== 0) return undefined;
+  const kernel = simdAttention(backend);
+  if (!kernel) return undefined;
+  const [queries, keys, values] = inputs as [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo];
+  const outputs = [queries, keys, values].map((input) => backend.makeOutput([...input.shape], 'float32'));
+  reserveScratch(backend, kernel, 4 * (Math.ceil(s.keyLength / 4) * 4 + s.headDim));
+  for (const output of outputs.slice(1)) backend.typedArrayFromHeap(output).fill(0);
+  const at = (info: tf.TensorInfo) => backend.dataIdMap.get(info.dataId).memoryOffset;
+  kernel.attentionGrad(
+    ...inputs.map(at),
+    ...outputs.map(at),
+    kernel.scratch,
+    s.batch,
+    s.length,
+    s.heads,
+    s.kvHeads,
+    s.headDim,
+    s.slots,
+    s.scale,
+    s.queryOffset,
+    s.keyLength,
+  );
+  return outputs;
+}
+
+/** Makes the SIMD module's scratch buffer (in tfjs's heap) at least `bytes` long. */
+function reserveScratch(backend: WasmBackendLike, kernel: NonNullable<typeof simd>, bytes: number): void {
+  if (kernel.scratchBytes >= bytes) return;
+  if (kernel.scratch !== 0) backend.wasm._free(kernel.scratch);
+  kernel.scratchBytes = Math.max(bytes, 2 * kernel.scratchBytes);
+  kernel.scratch = backend.wasm._malloc(kernel.scratchBytes);
 }
 
 /** SwiGLU on wasm through the SIMD module; undefined if it cannot run. */
@@ -173,6 +216,34 @@ function hostCompute(
     out,
   );
   return cpu.makeTensorInfo(shape, 'float32', out);
+}
+
+/** {@link hostCompute} with several outputs, each zero-filled first. */
+function hostComputeMany(
+  backendName: string,
+  backend: unknown,
+  inputs: readonly tf.TensorInfo[],
+  shapes: number[][],
+  compute: (ins: Float32Array[], outs: Float32Array[]) => void,
+): tf.TensorInfo[] {
+  if (backendName === 'wasm') {
+    const wasm = backend as WasmLike;
+    const outputs = shapes.map((shape) => wasm.makeOutput(shape, 'float32'));
+    const views = outputs.map((output) => wasm.typedArrayFromHeap(output));
+    for (const view of views) view.fill(0);
+    compute(
+      inputs.map((input) => wasm.typedArrayFromHeap(input)),
+      views,
+    );
+    return outputs;
+  }
+  const cpu = backend as CpuLike;
+  const outs = shapes.map((shape) => new Float32Array(shape.reduce((n, d) => n * d, 1)));
+  compute(
+    inputs.map((input) => cpu.data.get(input.dataId).values),
+    outs,
+  );
+  return outs.map((out, i) => cpu.makeTensorInfo(shapes[i]!, 'float32', out));
 }
 
 /** `x / √(mean(x²) + eps) · w` per row of the last axis. */
@@ -292,6 +363,64 @@ function attention(
   }
 }
 
+/**
+ * The gradient of {@link attention} for all three inputs at once, recomputing the softmax weights row by
+ * row: with `P` the weights of a query row, `O` its output and `dO` its upstream gradient,
+ * `dV_j += P_j·dO`, `dS_j = P_j·(dO·V_j − dO·O)`, `dQ = scale·Σ_j dS_j·K_j`, `dK_j += scale·dS_j·Q`.
+ * `dK` and `dV` must be zero on entry (slots past `keyLength` stay zero).
+ */
+function attentionGrad(
+  [q, k, v, o, dO]: Float32Array[],
+  s: AttentionShape,
+  [dQ, dK, dV]: Float32Array[],
+): void {
+  const { batch, length, heads, kvHeads, headDim, slots, scale, queryOffset, keyLength } = s;
+  const weights = new Float64Array(keyLength);
+  const dQRow = new Float64Array(headDim);
+  const kvWidth = kvHeads * headDim;
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t < length; t++) {
+      const visible = Math.min(queryOffset + t, keyLength - 1) + 1;
+      for (let h = 0; h < heads; h++) {
+        const kvh = Math.floor((h * kvHeads) / heads);
+        const row = ((b * length + t) * heads + h) * headDim;
+        const kBase = b * slots * kvWidth + kvh * headDim;
+        let max = Number.NEGATIVE_INFINITY;
+        for (let j = 0; j < visible; j++) {
+          const at = kBase + j * kvWidth;
+          let dot = 0;
+          for (let i = 0; i < headDim; i++) dot += q![row + i]! * k![at + i]!;
+          weights[j] = dot * scale;
+          if (weights[j]! > max) max = weights[j]!;
+        }
+        let total = 0;
+        for (let j = 0; j < visible; j++) {
+          weights[j] = Math.exp(weights[j]! - max);
+          total += weights[j]!;
+        }
+        let dOdotO = 0;
+        for (let i = 0; i < headDim; i++) dOdotO += dO![row + i]! * o![row + i]!;
+        dQRow.fill(0);
+        for (let j = 0; j < visible; j++) {
+          const p = weights[j]! / total;
+          const at = kBase + j * kvWidth;
+          let dP = 0;
+          for (let i = 0; i < headDim; i++) {
+            dP += dO![row + i]! * v![at + i]!;
+            dV![at + i]! += p * dO![row + i]!;
+          }
+          const dS = p * (dP - dOdotO) * scale;
+          for (let i = 0; i < headDim; i++) {
+            dQRow[i]! += dS * k![at + i]!;
+            dK![at + i]! += dS * q![row + i]!;
+          }
+        }
+        for (let i = 0; i < headDim; i++) dQ![row + i] = dQRow[i]!;
+      }
+    }
+  }
+}
+
 const SQRT_TWO_OVER_PI = Math.sqrt(2 / Math.PI);
 
 function gatedActivation(gate: Float32Array, up: Float32Array, silu: boolean, out: Float32Array): void {
@@ -366,6 +495,48 @@ function kernels(backendName: string): tf.KernelConfig[] {
       },
     },
     {
+      kernelName: fusedKernelNames.attentionGrad,
+      backendName,
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const { queries, keys, values, output, dy } = inputs as Record<
+          'queries' | 'keys' | 'values' | 'output' | 'dy',
+          tf.TensorInfo
+        >;
+        const [batch, length, heads, headDim] = queries.shape as [number, number, number, number];
+        const { scale, queryOffset, keyLength } = attrs as {
+          scale: number;
+          queryOffset: number;
+          keyLength: number;
+        };
+        const shape: AttentionShape = {
+          batch,
+          length,
+          heads,
+          headDim,
+          kvHeads: keys.shape[2]!,
+          slots: keys.shape[1]!,
+          scale,
+          queryOffset,
+          keyLength,
+        };
+        if (backendName === 'wasm') {
+          const outputs = attentionGradOnWasmSimd(
+            backend as WasmBackendLike,
+            [queries, keys, values, output, dy],
+            shape,
+          );
+          if (outputs) return outputs;
+        }
+        return hostComputeMany(
+          backendName,
+          backend,
+          [queries, keys, values, output, dy],
+          [[...queries.shape], [...keys.shape], [...values.shape]],
+          (ins, outs) => attentionGrad(ins, shape, outs),
+        );
+      },
+    },
+    {
       kernelName: fusedKernelNames.gatedActivation,
       backendName,
       kernelFunc: ({ inputs, backend, attrs }) => {
@@ -383,12 +554,37 @@ function kernels(backendName: string): tf.KernelConfig[] {
   ];
 }
 
+/**
+ * The gradient of `RrtAttention`: one `RrtAttentionGrad` kernel computes all three input gradients when
+ * tfjs asks for them. NOTE: it runs eagerly in `gradFunc`, not in the per-input closures: tfjs calls only
+ * the closures of inputs on the path to the variables, each in its own scope, so tensors shared between
+ * closures would be freed by the first or leak when one is never called; made here, they belong to the
+ * backward pass's scope, which frees whatever is not used.
+ */
+const attentionGradient: tf.GradConfig = {
+  kernelName: fusedKernelNames.attention,
+  inputsToSave: ['queries', 'keys', 'values'],
+  outputsToSave: [true],
+  gradFunc: (dy, saved, attrs) => {
+    const [queries, keys, values, output] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+    const [dQ, dK, dV] = tf
+      .engine()
+      .runKernel(
+        fusedKernelNames.attentionGrad,
+        { queries, keys, values, output, dy: dy as tf.Tensor },
+        attrs as unknown as tf.NamedAttrMap,
+      ) as tf.Tensor[];
+    return { queries: () => dQ!, keys: () => dK!, values: () => dV! };
+  },
+};
+
 /** Registers the fused kernels for `backendName` (once); returns whether it is one they run on. */
 export function registerHostKernels(backendName: string): boolean {
   if (!(hostKernelBackends as readonly string[]).includes(backendName)) return false;
   for (const config of kernels(backendName)) {
     if (tf.getKernel(config.kernelName, backendName) === undefined) tf.registerKernel(config);
   }
+  if (tf.getGradient(fusedKernelNames.attention) === undefined) tf.registerGradient(attentionGradient);
   return true;
 }
 

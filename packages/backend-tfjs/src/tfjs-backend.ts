@@ -4,8 +4,8 @@
  * NOTE: a tensor of this backend *is* the `tf.Tensor`, cast to the opaque {@link Tensor} type, so an op
  * costs one tfjs dispatch and nothing more. RMSNorm, RoPE, attention and the gated activation run as
  * one fused kernel each on tfjs's cpu and wasm backends (`host-kernels.ts`), and as composites of tfjs
- * ops elsewhere and while gradients are being taken (the fused kernels have no gradients; the
- * composites' gradients are the conformance-checked ones of `gradients.ts`).
+ * ops elsewhere. While gradients are being taken, attention stays fused (it has a gradient kernel) and
+ * the other three run as composites, whose gradients are the conformance-checked ones of `gradients.ts`.
  *
  * @module
  */
@@ -404,7 +404,8 @@ export class TfjsBackend implements Backend {
           `got queries [${tq.shape}], keys [${tk.shape}], values [${tv.shape}], keyLength ${keyLength}`,
       );
     }
-    if (this.fused()) {
+    // The fused attention has its own gradient kernel, so it runs while gradients are taken too.
+    if (this.hasFusedKernels) {
       const attrs = { scale: options.scale, queryOffset: options.queryOffset, keyLength };
       return ours(
         tf
