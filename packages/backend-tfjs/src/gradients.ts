@@ -32,7 +32,7 @@ function broadcastAxes(inShape: readonly number[], outShape: readonly number[]):
 }
 
 /** Sums `grad` over the axes along which `shape` was broadcast, and gives it `shape`. */
-function unbroadcast(grad: tf.Tensor, shape: readonly number[]): tf.Tensor {
+export function unbroadcast(grad: tf.Tensor, shape: readonly number[]): tf.Tensor {
   const axes = broadcastAxes(shape, grad.shape);
   const summed = axes.length > 0 ? tf.sum(grad, axes) : grad;
   return tf.reshape(summed, shape as number[]);

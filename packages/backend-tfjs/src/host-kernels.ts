@@ -15,14 +15,15 @@
  * is the bound of batched decoding (attention is the one part of a step whose work grows with context
  * and is not a weight product for XNNPACK), and SIMD makes it ≈ 3–4× faster.
  *
- * Attention has a gradient (`RrtAttentionGrad`, one kernel for all three inputs, registered below);
- * the other kernels have none, and {@link TfjsBackend} uses their composite ops while it is taking
- * gradients (inside `valueAndGrad`).
+ * Attention has a gradient (`RrtAttentionGrad`, one kernel for all three inputs) and so has RoPE (the
+ * inverse rotation, by the same kernel); RMSNorm and the gated activation have none, and
+ * {@link TfjsBackend} uses their composite ops while it is taking gradients (inside `valueAndGrad`).
  *
  * @module
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { attentionWasmBase64 } from './attention-wasm.js';
+import { unbroadcast } from './gradients.js';
 
 /** Kernel names, distinct from tfjs's own. */
 export const fusedKernelNames = {
@@ -578,6 +579,39 @@ const attentionGradient: tf.GradConfig = {
   },
 };
 
+/**
+ * The gradient of `RrtRope`. With `y₁ = x₁c − x₂s`, `y₂ = x₂c + x₁s`: `dx = rope(dy, c, −s)` (the inverse
+ * rotation, one fused dispatch), `dc = Σ x₁dy₁ + x₂dy₂` and `ds = Σ x₁dy₂ − x₂dy₁` over the axes the
+ * tables were broadcast along (composite; the decoder's tables are constants, so it never asks).
+ */
+const ropeGradient: tf.GradConfig = {
+  kernelName: fusedKernelNames.rope,
+  inputsToSave: ['x', 'cos', 'sin'],
+  gradFunc: (dyIn, saved) => {
+    const dy = dyIn as tf.Tensor;
+    const [x, cos, sin] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+    const halves = (t: tf.Tensor) => {
+      const half = t.shape[t.rank - 1]! / 2;
+      const begin = new Array<number>(t.rank).fill(0);
+      const size = [...t.shape.slice(0, -1), half];
+      return [tf.slice(t, begin, size), tf.slice(t, [...begin.slice(0, -1), half], size)] as const;
+    };
+    return {
+      x: () => tf.engine().runKernel(fusedKernelNames.rope, { x: dy, cos, sin: tf.neg(sin) }) as tf.Tensor,
+      cos: () => {
+        const [x1, x2] = halves(x);
+        const [dy1, dy2] = halves(dy);
+        return unbroadcast(tf.add(tf.mul(x1, dy1), tf.mul(x2, dy2)), cos.shape);
+      },
+      sin: () => {
+        const [x1, x2] = halves(x);
+        const [dy1, dy2] = halves(dy);
+        return unbroadcast(tf.sub(tf.mul(x1, dy2), tf.mul(x2, dy1)), sin.shape);
+      },
+    };
+  },
+};
+
 /** Registers the fused kernels for `backendName` (once); returns whether it is one they run on. */
 export function registerHostKernels(backendName: string): boolean {
   if (!(hostKernelBackends as readonly string[]).includes(backendName)) return false;
@@ -585,6 +619,7 @@ export function registerHostKernels(backendName: string): boolean {
     if (tf.getKernel(config.kernelName, backendName) === undefined) tf.registerKernel(config);
   }
   if (tf.getGradient(fusedKernelNames.attention) === undefined) tf.registerGradient(attentionGradient);
+  if (tf.getGradient(fusedKernelNames.rope) === undefined) tf.registerGradient(ropeGradient);
   return true;
 }
 

@@ -4,8 +4,9 @@
  * NOTE: a tensor of this backend *is* the `tf.Tensor`, cast to the opaque {@link Tensor} type, so an op
  * costs one tfjs dispatch and nothing more. RMSNorm, RoPE, attention and the gated activation run as
  * one fused kernel each on tfjs's cpu and wasm backends (`host-kernels.ts`), and as composites of tfjs
- * ops elsewhere. While gradients are being taken, attention stays fused (it has a gradient kernel) and
- * the other three run as composites, whose gradients are the conformance-checked ones of `gradients.ts`.
+ * ops elsewhere. While gradients are being taken, attention and RoPE stay fused (they have gradient
+ * kernels) and RMSNorm and the gated activation run as composites, whose gradients are the
+ * conformance-checked ones of `gradients.ts`.
  *
  * @module
  */
@@ -86,7 +87,7 @@ export class TfjsBackend implements Backend {
     this.hasFusedKernels = registerHostKernels(tfjsName);
   }
 
-  /** Whether an op runs its fused kernel now (not while a gradient is being taken). */
+  /** Whether an op without a fused gradient runs its fused kernel now (not while a gradient is taken). */
   private fused(): boolean {
     return this.hasFusedKernels && this.gradientDepth === 0;
   }
@@ -366,7 +367,8 @@ export class TfjsBackend implements Backend {
     const tx = asTf(x);
     const tc = asTf(cos);
     const ts = asTf(sin);
-    if (this.fused()) {
+    // The fused RoPE has a gradient (the inverse rotation), so it runs while gradients are taken too.
+    if (this.hasFusedKernels) {
       return ours(tf.engine().runKernel(fusedKernelNames.rope, { x: tx, cos: tc, sin: ts }) as tf.Tensor);
     }
     return ours(
