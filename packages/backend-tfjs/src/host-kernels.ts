@@ -101,6 +101,11 @@ function simdAttention(backend: WasmBackendLike): typeof simd {
   return simd;
 }
 
+/** Whether the wasm SIMD module has been instantiated on tfjs-wasm's memory (it is on first use). */
+export function wasmSimdKernelsActive(): boolean {
+  return simd != null;
+}
+
 /** Attention on wasm through the SIMD module; false if it cannot run for these shapes. */
 function attentionOnWasmSimd(
   backend: WasmBackendLike,

@@ -35,7 +35,12 @@ import {
 import * as tf from '@tensorflow/tfjs-core';
 import { BackendNotActiveError, TensorDataError } from './errors.js';
 import { registerMissingGradients } from './gradients.js';
-import { fusedKernelNames, registerHostKernels, writeRowsInPlace } from './host-kernels.js';
+import {
+  fusedKernelNames,
+  registerHostKernels,
+  wasmSimdKernelsActive,
+  writeRowsInPlace,
+} from './host-kernels.js';
 
 /** Which backend a {@link TfjsBackend} runs on (what `createBackend` resolved `"auto"` to). */
 export type ResolvedKind = 'node-gpu' | 'node' | 'wasm' | 'webgpu' | 'cpu';
@@ -90,6 +95,15 @@ export class TfjsBackend implements Backend {
   /** Whether an op without a fused gradient runs its fused kernel now (not while a gradient is taken). */
   private fused(): boolean {
     return this.hasFusedKernels && this.gradientDepth === 0;
+  }
+
+  /**
+   * Whether attention and SwiGLU run in the wasm SIMD module (tfjs-wasm only, once one has run); false
+   * means they fell back to JS loops (an engine without wasm SIMD, or a tfjs build whose memory is not
+   * reachable).
+   */
+  get usesWasmSimd(): boolean {
+    return this.tfjsName === 'wasm' && wasmSimdKernelsActive();
   }
 
   /** Makes this object's tfjs backend the active one again (after another kind was created). */
