@@ -248,7 +248,8 @@ async function profileTrain(model: Decoder, batch: number, length: number): Prom
     v: backend.keep(backend.fill(variable.shape, 0)),
   }));
   let stepIndex = 0;
-  const [lr, beta1, beta2, eps, decay] = [1e-4, 0.9, 0.95, 1e-8, 0.01];
+  const losses: number[] = [];
+  const [lr, beta1, beta2, eps, decay] = [1e-3, 0.9, 0.95, 1e-8, 0.01];
   const step = async () => {
     stepIndex++;
     const { value, grads } = backend.valueAndGrad(() => {
@@ -279,7 +280,7 @@ async function profileTrain(model: Decoder, batch: number, length: number): Prom
       moment.m = next.m;
       moment.v = next.v;
     }
-    await backend.read(value); // the loss, read back every step as a trainer would log it
+    losses.push((await backend.read(value))[0]!); // the loss, read back every step as a trainer would log it
     backend.dispose([value, ...grads]);
   };
   await step(); // warm-up
@@ -290,6 +291,9 @@ async function profileTrain(model: Decoder, batch: number, length: number): Prom
     wall.push(now() - started);
   }
   const profile = await profiled(step, 1);
+  console.log(
+    `training: loss over ${losses.length} steps on the same batch ${losses.map((l) => l.toFixed(4)).join(' → ')}`,
+  );
   decoder.dispose(); // its weights are the variables
   backend.dispose([ids, targets, oneHot, ...moments.flatMap((m) => [m.m, m.v])]);
   return {
