@@ -635,7 +635,7 @@ export function registerHostKernels(backendName: string): boolean {
 export function writeRowsInPlace(target: tf.Tensor, indices: ArrayLike<number>, rows: tf.Tensor): void {
   const backendName = tf.getBackend();
   const backend = tf.backend() as unknown;
-  const rowSize = rows.size / rows.shape[0]!;
+  const rowSize = rows.size / indices.length;
   if (backendName === 'wasm') {
     const wasm = backend as WasmLike;
     const to = wasm.typedArrayFromHeap(target);

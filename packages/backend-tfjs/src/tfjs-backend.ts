@@ -496,20 +496,26 @@ export class TfjsBackend implements Backend {
   writeRows(target: Tensor, indices: ArrayLike<number>, rows: Tensor): void {
     this.check();
     const [tt, tr] = [asTf(target), asTf(rows)];
-    const rowShape = tr.shape.slice(1);
-    const lead = tt.rank - rowShape.length;
-    const positions = lead >= 1 ? sizeOf(tt.shape.slice(0, lead)) : 0;
+    if (indices.length === 0 && tr.size === 0) return;
+    // rowShape: the trailing axes of `target` that hold size(rows) / M values, and that `rows` ends with.
+    const rowSize = indices.length > 0 ? tr.size / indices.length : Number.NaN;
+    let lead = tt.rank;
+    while (lead > 0 && sizeOf(tt.shape.slice(lead)) < rowSize) lead--;
+    const rowShape = tt.shape.slice(lead);
+    const positions = sizeOf(tt.shape.slice(0, lead));
     if (
       tt.dtype !== 'float32' ||
       tr.dtype !== 'float32' ||
       lead < 1 ||
-      rowShape.some((dim, axis) => dim !== tt.shape[lead + axis]) ||
-      indices.length !== tr.shape[0]
+      sizeOf(rowShape) !== rowSize ||
+      rowShape.length > tr.rank ||
+      rowShape.some((dim, axis) => dim !== tr.shape[tr.rank - rowShape.length + axis])
     ) {
       throw new TensorDataError(
         'writeRows',
-        `float32 rows [M, ...rowShape] with M = indices.length into a float32 target [...lead, ...rowShape]; ` +
-          `got target [${tt.shape}] ${tt.dtype}, rows [${tr.shape}] ${tr.dtype}, ${indices.length} indices`,
+        `float32 rows [M, ...rowShape] (or [..., ...rowShape] of M rows) with M = indices.length into a ` +
+          `float32 target [...lead, ...rowShape]; got target [${tt.shape}] ${tt.dtype}, rows [${tr.shape}] ` +
+          `${tr.dtype}, ${indices.length} indices`,
       );
     }
     for (let i = 0; i < indices.length; i++) {

@@ -61,11 +61,9 @@ export class LayerKVCache {
     for (let b = 0; b < batch; b++) {
       for (let t = 0; t < newLength; t++) indices[b * newLength + t] = b * this.capacity + this.offset + t;
     }
-    const rowShape = [batch * newLength, kvHeads, headDim];
-    this.backend.tidy(() => {
-      this.backend.writeRows(this.keys!, indices, this.backend.reshape(keys, rowShape));
-      this.backend.writeRows(this.values!, indices, this.backend.reshape(values, rowShape));
-    });
+    // [batch, newLength, kvHeads, headDim] is batch·newLength rows of [kvHeads, headDim], (b, t) order.
+    this.backend.writeRows(this.keys, indices, keys);
+    this.backend.writeRows(this.values, indices, values);
     this.offset += newLength;
     return { keys: this.keys, values: this.values, length: this.offset };
   }

@@ -245,7 +245,9 @@ export interface Backend {
   /**
    * Writes `rows: [M, ...rowShape]` into `target: [...lead, ...rowShape]` in place: row `i` goes to
    * position `indices[i]` of `target` with its leading axes flattened (`0 ≤ indices[i] < size(lead)`).
-   * The only op that changes an existing tensor: a KV cache appends keys and values with it — into
+   * `rows` may also come in any shape of `M · size(rowShape)` values whose trailing axes are `rowShape`
+   * (e.g. new keys `[batch, T, kvHeads, headDim]` for `M = batch·T`): its leading axes flatten to `M`
+   * in row-major order, with `M = indices.length`. The only op that changes an existing tensor: a KV cache appends keys and values with it — into
    * `[batch, capacity, kvHeads, headDim]` buffers at `b·capacity + position`, or a paged pool
    * `[pages, pageSize, kvHeads, headDim]` at `page·pageSize + slot` — without copying what it holds.
    *

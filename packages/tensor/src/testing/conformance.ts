@@ -1003,6 +1003,11 @@ function registerWriteRows(test: Register): void {
     want.set(more.r.data.subarray(6, 12), 4 * 6);
     await h.exact('after a second write', b.add(target, 0), refArray([2, 4, 3, 2], want));
     await h.exact('through a reshape', b.reshape(target, [8, 6]), refArray([8, 6], want));
+    // Rows given as [batch 1, 2 new positions, 3, 2]: leading axes flatten to the 2 rows.
+    const chunk = h.input([1, 2, 3, 2]);
+    b.writeRows(target, [5, 6], chunk.t);
+    want.set(chunk.r.data, 5 * 6);
+    await h.exact('rows with two leading axes', b.add(target, 0), refArray([2, 4, 3, 2], want));
   });
 
   test('writeRows: a paged pool [pages, pageSize, heads, dim]; a tensor computed before the write keeps its value', async (h) => {
