@@ -79,16 +79,13 @@ try {
   const { backend, kind, reason } = await createBackend(args.backend as BackendKind);
   const model = await loadModel(modelDir, backend);
   console.log(`backend ${kind}: ${reason}`);
-  const baseline = backend.numTensors();
   const results: StepProfile[] = [];
   if (only.has('decode1')) results.push(await profileDecode(model, 1, 128));
   if (only.has('decode64')) results.push(await profileDecode(model, 64, 128));
   if (only.has('train')) results.push(await profileTrain(model, 8, 128));
   for (const result of results) print(result);
   model.dispose();
-  console.log(
-    `\nlive tensors: ${backend.numTensors()} (before the steps: ${baseline}, after dispose: 0 expected)`,
-  );
+  console.log(`\nlive tensors after the steps and dispose: ${backend.numTensors()} (0 expected)`);
 } finally {
   await rm(workDir, { recursive: true, force: true });
 }
