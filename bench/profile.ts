@@ -109,10 +109,15 @@ function print(p: StepProfile): void {
  * total over the rounds: tfjs times kernels by wall clock, and on a shared machine a preempted kernel
  * would otherwise count another process's time.
  */
-async function profiled(step: () => Promise<void>, rounds = Number(args['profile-rounds'])) {
+async function profiled(
+  step: () => Promise<void>,
+  rounds = Number(args['profile-rounds']),
+  betweenRounds: () => void = () => {},
+) {
   let byKernel = new Map<string, { calls: number; ms: number }>();
   let dispatches = 0;
   for (let round = 0; round < rounds; round++) {
+    if (round > 0) betweenRounds();
     const info = await tf.profile(step);
     const totals = new Map<string, { calls: number; ms: number }>();
     for (const kernel of info.kernels) {
@@ -157,10 +162,12 @@ async function profileDecode(model: Decoder, batch: number, context: number): Pr
     wall.push(now() - started);
   }
   cache.trim(decodeSteps + 1); // back to context − 1 cached positions: the profiled step is at ≈ context
-  const profile = await profiled(async () => {
-    await readLogits(backend, model, ids, [batch, 1], cache);
-    cache.trim(1);
-  });
+  // Each round decodes at the same position: the token a round appends is trimmed between rounds.
+  const profile = await profiled(
+    () => readLogits(backend, model, ids, [batch, 1], cache),
+    undefined,
+    () => cache.trim(1),
+  );
   cache.dispose();
   return {
     label: `decode, batch ${batch}, context ${context}`,
