@@ -35,8 +35,8 @@ function masked(x: v128, count: i32): v128 {
 
 /**
  * Causal grouped-query attention, `q: [B, T, H, D]`, `k`, `v: [B, S, kvH, D]` (float32, byte addresses)
- * → `out: [B, T, H, D]`; `scratch` holds `keyLength` f32 scores rounded up to a multiple of 4, then `D` f32 accumulators. `D` must be a
- * multiple of 4. Each output row is computed alone, in a fixed order.
+ * → `out: [B, T, H, D]`; `scratch` holds `keyLength` f32 scores (rounded up to a multiple of 4). `D`
+ * must be a multiple of 4. Each output row is computed alone, in a fixed order.
  */
 export function attention(
   q: usize,
@@ -56,7 +56,6 @@ export function attention(
 ): void {
   const rowBytes = <usize>(kvHeads * headDim) << 2;
   const headBytes = <usize>headDim << 2;
-  const accumulator = scratch + (<usize>((keyLength + 3) & ~3) << 2);
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t < length; t++) {
       let visible = queryOffset + t + 1;
@@ -93,19 +92,17 @@ export function attention(
           <f64>f32x4.extract_lane(totals, 0) +
           <f64>f32x4.extract_lane(totals, 1) +
           (<f64>f32x4.extract_lane(totals, 2) + <f64>f32x4.extract_lane(totals, 3));
-        // The weighted sum of values.
-        for (let i: usize = 0; i < headBytes; i += 16) v128.store(accumulator + i, f32x4.splat(0));
-        for (let j = 0; j < visible; j++) {
-          const w = v128.load32_splat(scratch + (<usize>j << 2));
-          const vRow = vBase + <usize>j * rowBytes;
-          for (let i: usize = 0; i < headBytes; i += 16) {
-            v128.store(accumulator + i, f32x4.add(v128.load(accumulator + i), f32x4.mul(w, v128.load(vRow + i))));
-          }
-        }
+        // The weighted sum of values, four dimensions at a time with the sum in a register (a sum kept
+        // in memory would chain every key through a store and a load).
         const inverse = f32x4.splat(<f32>(1.0 / total));
         const outRow = out + (qRow - q);
         for (let i: usize = 0; i < headBytes; i += 16) {
-          v128.store(outRow + i, f32x4.mul(v128.load(accumulator + i), inverse));
+          let sum = f32x4.splat(0);
+          for (let j = 0; j < visible; j++) {
+            const w = v128.load32_splat(scratch + (<usize>j << 2));
+            sum = f32x4.add(sum, f32x4.mul(w, v128.load(vBase + <usize>j * rowBytes + i)));
+          }
+          v128.store(outRow + i, f32x4.mul(sum, inverse));
         }
       }
     }
