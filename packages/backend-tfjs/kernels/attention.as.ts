@@ -137,7 +137,7 @@ export function siluGate(gate: usize, up: usize, out: usize, count: i32): void {
  * The gradient of {@link attention} for all three inputs, recomputing each query row's softmax weights
  * `P`: `dV_j += P_j·dO`, `dS_j = P_j·(dO·V_j − dO·O)·scale`, `dQ = Σ_j dS_j·K_j`, `dK_j += dS_j·Q`.
  * `o` is the forward output and `dO` its gradient, both `[B, T, H, D]`; `dK` and `dV` must be zero on
- * entry. `scratch` holds `keyLength` f32 (rounded up to a multiple of 4), then `D` f32.
+ * entry. `scratch` holds `keyLength` f32 (rounded up to a multiple of 4).
  */
 export function attentionGrad(
   q: usize,
@@ -161,7 +161,6 @@ export function attentionGrad(
 ): void {
   const rowBytes = <usize>(kvHeads * headDim) << 2;
   const headBytes = <usize>headDim << 2;
-  const accumulator = scratch + (<usize>((keyLength + 3) & ~3) << 2);
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t < length; t++) {
       let visible = queryOffset + t + 1;
@@ -200,10 +199,10 @@ export function attentionGrad(
         let dotOut = f32x4.splat(0);
         for (let i: usize = 0; i < headBytes; i += 16) {
           dotOut = f32x4.add(dotOut, f32x4.mul(v128.load(dO + row + i), v128.load(o + row + i)));
-          v128.store(accumulator + i, f32x4.splat(0));
         }
         const dOdotO =
           f32x4.extract_lane(dotOut, 0) + f32x4.extract_lane(dotOut, 1) + (f32x4.extract_lane(dotOut, 2) + f32x4.extract_lane(dotOut, 3));
+        // dV and dK, key by key; dS_j replaces P_j in the scratch for dQ below.
         for (let j = 0; j < visible; j++) {
           const p = load<f32>(scratch + (<usize>j << 2)) * inverse;
           const at = kvOffset + <usize>j * rowBytes;
@@ -216,13 +215,22 @@ export function attentionGrad(
           }
           const dP =
             f32x4.extract_lane(dotV, 0) + f32x4.extract_lane(dotV, 1) + (f32x4.extract_lane(dotV, 2) + f32x4.extract_lane(dotV, 3));
-          const dS = f32x4.splat(p * (dP - dOdotO) * scale);
+          const dSValue = p * (dP - dOdotO) * scale;
+          store<f32>(scratch + (<usize>j << 2), dSValue);
+          const dS = f32x4.splat(dSValue);
           for (let i: usize = 0; i < headBytes; i += 16) {
-            v128.store(accumulator + i, f32x4.add(v128.load(accumulator + i), f32x4.mul(dS, v128.load(k + at + i))));
             v128.store(dK + at + i, f32x4.add(v128.load(dK + at + i), f32x4.mul(dS, v128.load(q + row + i))));
           }
         }
-        for (let i: usize = 0; i < headBytes; i += 16) v128.store(dQ + row + i, v128.load(accumulator + i));
+        // dQ = Σ_j dS_j·K_j, four dimensions at a time with the sum in a register.
+        for (let i: usize = 0; i < headBytes; i += 16) {
+          let sum = f32x4.splat(0);
+          for (let j = 0; j < visible; j++) {
+            const dS = v128.load32_splat(scratch + (<usize>j << 2));
+            sum = f32x4.add(sum, f32x4.mul(dS, v128.load(k + kvOffset + <usize>j * rowBytes + i)));
+          }
+          v128.store(dQ + row + i, sum);
+        }
       }
     }
   }
