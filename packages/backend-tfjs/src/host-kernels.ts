@@ -10,10 +10,12 @@
  * or the cpu backend's arrays, so nothing is copied. Sums run in float64 in a fixed order per output
  * row, so a row's value never depends on the batch or on how many other rows there are.
  *
- * On wasm, attention with a head size that is a multiple of 4, and SwiGLU, run in a small SIMD module instead
- * (`kernels/attention.as.ts`, ≈ 1 kB) that imports tfjs's own WebAssembly memory: a plain JS loop
- * is the bound of batched decoding (attention is the one part of a step whose work grows with context
- * and is not a weight product for XNNPACK), and SIMD makes it ≈ 3–4× faster.
+ * On wasm, attention (with a head size that is a multiple of 4), its gradient and SwiGLU run in a
+ * small SIMD module instead (`kernels/attention.as.ts`, ≈ 3 kB) that imports tfjs's own WebAssembly
+ * memory. A plain JS loop is the bound of batched decoding: attention is the one part of a step whose
+ * work grows with context and is not a weight product for XNNPACK. The SIMD module measured ≈ 7×
+ * faster than the JS loop (batch 64, 128 keys: 0.62–0.78 against 5.1–5.5 ms per call, CPU time on a
+ * loaded machine). Its sums are float32, still in a fixed order per output row.
  *
  * Attention has a gradient (`RrtAttentionGrad`, one kernel for all three inputs) and so has RoPE (the
  * inverse rotation, by the same kernel); RMSNorm and the gated activation have none, and
