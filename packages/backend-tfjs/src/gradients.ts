@@ -32,7 +32,7 @@ function broadcastAxes(inShape: readonly number[], outShape: readonly number[]):
 }
 
 /** Sums `grad` over the axes along which `shape` was broadcast, and gives it `shape`. */
-function unbroadcast(grad: tf.Tensor, shape: readonly number[]): tf.Tensor {
+export function unbroadcast(grad: tf.Tensor, shape: readonly number[]): tf.Tensor {
   const axes = broadcastAxes(shape, grad.shape);
   const summed = axes.length > 0 ? tf.sum(grad, axes) : grad;
   return tf.reshape(summed, shape as number[]);
@@ -89,15 +89,18 @@ function unaryOfOutput(kernelName: string, grad: (dy: tf.Tensor, y: tf.Tensor) =
 }
 
 /**
- * A matrix product for the backward pass. NOTE: tfjs-wasm runs a 2-D product on its fast (XNNPACK) path
- * only untransposed; with a transpose flag it took 6–11× longer than an explicit transpose followed by a
- * plain product ([1024, 64]ᵀ·[1024, 172]: 13.3 vs 2.1 ms; [1024, 512]·[64, 512]ᵀ: 38.3 vs 3.1 ms, one
- * thread), and the backward pass of every linear layer needs one of each. Batched products gained nothing
- * from it and keep the flags.
+ * `x·y` with optional transposes, where a 2-D operand's transpose is materialised first.
+ *
+ * NOTE: tfjs-wasm runs XNNPACK only for an untransposed 2-D product; with a transpose flag it falls back
+ * to a loop ≈ 10–40× slower (bench/gemm.ts). Every weight gradient `xᵀ·dy` and input gradient `dy·Wᵀ`
+ * of a linear layer has one, and they were 82 % of a stories260K training step's kernel time
+ * (bench/profile.ts). Copying the transpose costs one pass over the operand.
  */
-function matMul(a: tf.Tensor, b: tf.Tensor, transposeA: boolean, transposeB: boolean): tf.Tensor {
-  if (a.rank !== 2 || b.rank !== 2) return tf.matMul(a, b, transposeA, transposeB);
-  return tf.matMul(transposeA ? tf.transpose(a) : a, transposeB ? tf.transpose(b) : b);
+function product(x: tf.Tensor, y: tf.Tensor, transposeX: boolean, transposeY: boolean): tf.Tensor {
+  if (x.rank === 2 && y.rank === 2) {
+    return tf.matMul(transposeX ? tf.transpose(x) : x, transposeY ? tf.transpose(y) : y);
+  }
+  return tf.matMul(x, y, transposeX, transposeY);
 }
 
 const batchMatMul: tf.GradConfig = {
@@ -111,17 +114,17 @@ const batchMatMul: tf.GradConfig = {
     let gradA: () => tf.Tensor;
     let gradB: () => tf.Tensor;
     if (!transposeA && !transposeB) {
-      gradA = () => matMul(dy, b, false, true);
-      gradB = () => matMul(a, dy, true, false);
+      gradA = () => product(dy, b, false, true);
+      gradB = () => product(a, dy, true, false);
     } else if (!transposeA && transposeB) {
-      gradA = () => matMul(dy, b, false, false);
-      gradB = () => matMul(dy, a, true, false);
+      gradA = () => product(dy, b, false, false);
+      gradB = () => product(dy, a, true, false);
     } else if (transposeA && !transposeB) {
-      gradA = () => matMul(b, dy, false, true);
-      gradB = () => matMul(a, dy, false, false);
+      gradA = () => product(b, dy, false, true);
+      gradB = () => product(a, dy, false, false);
     } else {
-      gradA = () => matMul(b, dy, true, true);
-      gradB = () => matMul(dy, a, true, true);
+      gradA = () => product(b, dy, true, true);
+      gradB = () => product(dy, a, true, true);
     }
     return { a: () => unbroadcast(gradA(), a.shape), b: () => unbroadcast(gradB(), b.shape) };
   },

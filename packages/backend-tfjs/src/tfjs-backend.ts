@@ -2,14 +2,19 @@
  * {@link TfjsBackend}: the rrt {@link Backend} interface over tfjs ops.
  *
  * NOTE: a tensor of this backend *is* the `tf.Tensor`, cast to the opaque {@link Tensor} type, so an op
- * costs one tfjs dispatch and nothing more. The composite ops (RMSNorm, RoPE, SiLU, GELU) are tfjs ops
- * in a `tidy`; fused kernels are a later optimisation.
+ * costs one tfjs dispatch and nothing more. RMSNorm, RoPE, attention and the gated activation run as
+ * one fused kernel each on tfjs's cpu and wasm backends (`host-kernels.ts`), and as composites of tfjs
+ * ops elsewhere. While gradients are being taken, attention and RoPE stay fused (they have gradient
+ * kernels) and RMSNorm and the gated activation run as composites, whose gradients are the
+ * conformance-checked ones of `gradients.ts`.
  *
  * @module
  */
 import type {
+  AttentionOptions,
   Backend,
   DType,
+  GateActivation,
   MatmulOptions,
   Shape,
   StorageDType,
@@ -20,10 +25,22 @@ import type {
   ValueAndGrad,
   Variable,
 } from '@rrt/tensor';
-import { decodeBfloat16, decodeFloat16, sizeOf } from '@rrt/tensor';
+import {
+  compositeAttention,
+  compositeGatedActivation,
+  decodeBfloat16,
+  decodeFloat16,
+  sizeOf,
+} from '@rrt/tensor';
 import * as tf from '@tensorflow/tfjs-core';
 import { BackendNotActiveError, TensorDataError } from './errors.js';
 import { registerMissingGradients } from './gradients.js';
+import {
+  fusedKernelNames,
+  registerHostKernels,
+  wasmSimdKernelsActive,
+  writeRowsInPlace,
+} from './host-kernels.js';
 
 /** Which backend a {@link TfjsBackend} runs on (what `createBackend` resolved `"auto"` to). */
 export type ResolvedKind = 'node-gpu' | 'node' | 'wasm' | 'webgpu' | 'cpu';
@@ -56,6 +73,10 @@ const MASKED = Number.NEGATIVE_INFINITY;
 export class TfjsBackend implements Backend {
   /** `"tfjs-" + kind`, e.g. `"tfjs-wasm"`. */
   readonly name: string;
+  /** Whether the fused JS kernels of `host-kernels.ts` are registered for this tfjs backend. */
+  readonly hasFusedKernels: boolean;
+  /** How many {@link valueAndGrad} calls are running: the fused kernels, which have no gradients, wait. */
+  private gradientDepth = 0;
 
   /**
    * @param kind - the rrt backend kind.
@@ -68,6 +89,21 @@ export class TfjsBackend implements Backend {
     this.name = `tfjs-${kind}`;
     // valueAndGrad needs gradient functions that tfjs-core's bundles do not register (see gradients.ts).
     registerMissingGradients();
+    this.hasFusedKernels = registerHostKernels(tfjsName);
+  }
+
+  /** Whether an op without a fused gradient runs its fused kernel now (not while a gradient is taken). */
+  private fused(): boolean {
+    return this.hasFusedKernels && this.gradientDepth === 0;
+  }
+
+  /**
+   * Whether attention and SwiGLU run in the wasm SIMD module (tfjs-wasm only, once one has run); false
+   * means they fell back to JS loops (an engine without wasm SIMD, or a tfjs build whose memory is not
+   * reachable).
+   */
+  get usesWasmSimd(): boolean {
+    return this.tfjsName === 'wasm' && wasmSimdKernelsActive();
   }
 
   /** Makes this object's tfjs backend the active one again (after another kind was created). */
@@ -328,6 +364,11 @@ export class TfjsBackend implements Backend {
     this.check();
     const tx = asTf(x);
     const tw = asTf(weight);
+    if (this.fused()) {
+      return ours(
+        tf.engine().runKernel(fusedKernelNames.rmsNorm, { x: tx, weight: tw }, { eps }) as tf.Tensor,
+      );
+    }
     return ours(
       tf.tidy(() => {
         const inverseRms = tf.rsqrt(tf.add(tf.mean(tf.square(tx), -1, true), eps)); // [..., 1]
@@ -340,6 +381,10 @@ export class TfjsBackend implements Backend {
     const tx = asTf(x);
     const tc = asTf(cos);
     const ts = asTf(sin);
+    // The fused RoPE has a gradient (the inverse rotation), so it runs while gradients are taken too.
+    if (this.hasFusedKernels) {
+      return ours(tf.engine().runKernel(fusedKernelNames.rope, { x: tx, cos: tc, sin: ts }) as tf.Tensor);
+    }
     return ours(
       tf.tidy(() => {
         // The two halves [..., T, D/2]; slices rather than split, whose SplitV kernel has no gradient here.
@@ -353,6 +398,56 @@ export class TfjsBackend implements Backend {
         return tf.concat([rotatedFirst, rotatedSecond], -1);
       }),
     );
+  }
+  attention(queries: Tensor, keys: Tensor, values: Tensor, options: AttentionOptions): Tensor {
+    this.check();
+    const [tq, tk, tv] = [asTf(queries), asTf(keys), asTf(values)];
+    const keyLength = options.keyLength ?? tk.shape[1]!;
+    if (
+      tq.rank !== 4 ||
+      tk.rank !== 4 ||
+      tv.rank !== 4 ||
+      tk.shape[0] !== tq.shape[0] ||
+      tk.shape[3] !== tq.shape[3] ||
+      tq.shape[2]! % tk.shape[2]! !== 0 ||
+      tv.shape.some((dim, axis) => dim !== tk.shape[axis]) ||
+      keyLength < 1 ||
+      keyLength > tk.shape[1]!
+    ) {
+      throw new TensorDataError(
+        'attention',
+        `queries [B, T, H, D], keys and values [B, S, kvH, D] with kvH dividing H and 1 ≤ keyLength ≤ S expected; ` +
+          `got queries [${tq.shape}], keys [${tk.shape}], values [${tv.shape}], keyLength ${keyLength}`,
+      );
+    }
+    // The fused attention has its own gradient kernel, so it runs while gradients are taken too.
+    if (this.hasFusedKernels) {
+      const attrs = { scale: options.scale, queryOffset: options.queryOffset, keyLength };
+      return ours(
+        tf
+          .engine()
+          .runKernel(fusedKernelNames.attention, { queries: tq, keys: tk, values: tv }, attrs) as tf.Tensor,
+      );
+    }
+    return compositeAttention(this, queries, keys, values, options);
+  }
+  gatedActivation(gate: Tensor, up: Tensor, activation: GateActivation): Tensor {
+    this.check();
+    const [tg, tu] = [asTf(gate), asTf(up)];
+    if (tg.shape.length !== tu.shape.length || tg.shape.some((dim, axis) => dim !== tu.shape[axis])) {
+      throw new TensorDataError(
+        'gatedActivation',
+        `gate [${tg.shape}] and up [${tu.shape}] must have one shape`,
+      );
+    }
+    if (this.fused()) {
+      return ours(
+        tf
+          .engine()
+          .runKernel(fusedKernelNames.gatedActivation, { gate: tg, up: tu }, { activation }) as tf.Tensor,
+      );
+    }
+    return compositeGatedActivation(this, gate, up, activation);
   }
   causalMask(queryLength: number, keyLength: number, offset: number): Tensor {
     this.check();
@@ -396,6 +491,48 @@ export class TfjsBackend implements Backend {
     return ours(tf.tidy(() => tf.where(tf.cast(tc, 'bool'), asTf(a), asTf(b))));
   }
 
+  // ---- the one mutation ----
+
+  writeRows(target: Tensor, indices: ArrayLike<number>, rows: Tensor): void {
+    this.check();
+    const [tt, tr] = [asTf(target), asTf(rows)];
+    if (indices.length === 0 && tr.size === 0) return;
+    // rowShape: the trailing axes of `target` that hold size(rows) / M values, and that `rows` ends with.
+    const rowSize = indices.length > 0 ? tr.size / indices.length : Number.NaN;
+    let lead = tt.rank;
+    while (lead > 0 && sizeOf(tt.shape.slice(lead)) < rowSize) lead--;
+    const rowShape = tt.shape.slice(lead);
+    const positions = sizeOf(tt.shape.slice(0, lead));
+    if (
+      tt.dtype !== 'float32' ||
+      tr.dtype !== 'float32' ||
+      lead < 1 ||
+      sizeOf(rowShape) !== rowSize ||
+      rowShape.length > tr.rank ||
+      rowShape.some((dim, axis) => dim !== tr.shape[tr.rank - rowShape.length + axis])
+    ) {
+      throw new TensorDataError(
+        'writeRows',
+        `float32 rows [M, ...rowShape] (or [..., ...rowShape] of M rows) with M = indices.length into a ` +
+          `float32 target [...lead, ...rowShape]; got target [${tt.shape}] ${tt.dtype}, rows [${tr.shape}] ` +
+          `${tr.dtype}, ${indices.length} indices`,
+      );
+    }
+    for (let i = 0; i < indices.length; i++) {
+      const index = indices[i]!;
+      if (!Number.isInteger(index) || index < 0 || index >= positions) {
+        throw new TensorDataError(
+          'writeRows',
+          `index ${index} (entry ${i}) outside the target's ${positions} rows`,
+        );
+      }
+    }
+    if ((tt as tf.Variable).trainable !== undefined) {
+      throw new TensorDataError('writeRows', 'the target is a Variable; change variables with assign()');
+    }
+    writeRowsInPlace(tt, indices, tr);
+  }
+
   // ---- memory ----
 
   // biome-ignore lint/suspicious/noConfusingVoidType: the signature of Backend.tidy, which allows a void scope
@@ -435,9 +572,14 @@ export class TfjsBackend implements Backend {
   valueAndGrad(f: () => Tensor, variables: readonly Variable[]): ValueAndGrad {
     this.check();
     const xs = variables as unknown as tf.Variable[];
-    const { value, grads } = tf
-      .engine()
-      .gradients(() => asTf(f()), xs, undefined, /* allowNoGradients */ true);
+    this.gradientDepth++;
+    let result: { value: tf.Tensor; grads: (tf.Tensor | null)[] };
+    try {
+      result = tf.engine().gradients(() => asTf(f()), xs, undefined, /* allowNoGradients */ true);
+    } finally {
+      this.gradientDepth--;
+    }
+    const { value, grads } = result;
     // A variable that does not reach the value gets a zero gradient rather than null.
     const filled = grads.map((grad, i) => grad ?? tf.zerosLike(xs[i]!));
     return { value: ours(value), grads: filled.map(ours) };

@@ -1,17 +1,25 @@
 import type { Backend, Tensor } from '@rrt/tensor';
 import { KVCacheError } from './errors.js';
 
-/** Keys and values of all cached positions of one layer, `[batch, kvHeads, length, headDim]` each. */
+/**
+ * What a layer's attention reads after an append: the cache's buffers, `[batch, capacity, kvHeads,
+ * headDim]` each, of which positions `0 … length − 1` hold keys and values (the rest is unspecified).
+ */
 export interface KeyValues {
   keys: Tensor;
   values: Tensor;
+  /** Positions filled. */
+  length: number;
 }
 
 /**
- * The cache of one effective layer: keys and values grow along the sequence axis as tokens are appended.
+ * The cache of one effective layer: preallocated key and value buffers of `capacity` positions, which
+ * each append writes into in place ({@link Backend.writeRows}), so that an append costs the new rows, not
+ * a copy of the history.
  *
- * NOTE: tensors are immutable on our backends, so an append concatenates and frees the previous buffer;
- * the cached tensors are `keep`-ed so that the caller's `tidy` scope does not free them.
+ * NOTE: the buffers are allocated on the first append (that is when the batch size and head shape are
+ * known) and `keep`-ed, so that the caller's `tidy` scope does not free them; {@link bytes} counts them
+ * whole from then on.
  */
 export class LayerKVCache {
   /** Number of positions cached. */
@@ -26,57 +34,58 @@ export class LayerKVCache {
   ) {}
 
   /**
-   * Appends `keys`/`values` (`[batch, kvHeads, newLength, headDim]`) and returns everything cached,
-   * including them. The returned tensors belong to the cache: do not dispose them.
+   * Appends `keys`/`values` (`[batch, newLength, kvHeads, headDim]`, the layout projections produce) and
+   * returns the buffers with everything cached, including them. The buffers belong to the cache: do not
+   * dispose them, and read them before the next append (which writes into them).
    */
   updateAndFetch(keys: Tensor, values: Tensor): KeyValues {
-    const newLength = keys.shape[2]!;
+    const [batch, newLength, kvHeads, headDim] = keys.shape as [number, number, number, number];
     if (this.offset + newLength > this.capacity) {
       throw new KVCacheError(
         `KV cache full: ${this.offset} positions cached + ${newLength} new > capacity ${this.capacity}`,
       );
     }
-    const nextKeys = this.keys ? this.backend.concat([this.keys, keys], 2) : this.backend.add(keys, 0);
-    const nextValues = this.values
-      ? this.backend.concat([this.values, values], 2)
-      : this.backend.add(values, 0);
-    this.replace(this.backend.keep(nextKeys), this.backend.keep(nextValues));
-    this.offset += newLength;
-    return { keys: nextKeys, values: nextValues };
-  }
-
-  /** Drops the last `count` positions (for speculative or rejected tokens). */
-  trim(count: number): void {
-    if (count <= 0 || !this.keys || !this.values) return;
-    const kept = Math.max(0, this.offset - count);
-    if (kept === 0) {
-      this.replace(undefined, undefined);
-    } else {
-      const [batch, heads, , headDim] = this.keys.shape as [number, number, number, number];
-      const size = [batch, heads, kept, headDim];
-      const keys = this.backend.keep(this.backend.slice(this.keys, [0, 0, 0, 0], size));
-      const values = this.backend.keep(this.backend.slice(this.values, [0, 0, 0, 0], size));
-      this.replace(keys, values);
+    const shape = [batch, this.capacity, kvHeads, headDim];
+    if (this.keys?.shape.some((dim, axis) => dim !== shape[axis])) {
+      throw new KVCacheError(
+        `KV cache holds [${this.keys.shape}] (batch, capacity, kvHeads, headDim); keys [${keys.shape}] do not fit`,
+      );
     }
-    this.offset = kept;
+    if (!this.keys || !this.values) {
+      this.keys = this.backend.keep(this.backend.fill(shape, 0));
+      this.values = this.backend.keep(this.backend.fill(shape, 0));
+    }
+    // Row b·capacity + position of the buffers (seen as [batch·capacity, kvHeads, headDim]) for each new
+    // (b, t), in the order of the new rows.
+    const indices = new Int32Array(batch * newLength);
+    for (let b = 0; b < batch; b++) {
+      for (let t = 0; t < newLength; t++) indices[b * newLength + t] = b * this.capacity + this.offset + t;
+    }
+    // [batch, newLength, kvHeads, headDim] is batch·newLength rows of [kvHeads, headDim], (b, t) order.
+    this.backend.writeRows(this.keys, indices, keys);
+    this.backend.writeRows(this.values, indices, values);
+    this.offset += newLength;
+    return { keys: this.keys, values: this.values, length: this.offset };
   }
 
-  /** Bytes held by the cached tensors (float32). */
+  /** Drops the last `count` positions (for speculative or rejected tokens); nothing is copied. */
+  trim(count: number): void {
+    if (count <= 0) return;
+    this.offset = Math.max(0, this.offset - count);
+  }
+
+  /** Bytes held by the buffers (float32), allocated whole on the first append. */
   bytes(): number {
     if (!this.keys) return 0;
     return 2 * 4 * this.keys.shape.reduce((product, dim) => product * dim, 1);
   }
 
-  /** Frees the cached tensors; the cache becomes empty. */
+  /** Frees the buffers; the cache becomes empty. */
   dispose(): void {
-    this.replace(undefined, undefined);
-    this.offset = 0;
-  }
-
-  private replace(keys: Tensor | undefined, values: Tensor | undefined): void {
     if (this.keys) this.backend.dispose(this.keys);
     if (this.values) this.backend.dispose(this.values);
-    this.keys = keys;
-    this.values = values;
+    this.keys = undefined;
+    this.values = undefined;
+    this.offset = 0;
   }
 }

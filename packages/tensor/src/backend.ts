@@ -6,7 +6,9 @@
  *
  * NOTE: tensors are immutable values, as in tfjs and mlx. Every op returns a new tensor that the caller
  * owns: dispose it, or create it inside {@link Backend.tidy}, which disposes everything made inside the
- * scope except what the scope returns or {@link Backend.keep}s.
+ * scope except what the scope returns or {@link Backend.keep}s. The one exception is
+ * {@link Backend.writeRows}, the interface's only mutation: it writes into a buffer the caller owns (a
+ * KV cache's keys and values), so that an append costs the new rows and not a copy of the history.
  *
  * @module
  */
@@ -71,6 +73,25 @@ export interface ValueAndGrad {
   /** The gradient of the value with respect to each variable, in the order the variables were given. */
   grads: Tensor[];
 }
+
+/** Options of {@link Backend.attention}. */
+export interface AttentionOptions {
+  /** Multiplies every query·key product; usually `1/√headDim`. */
+  scale: number;
+  /**
+   * Position of the first query: query `t` attends to keys `0 … queryOffset + t` (causal). 0 when the
+   * queries are the whole sequence; the number of cached positions when they follow a cache.
+   */
+  queryOffset: number;
+  /**
+   * Keys `0 … keyLength − 1` are read; the rest of `keys` and `values` is ignored (a preallocated cache
+   * buffer passes its filled length). Default: all of them.
+   */
+  keyLength?: number;
+}
+
+/** The activation of a gated linear unit ({@link Backend.gatedActivation}). */
+export type GateActivation = 'silu' | 'gelu-tanh';
 
 /** A tensor or a number that broadcasts as a scalar. */
 export type TensorOrScalar = Tensor | number;
@@ -181,6 +202,22 @@ export interface Backend {
    */
   rope(x: Tensor, cos: Tensor, sin: Tensor): Tensor;
   /**
+   * Causal scaled dot-product attention with grouped-query heads, in the layout projections produce:
+   * `queries: [B, T, H, D]`, `keys` and `values: [B, S, kvH, D]` (`H` a multiple of `kvH`; query head `h`
+   * reads key/value head `⌊h·kvH/H⌋`) → `[B, T, H, D]`. Row `(b, t, h)` is
+   * `softmax(scale · q·kⱼ over j ≤ min(queryOffset + t, keyLength − 1)) · v`.
+   *
+   * NOTE: each output row depends only on its own query and the keys it sees, so a token decoded against
+   * a cache gets the same value as in a full recompute (fused implementations are asserted bit-exact
+   * that way in the decoder tests on wasm).
+   */
+  attention(queries: Tensor, keys: Tensor, values: Tensor, options: AttentionOptions): Tensor;
+  /**
+   * Gated linear unit of the feed-forward network: `activation(gate) · up`, elementwise, same shapes
+   * (SwiGLU for `"silu"`, GeGLU with the tanh GELU for `"gelu-tanh"`).
+   */
+  gatedActivation(gate: Tensor, up: Tensor, activation: GateActivation): Tensor;
+  /**
    * Additive causal mask `[queryLength, keyLength]`: 0 where key `j ≤ offset + i` (query `i` sits at
    * position `offset + i`), −∞ elsewhere.
    */
@@ -202,6 +239,24 @@ export interface Backend {
   stack(xs: readonly Tensor[], axis?: number): Tensor;
   /** Elementwise choice: `condition ? a : b`, `condition` an int32 0/1 tensor, broadcasting. */
   where(condition: Tensor, a: Tensor, b: Tensor): Tensor;
+
+  // ---- the one mutation ----
+
+  /**
+   * Writes `rows: [M, ...rowShape]` into `target: [...lead, ...rowShape]` in place: row `i` goes to
+   * position `indices[i]` of `target` with its leading axes flattened (`0 ≤ indices[i] < size(lead)`).
+   * `rows` may also come in any shape of `M · size(rowShape)` values whose trailing axes are `rowShape`
+   * (e.g. new keys `[batch, T, kvHeads, headDim]` for `M = batch·T`): its leading axes flatten to `M`
+   * in row-major order, with `M = indices.length`. The only op that changes an existing tensor: a KV cache appends keys and values with it — into
+   * `[batch, capacity, kvHeads, headDim]` buffers at `b·capacity + position`, or a paged pool
+   * `[pages, pageSize, kvHeads, headDim]` at `page·pageSize + slot` — without copying what it holds.
+   *
+   * `target` must be a float32 tensor made by this backend's ops (not a {@link Variable}) and the
+   * indices distinct. Tensors that share storage with `target` (its reshapes) see the write; other
+   * tensors computed from it earlier (slices, products) keep their values, except that a slice may share
+   * storage on some backends: do not hold slices of a buffer across a write.
+   */
+  writeRows(target: Tensor, indices: ArrayLike<number>, rows: Tensor): void;
 
   // ---- memory ----
 

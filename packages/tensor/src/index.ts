@@ -5,8 +5,10 @@
  * @packageDocumentation
  */
 export type {
+  AttentionOptions,
   Backend,
   DType,
+  GateActivation,
   MatmulOptions,
   Shape,
   StorageDType,
@@ -28,4 +30,5 @@ export {
   numberToBfloat16Bits,
   numberToFloat16Bits,
 } from './half.js';
+export { compositeAttention, compositeGatedActivation, keyBlock } from './composite.js';
 export { formatShape, sameShape, sizeOf } from './shape.js';

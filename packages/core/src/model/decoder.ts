@@ -137,23 +137,17 @@ export class Decoder {
     return { logits: logits!, loops };
   }
 
-  /** What every layer's attention shares in one call: RoPE rows of its positions, the mask, the padding. */
+  /** What every layer's attention shares in one call: its shape and the RoPE rows of its positions. */
   private attentionContext(batch: number, length: number, offset: number): AttentionContext {
     const { backend, config } = this;
-    const keyLength = offset + length;
-    const paddedKeyLength = Math.ceil(keyLength / keyBlock) * keyBlock;
-    const needsMask = length > 1 || paddedKeyLength > keyLength;
+    const half = config.headDim / 2;
     return {
       batch,
       length,
-      cos: backend.slice(this.ropeCos, [offset, 0], [length, -1]), // [T, hD/2]
-      sin: backend.slice(this.ropeSin, [offset, 0], [length, -1]),
-      mask: needsMask ? backend.causalMask(length, paddedKeyLength, offset) : undefined,
-      // Every layer pads its keys and values with the same zeros: made once per call.
-      keyPadding:
-        paddedKeyLength > keyLength
-          ? backend.fill([batch, config.numKeyValueHeads, paddedKeyLength - keyLength, config.headDim], 0)
-          : undefined,
+      offset,
+      // [T, 1, hD/2]: broadcasts over the heads axis of [B, T, heads, hD].
+      cos: backend.reshape(backend.slice(this.ropeCos, [offset, 0], [length, -1]), [length, 1, half]),
+      sin: backend.reshape(backend.slice(this.ropeSin, [offset, 0], [length, -1]), [length, 1, half]),
     };
   }
 
@@ -207,47 +201,30 @@ export class Decoder {
     cache: LayerKVCache | undefined,
   ): Tensor {
     const { backend, config } = this;
-    const { batch, length } = context;
+    const { batch, length, offset } = context;
     const { numAttentionHeads: heads, numKeyValueHeads: kvHeads, headDim } = config;
-    const groups = heads / kvHeads;
-    const split = (y: Tensor, count: number) =>
-      backend.transpose(backend.reshape(y, [batch, length, count, headDim]), [0, 2, 1, 3]); // [B, h, T, hD]
-
-    const rawQueries = split(this.project(x, weights.linears.q_proj, loras?.q_proj), heads);
-    const rawKeys = split(this.project(x, weights.linears.k_proj, loras?.k_proj), kvHeads);
+    // [B·T, heads·hD] → [B, T, heads, hD]: a free reshape; the attention op takes this layout as it is.
+    const split = (y: Tensor, count: number) => backend.reshape(y, [batch, length, count, headDim]);
+    const queries = backend.rope(
+      split(this.project(x, weights.linears.q_proj, loras?.q_proj), heads),
+      context.cos,
+      context.sin,
+    );
+    const keys = backend.rope(
+      split(this.project(x, weights.linears.k_proj, loras?.k_proj), kvHeads),
+      context.cos,
+      context.sin,
+    );
     const values = split(this.project(x, weights.linears.v_proj, loras?.v_proj), kvHeads);
-    // One RoPE over queries and keys stacked along the head axis: the same arithmetic in fewer dispatches.
-    const rotated = backend.rope(backend.concat([rawQueries, rawKeys], 1), context.cos, context.sin);
-    const queries = backend.slice(rotated, [0, 0, 0, 0], [-1, heads, -1, -1]); // [B, H, T, hD]
-    const keys = backend.slice(rotated, [0, heads, 0, 0], [-1, kvHeads, -1, -1]); // [B, kvH, T, hD]
-
-    let { keys: allKeys, values: allValues } = cache ? cache.updateAndFetch(keys, values) : { keys, values }; // [B, kvH, S, hD]
-    if (context.keyPadding) {
-      // Masked zero keys and values up to a multiple of keyBlock (see keyBlock for why).
-      allKeys = backend.concat([allKeys, context.keyPadding], 2);
-      allValues = backend.concat([allValues, context.keyPadding], 2);
-    }
-    const keyLength = allKeys.shape[2]!; // S, padded
-    // Grouped-query attention without repeating K/V: query head h = kvHead·groups + g, so the G query heads
-    // of one KV head are contiguous and fold into the row axis of one matmul.
-    const grouped = backend.reshape(backend.mul(queries, 1 / Math.sqrt(headDim)), [
-      batch,
-      kvHeads,
-      groups * length,
-      headDim,
-    ]);
-    let scores = backend.matmul(grouped, allKeys, { transposeB: true }); // [B, kvH, G·T, S]
-    if (context.mask) {
-      scores = backend.add(
-        backend.reshape(scores, [batch, kvHeads, groups, length, keyLength]),
-        context.mask,
-      );
-      scores = backend.reshape(scores, [batch, kvHeads, groups * length, keyLength]);
-    }
-    const mixed = backend.matmul(backend.softmax(scores), allValues); // [B, kvH, G·T, hD]
-    const merged = backend.transpose(backend.reshape(mixed, [batch, heads, length, headDim]), [0, 2, 1, 3]); // [B, T, H, hD]
+    // With a cache, attention reads its buffers [B, capacity, kvH, hD] up to the filled length.
+    const cached = cache ? cache.updateAndFetch(keys, values) : { keys, values, length };
+    const mixed = backend.attention(queries, cached.keys, cached.values, {
+      scale: 1 / Math.sqrt(headDim),
+      queryOffset: offset,
+      keyLength: cached.length,
+    }); // [B, T, H, hD]
     return this.project(
-      backend.reshape(merged, [batch * length, heads * headDim]),
+      backend.reshape(mixed, [batch * length, heads * headDim]),
       weights.linears.o_proj,
       loras?.o_proj,
     );
@@ -257,8 +234,8 @@ export class Decoder {
     const { backend, config } = this;
     const gate = this.project(x, weights.linears.gate_proj, loras?.gate_proj);
     const up = this.project(x, weights.linears.up_proj, loras?.up_proj);
-    const activated = config.hiddenAct === 'silu' ? backend.silu(gate) : backend.geluTanh(gate);
-    return this.project(backend.mul(activated, up), weights.linears.down_proj, loras?.down_proj);
+    const activated = backend.gatedActivation(gate, up, config.hiddenAct === 'silu' ? 'silu' : 'gelu-tanh');
+    return this.project(activated, weights.linears.down_proj, loras?.down_proj);
   }
 
   /** `x·W (+ b) (+ scale·(x·Aᵀ)·Bᵀ)` on `x: [rows, in]` → `[rows, out]`. */
@@ -279,21 +256,9 @@ type LoRAs = Partial<Record<LinearModule, LoRA>> | undefined;
 interface AttentionContext {
   batch: number;
   length: number;
-  /** RoPE tables for this call's positions, `[T, hD/2]`. */
+  /** Position of this call's first token (what the cache held before it). */
+  offset: number;
+  /** RoPE tables for this call's positions, `[T, 1, hD/2]`. */
   cos: Tensor;
   sin: Tensor;
-  /** Additive causal mask `[T, S]` (S padded); absent for a single new token with no padding. */
-  mask: Tensor | undefined;
-  /** Masked zero positions `[B, kvH, padding, hD]` appended to every layer's keys and values. */
-  keyPadding: Tensor | undefined;
 }
-
-/**
- * Attention runs over key lengths padded to a multiple of this, with the padding masked out.
- *
- * NOTE: softmax kernels that sum in SIMD lanes with a scalar tail (tfjs-wasm's) round differently for
- * different row lengths, so a token decoded against a cache of t keys came out up to 2.5e-5 away from
- * the same token in a full recompute over 85 keys (stories260K). With both lengths padded to a multiple
- * of 16 by masked columns, which add exact zeros, the two agree bit for bit.
- */
-const keyBlock = 16;

@@ -11,8 +11,10 @@ import { decodeBfloat16, decodeFloat16, encodeBfloat16, encodeFloat16 } from '..
 import { sizeOf } from '../shape.js';
 import { expectClose, expectExact, expectShape, expectWithin, type Tolerance } from './compare.js';
 import { SeededRandom } from './random.js';
+import { compositeAttention, compositeGatedActivation } from '../composite.js';
 import {
   argmaxRef,
+  attentionRef,
   binaryRef,
   causalMaskRef,
   concatRef,
@@ -289,6 +291,8 @@ export function describeBackendConformance(
     describe('reductions', () => registerReductions(test));
     describe('transformer ops', () => registerTransformerOps(test));
     describe('indexing and layout', () => registerLayout(test));
+    describe('fused ops', () => registerFusedOps(test));
+    describe('the one mutation: writeRows', () => registerWriteRows(test));
     describe('memory', () => registerMemory(test));
     describe('training', () => registerTraining(test));
   });
@@ -733,6 +737,10 @@ function registerTransformerOps(test: Register): void {
         [3, 2],
         [3, 1],
       ],
+      [
+        [2, 5, 3, 8], // the decoder's [B, T, heads, D] with its table rows [T, 1, D/2]
+        [5, 1, 4],
+      ],
     ];
     for (const [shape, tableShape] of cases) {
       const x = h.input(shape);
@@ -894,6 +902,136 @@ function registerLayout(test: Register): void {
     const p = h.input([2, 3]);
     const q = h.input([2, 3]);
     await h.exact('where same shape', h.b.where(full.t, p.t, q.t), whereRef(full.r, p.r, q.r));
+  });
+}
+
+/** Attention cases: [B, T, H, kvH, D, S, queryOffset, keyLength]. */
+const ATTENTION_CASES: readonly (readonly [
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+])[] = [
+  [2, 5, 4, 2, 8, 5, 0, 5], // a whole sequence, GQA with 2 groups, batch 2
+  [2, 1, 4, 4, 6, 9, 6, 7], // one decode step against a buffer with unused slots (MHA)
+  [1, 3, 6, 2, 4, 20, 4, 7], // a chunk after a cached prefix of 4, G = 3, 13 slots unused
+  [3, 2, 2, 1, 8, 40, 30, 32], // multi-query, 32 keys (a multiple of the composite's key block)
+  [1, 4, 2, 2, 2, 4, 0, 4], // headDim 2
+];
+
+function registerFusedOps(test: Register): void {
+  test('attention: causal GQA over a (partly filled) key buffer, against float64 and the composite', async (h) => {
+    for (const [batch, length, heads, kvHeads, headDim, slots, offset, keyLength] of ATTENTION_CASES) {
+      const q = h.input([batch, length, heads, headDim], -2, 2);
+      const k = h.input([batch, slots, kvHeads, headDim], -2, 2);
+      const v = h.input([batch, slots, kvHeads, headDim]);
+      const options = { scale: 1 / Math.sqrt(headDim), queryOffset: offset, keyLength };
+      const want = attentionRef(q.r, k.r, v.r, options.scale, offset, keyLength);
+      const label = `attention B=${batch} T=${length} H=${heads} kvH=${kvHeads} D=${headDim} S=${slots} offset=${offset} keys=${keyLength}`;
+      await h.within(label, h.b.attention(q.t, k.t, v.t, options), want, h.tol.normalization);
+      await h.within(
+        `${label} (composite)`,
+        compositeAttention(h.b, q.t, k.t, v.t, options),
+        want,
+        h.tol.normalization,
+      );
+    }
+  });
+
+  test('attention: keyLength defaults to every key; unused slots do not matter (NaN there)', async (h) => {
+    const q = h.input([1, 2, 2, 4]);
+    const k = h.input([1, 3, 1, 4]);
+    const v = h.input([1, 3, 1, 4]);
+    await h.within(
+      'attention default keyLength',
+      h.b.attention(q.t, k.t, v.t, { scale: 0.5, queryOffset: 1 }),
+      attentionRef(q.r, k.r, v.r, 0.5, 1),
+      h.tol.normalization,
+    );
+    const poisoned = (x: Input) => {
+      const data = Float32Array.from(x.r.data);
+      data.fill(Number.NaN, 2 * 4); // slot 2 of [1, 3, 1, 4]
+      return h.from([1, 3, 1, 4], data);
+    };
+    await h.within(
+      'attention ignores slots ≥ keyLength',
+      h.b.attention(q.t, poisoned(k).t, poisoned(v).t, { scale: 0.5, queryOffset: 0, keyLength: 2 }),
+      attentionRef(q.r, k.r, v.r, 0.5, 0, 2),
+      h.tol.normalization,
+    );
+  });
+
+  test('gatedActivation: silu and gelu-tanh gates times up', async (h) => {
+    const gate = h.input([3, 7], -4, 4);
+    const up = h.input([3, 7]);
+    for (const [activation, f] of [
+      ['silu', siluScalar],
+      ['gelu-tanh', geluTanhScalar],
+    ] as const) {
+      const want = binaryRef(unaryRef(gate.r, f), up.r, mul);
+      await h.within(activation, h.b.gatedActivation(gate.t, up.t, activation), want, h.tol.transcendental);
+      await h.within(
+        `${activation} (composite)`,
+        compositeGatedActivation(h.b, gate.t, up.t, activation),
+        want,
+        h.tol.transcendental,
+      );
+    }
+  });
+}
+
+function registerWriteRows(test: Register): void {
+  test('writeRows: rows land at flattened leading positions; the rest and the source stay', async (h) => {
+    const { b } = h;
+    // A [batch 2, capacity 4, kvHeads 3, headDim 2] buffer; write positions 1 and 2 of batch 0, 3 of batch 1.
+    const target = h.own(b.fill([2, 4, 3, 2], 0));
+    const rows = h.input([3, 3, 2]);
+    const indices = [1, 2, 7];
+    b.writeRows(target, indices, rows.t);
+    const want = new Float64Array(2 * 4 * 3 * 2);
+    for (const [i, row] of indices.entries()) want.set(rows.r.data.subarray(i * 6, (i + 1) * 6), row * 6);
+    await h.exact('after one write', b.add(target, 0), refArray([2, 4, 3, 2], want));
+    expectExact('the rows are unchanged', await b.read(rows.t), rows.r.data);
+    // A second write overwrites one row and adds another; a reshape of the buffer sees both.
+    const more = h.input([2, 3, 2]);
+    b.writeRows(target, Int32Array.from([2, 4]), more.t);
+    want.set(more.r.data.subarray(0, 6), 2 * 6);
+    want.set(more.r.data.subarray(6, 12), 4 * 6);
+    await h.exact('after a second write', b.add(target, 0), refArray([2, 4, 3, 2], want));
+    await h.exact('through a reshape', b.reshape(target, [8, 6]), refArray([8, 6], want));
+    // Rows given as [batch 1, 2 new positions, 3, 2]: leading axes flatten to the 2 rows.
+    const chunk = h.input([1, 2, 3, 2]);
+    b.writeRows(target, [5, 6], chunk.t);
+    want.set(chunk.r.data, 5 * 6);
+    await h.exact('rows with two leading axes', b.add(target, 0), refArray([2, 4, 3, 2], want));
+  });
+
+  test('writeRows: a paged pool [pages, pageSize, heads, dim]; a tensor computed before the write keeps its value', async (h) => {
+    const { b } = h;
+    const pool = h.own(b.fill([3, 2, 1, 4], 0));
+    const before = h.own(b.mul(pool, 1));
+    const rows = h.input([2, 1, 4]);
+    b.writeRows(pool, [5, 0], rows.t); // page 2 slot 1, page 0 slot 0
+    const want = new Float64Array(3 * 2 * 4);
+    want.set(rows.r.data.subarray(0, 4), 5 * 4);
+    want.set(rows.r.data.subarray(4, 8), 0);
+    expectExact('pool', await b.read(pool), want);
+    expectExact('computed before', await b.read(before), new Float64Array(24));
+    // Attention reads the written rows (the use a KV cache makes of it).
+    const q = h.input([1, 1, 1, 4]);
+    const keys = h.own(b.fill([1, 2, 1, 4], 0));
+    b.writeRows(keys, [0, 1], h.input([2, 1, 4]).t);
+    const keysRead = refArray([1, 2, 1, 4], await b.read(keys));
+    await h.within(
+      'attention over written keys',
+      b.attention(q.t, keys, keys, { scale: 1, queryOffset: 1 }),
+      attentionRef(q.r, keysRead, keysRead, 1, 1),
+      h.tol.normalization,
+    );
   });
 }
 
@@ -1150,6 +1288,27 @@ function registerGradientChecks(test: Register): void {
       [x, cos, sin],
       (b, [v, c, s]) => b.rope(v!, c!, s!),
       ([v, c, s]) => ropeRef(v!, c!, s!),
+    );
+  });
+
+  test('gradient of attention (queries, keys, values) and gatedActivation', async (h) => {
+    const q = h.input([1, 3, 2, 4]);
+    const k = h.input([1, 5, 1, 4]);
+    const v = h.input([1, 5, 1, 4]);
+    const options = { scale: 0.5, queryOffset: 1, keyLength: 4 };
+    await h.gradCheck(
+      'attention',
+      [q, k, v],
+      (b, [x, y, z]) => b.attention(x!, y!, z!, options),
+      ([x, y, z]) => attentionRef(x!, y!, z!, 0.5, 1, 4),
+    );
+    const gate = h.input([2, 5], -3, 3);
+    const up = h.input([2, 5]);
+    await h.gradCheck(
+      'gatedActivation silu',
+      [gate, up],
+      (b, [g, u]) => b.gatedActivation(g!, u!, 'silu'),
+      ([g, u]) => binaryRef(unaryRef(g!, siluScalar), u!, mul),
     );
   });
 

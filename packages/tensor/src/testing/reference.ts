@@ -389,3 +389,44 @@ export const sigmoidScalar = (v: number): number => 1 / (1 + Math.exp(-v));
 /** GELU, tanh approximation. */
 export const geluTanhScalar = (v: number): number =>
   0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+
+/**
+ * Causal grouped-query attention: `q: [B, T, H, D]`, `k`, `v: [B, S, kvH, D]` → `[B, T, H, D]`; query `t`
+ * sees keys `j ≤ min(offset + t, keyLength − 1)`; head `h` reads key head `⌊h·kvH/H⌋`.
+ */
+export function attentionRef(
+  q: RefArray,
+  k: RefArray,
+  v: RefArray,
+  scale: number,
+  offset: number,
+  keyLength = k.shape[1]!,
+): RefArray {
+  const [batch, length, heads, headDim] = q.shape as [number, number, number, number];
+  const [, keySlots, kvHeads] = k.shape as [number, number, number, number];
+  const data = new Float64Array(q.data.length);
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t < length; t++) {
+      for (let h = 0; h < heads; h++) {
+        const kvh = Math.floor((h * kvHeads) / heads);
+        const last = Math.min(offset + t, keyLength - 1);
+        const qBase = ((b * length + t) * heads + h) * headDim;
+        const scores: number[] = [];
+        for (let j = 0; j <= last; j++) {
+          const kBase = ((b * keySlots + j) * kvHeads + kvh) * headDim;
+          let dot = 0;
+          for (let i = 0; i < headDim; i++) dot += q.data[qBase + i]! * k.data[kBase + i]!;
+          scores.push(dot * scale);
+        }
+        const top = Math.max(...scores);
+        const weights = scores.map((s) => Math.exp(s - top));
+        const total = weights.reduce((s, w) => s + w, 0);
+        for (let j = 0; j <= last; j++) {
+          const vBase = ((b * keySlots + j) * kvHeads + kvh) * headDim;
+          for (let i = 0; i < headDim; i++) data[qBase + i]! += (weights[j]! / total) * v.data[vBase + i]!;
+        }
+      }
+    }
+  }
+  return { shape: q.shape, data };
+}

@@ -1,0 +1,237 @@
+// AssemblyScript source of the wasm SIMD kernels (attention and its gradient, SwiGLU) (compiled by ../scripts/build-kernels.mjs into
+// ../src/attention-wasm.ts). It runs on tfjs-wasm's own heap: the module imports tfjs's WebAssembly
+// memory, so queries, keys, values and the output are read and written where tfjs keeps them. It must
+// hold no static data (a data segment would be written into tfjs's heap at instantiation): no strings,
+// no arrays, no library math with tables — hence its own exp.
+
+/**
+ * e^x of four float32 lanes with x ≤ 0: 2^k · e^r, k = round(x·log₂e), r = x − k·ln 2 (two-part ln 2),
+ * |r| ≤ ln2/2, degree-6 Taylor polynomial (relative error < 1.3e-7); x below −87 gives ≈ 0 (2^−126·e^r).
+ */
+// @ts-expect-error: decorator
+@inline
+function exp4(xIn: v128): v128 {
+  const x = f32x4.max(xIn, f32x4.splat(-87.0));
+  const k = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.4426950408889634)));
+  const r = f32x4.sub(f32x4.sub(x, f32x4.mul(k, f32x4.splat(0.693359375))), f32x4.mul(k, f32x4.splat(-2.12194440e-4)));
+  let p = f32x4.splat(1.0 / 720.0);
+  p = f32x4.add(f32x4.splat(1.0 / 120.0), f32x4.mul(r, p));
+  p = f32x4.add(f32x4.splat(1.0 / 24.0), f32x4.mul(r, p));
+  p = f32x4.add(f32x4.splat(1.0 / 6.0), f32x4.mul(r, p));
+  p = f32x4.add(f32x4.splat(0.5), f32x4.mul(r, p));
+  p = f32x4.add(f32x4.splat(1.0), f32x4.mul(r, p));
+  p = f32x4.add(f32x4.splat(1.0), f32x4.mul(r, p));
+  const scale = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(k), i32x4.splat(127)), 23);
+  return f32x4.mul(p, scale);
+}
+
+/** The first `count` (1–3) lanes of `x`, zeros elsewhere. */
+// @ts-expect-error: decorator
+@inline
+function masked(x: v128, count: i32): v128 {
+  const lanes = i32x4(0, 1, 2, 3);
+  return v128.and(x, i32x4.lt_s(lanes, i32x4.splat(count)));
+}
+
+/**
+ * Causal grouped-query attention, `q: [B, T, H, D]`, `k`, `v: [B, S, kvH, D]` (float32, byte addresses)
+ * → `out: [B, T, H, D]`; `scratch` holds `keyLength` f32 scores (rounded up to a multiple of 4). `D`
+ * must be a multiple of 4. Each output row is computed alone, in a fixed order.
+ */
+export function attention(
+  q: usize,
+  k: usize,
+  v: usize,
+  out: usize,
+  scratch: usize,
+  batch: i32,
+  length: i32,
+  heads: i32,
+  kvHeads: i32,
+  headDim: i32,
+  slots: i32,
+  scale: f32,
+  queryOffset: i32,
+  keyLength: i32,
+): void {
+  const rowBytes = <usize>(kvHeads * headDim) << 2;
+  const headBytes = <usize>headDim << 2;
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t < length; t++) {
+      let visible = queryOffset + t + 1;
+      if (visible > keyLength) visible = keyLength;
+      for (let h = 0; h < heads; h++) {
+        const kvh = (h * kvHeads) / heads;
+        const qRow = q + ((<usize>((b * length + t) * heads + h) * headBytes));
+        const kBase = k + <usize>b * <usize>slots * rowBytes + <usize>kvh * headBytes;
+        const vBase = v + <usize>b * <usize>slots * rowBytes + <usize>kvh * headBytes;
+        // Scores and their maximum.
+        let max: f32 = -Infinity;
+        for (let j = 0; j < visible; j++) {
+          const kRow = kBase + <usize>j * rowBytes;
+          let sum = f32x4.splat(0);
+          for (let i: usize = 0; i < headBytes; i += 16) {
+            sum = f32x4.add(sum, f32x4.mul(v128.load(qRow + i), v128.load(kRow + i)));
+          }
+          const score =
+            (f32x4.extract_lane(sum, 0) + f32x4.extract_lane(sum, 1) + (f32x4.extract_lane(sum, 2) + f32x4.extract_lane(sum, 3))) *
+            scale;
+          store<f32>(scratch + (<usize>j << 2), score);
+          if (score > max) max = score;
+        }
+        // Softmax weights, four at a time (lanes past `visible` are computed and ignored).
+        const maxes = f32x4.splat(max);
+        let totals = f32x4.splat(0);
+        for (let j = 0; j < visible; j += 4) {
+          const at = scratch + (<usize>j << 2);
+          const weights = exp4(f32x4.sub(v128.load(at), maxes));
+          v128.store(at, weights);
+          totals = f32x4.add(totals, j + 4 <= visible ? weights : masked(weights, visible - j));
+        }
+        const total: f64 =
+          <f64>f32x4.extract_lane(totals, 0) +
+          <f64>f32x4.extract_lane(totals, 1) +
+          (<f64>f32x4.extract_lane(totals, 2) + <f64>f32x4.extract_lane(totals, 3));
+        // The weighted sum of values, four dimensions at a time with the sum in a register (a sum kept
+        // in memory would chain every key through a store and a load).
+        const inverse = f32x4.splat(<f32>(1.0 / total));
+        const outRow = out + (qRow - q);
+        for (let i: usize = 0; i < headBytes; i += 16) {
+          let sum = f32x4.splat(0);
+          for (let j = 0; j < visible; j++) {
+            const w = v128.load32_splat(scratch + (<usize>j << 2));
+            sum = f32x4.add(sum, f32x4.mul(w, v128.load(vBase + <usize>j * rowBytes + i)));
+          }
+          v128.store(outRow + i, f32x4.mul(sum, inverse));
+        }
+      }
+    }
+  }
+}
+
+/** σ(x) of four lanes, stable for either sign: e = e^(−|x|), σ = x ≥ 0 ? 1/(1+e) : e/(1+e). */
+// @ts-ignore: decorator
+@inline
+function sigmoid4(x: v128): v128 {
+  const e = exp4(f32x4.neg(f32x4.abs(x)));
+  const denominator = f32x4.add(f32x4.splat(1.0), e);
+  const positive = f32x4.ge(x, f32x4.splat(0));
+  return f32x4.div(v128.bitselect(f32x4.splat(1.0), e, positive), denominator);
+}
+
+/** SwiGLU: `out = gate · σ(gate) · up` over `count` float32 values (byte addresses). */
+export function siluGate(gate: usize, up: usize, out: usize, count: i32): void {
+  const whole = <usize>(count & ~3) << 2;
+  for (let i: usize = 0; i < whole; i += 16) {
+    const g = v128.load(gate + i);
+    v128.store(out + i, f32x4.mul(f32x4.mul(g, sigmoid4(g)), v128.load(up + i)));
+  }
+  for (let i = whole; i < (<usize>count << 2); i += 4) {
+    const g = f32x4.splat(load<f32>(gate + i));
+    const y = f32x4.mul(f32x4.mul(g, sigmoid4(g)), f32x4.splat(load<f32>(up + i)));
+    store<f32>(out + i, f32x4.extract_lane(y, 0));
+  }
+}
+
+/**
+ * The gradient of {@link attention} for all three inputs, recomputing each query row's softmax weights
+ * `P`: `dV_j += P_j·dO`, `dS_j = P_j·(dO·V_j − dO·O)·scale`, `dQ = Σ_j dS_j·K_j`, `dK_j += dS_j·Q`.
+ * `o` is the forward output and `dO` its gradient, both `[B, T, H, D]`; `dK` and `dV` must be zero on
+ * entry. `scratch` holds `keyLength` f32 (rounded up to a multiple of 4).
+ */
+export function attentionGrad(
+  q: usize,
+  k: usize,
+  v: usize,
+  o: usize,
+  dO: usize,
+  dQ: usize,
+  dK: usize,
+  dV: usize,
+  scratch: usize,
+  batch: i32,
+  length: i32,
+  heads: i32,
+  kvHeads: i32,
+  headDim: i32,
+  slots: i32,
+  scale: f32,
+  queryOffset: i32,
+  keyLength: i32,
+): void {
+  const rowBytes = <usize>(kvHeads * headDim) << 2;
+  const headBytes = <usize>headDim << 2;
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t < length; t++) {
+      let visible = queryOffset + t + 1;
+      if (visible > keyLength) visible = keyLength;
+      for (let h = 0; h < heads; h++) {
+        const kvh = (h * kvHeads) / heads;
+        const row = <usize>((b * length + t) * heads + h) * headBytes;
+        const kvOffset = <usize>b * <usize>slots * rowBytes + <usize>kvh * headBytes;
+        let max: f32 = -Infinity;
+        for (let j = 0; j < visible; j++) {
+          const kRow = k + kvOffset + <usize>j * rowBytes;
+          let sum = f32x4.splat(0);
+          for (let i: usize = 0; i < headBytes; i += 16) {
+            sum = f32x4.add(sum, f32x4.mul(v128.load(q + row + i), v128.load(kRow + i)));
+          }
+          const score =
+            (f32x4.extract_lane(sum, 0) + f32x4.extract_lane(sum, 1) + (f32x4.extract_lane(sum, 2) + f32x4.extract_lane(sum, 3))) *
+            scale;
+          store<f32>(scratch + (<usize>j << 2), score);
+          if (score > max) max = score;
+        }
+        const maxes = f32x4.splat(max);
+        let totals = f32x4.splat(0);
+        for (let j = 0; j < visible; j += 4) {
+          const at = scratch + (<usize>j << 2);
+          const weights = exp4(f32x4.sub(v128.load(at), maxes));
+          v128.store(at, weights);
+          totals = f32x4.add(totals, j + 4 <= visible ? weights : masked(weights, visible - j));
+        }
+        const inverse = <f32>(
+          1.0 /
+          (<f64>f32x4.extract_lane(totals, 0) +
+            <f64>f32x4.extract_lane(totals, 1) +
+            (<f64>f32x4.extract_lane(totals, 2) + <f64>f32x4.extract_lane(totals, 3)))
+        );
+        let dotOut = f32x4.splat(0);
+        for (let i: usize = 0; i < headBytes; i += 16) {
+          dotOut = f32x4.add(dotOut, f32x4.mul(v128.load(dO + row + i), v128.load(o + row + i)));
+        }
+        const dOdotO =
+          f32x4.extract_lane(dotOut, 0) + f32x4.extract_lane(dotOut, 1) + (f32x4.extract_lane(dotOut, 2) + f32x4.extract_lane(dotOut, 3));
+        // dV and dK, key by key; dS_j replaces P_j in the scratch for dQ below.
+        for (let j = 0; j < visible; j++) {
+          const p = load<f32>(scratch + (<usize>j << 2)) * inverse;
+          const at = kvOffset + <usize>j * rowBytes;
+          let dotV = f32x4.splat(0);
+          const pSplat = f32x4.splat(p);
+          for (let i: usize = 0; i < headBytes; i += 16) {
+            const gradOut = v128.load(dO + row + i);
+            dotV = f32x4.add(dotV, f32x4.mul(gradOut, v128.load(v + at + i)));
+            v128.store(dV + at + i, f32x4.add(v128.load(dV + at + i), f32x4.mul(pSplat, gradOut)));
+          }
+          const dP =
+            f32x4.extract_lane(dotV, 0) + f32x4.extract_lane(dotV, 1) + (f32x4.extract_lane(dotV, 2) + f32x4.extract_lane(dotV, 3));
+          const dSValue = p * (dP - dOdotO) * scale;
+          store<f32>(scratch + (<usize>j << 2), dSValue);
+          const dS = f32x4.splat(dSValue);
+          for (let i: usize = 0; i < headBytes; i += 16) {
+            v128.store(dK + at + i, f32x4.add(v128.load(dK + at + i), f32x4.mul(dS, v128.load(q + row + i))));
+          }
+        }
+        // dQ = Σ_j dS_j·K_j, four dimensions at a time with the sum in a register.
+        for (let i: usize = 0; i < headBytes; i += 16) {
+          let sum = f32x4.splat(0);
+          for (let j = 0; j < visible; j++) {
+            const dS = v128.load32_splat(scratch + (<usize>j << 2));
+            sum = f32x4.add(sum, f32x4.mul(dS, v128.load(k + kvOffset + <usize>j * rowBytes + i)));
+          }
+          v128.store(dQ + row + i, sum);
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,706 @@
+/**
+ * Fused kernels written in JavaScript over the tensors' own memory, registered with tfjs for its `cpu`
+ * and `wasm` backends: RMSNorm, RoPE, causal grouped-query attention and the gated activation of the
+ * feed-forward network, each one dispatch instead of 2–15.
+ *
+ * NOTE: why JavaScript and not the wasm backend's C++ kernels. A decode step of a small model is bound
+ * by dispatches (≈ 3 µs each on wasm, bench/profile.ts), not by arithmetic, and the attention products
+ * of a decode step are batched and transposed, a shape tfjs-wasm runs outside XNNPACK at ≈ 0.5–2
+ * GFLOP/s — no faster than a plain loop. A JS kernel reads the wasm heap in place (`typedArrayFromHeap`)
+ * or the cpu backend's arrays, so nothing is copied. Sums run in float64 in a fixed order per output
+ * row, so a row's value never depends on the batch or on how many other rows there are.
+ *
+ * On wasm, attention (with a head size that is a multiple of 4), its gradient and SwiGLU run in a
+ * small SIMD module instead (`kernels/attention.as.ts`, ≈ 3 kB) that imports tfjs's own WebAssembly
+ * memory. A plain JS loop is the bound of batched decoding: attention is the one part of a step whose
+ * work grows with context and is not a weight product for XNNPACK. The SIMD module measured ≈ 7×
+ * faster than the JS loop (batch 64, 128 keys: 0.62–0.78 against 5.1–5.5 ms per call, CPU time on a
+ * loaded machine). Its sums are float32, still in a fixed order per output row.
+ *
+ * Attention has a gradient (`RrtAttentionGrad`, one kernel for all three inputs) and so has RoPE (the
+ * inverse rotation, by the same kernel); RMSNorm and the gated activation have none, and
+ * {@link TfjsBackend} uses their composite ops while it is taking gradients (inside `valueAndGrad`).
+ *
+ * @module
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { attentionWasmBase64 } from './attention-wasm.js';
+import { unbroadcast } from './gradients.js';
+
+/** Kernel names, distinct from tfjs's own. */
+export const fusedKernelNames = {
+  rmsNorm: 'RrtRmsNorm',
+  rope: 'RrtRope',
+  attention: 'RrtAttention',
+  attentionGrad: 'RrtAttentionGrad',
+  gatedActivation: 'RrtGatedActivation',
+} as const;
+
+/** The tfjs backends these kernels run on. */
+export const hostKernelBackends = ['cpu', 'wasm'] as const;
+
+interface WasmLike {
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(info: tf.TensorInfo): Float32Array;
+}
+interface WasmBackendLike extends WasmLike {
+  wasm: { asm?: { memory?: unknown }; _malloc(bytes: number): number; _free(pointer: number): void };
+  dataIdMap: { get(dataId: object): { memoryOffset: number } };
+}
+
+type SimdAttention = (
+  q: number,
+  k: number,
+  v: number,
+  out: number,
+  scratch: number,
+  batch: number,
+  length: number,
+  heads: number,
+  kvHeads: number,
+  headDim: number,
+  slots: number,
+  scale: number,
+  queryOffset: number,
+  keyLength: number,
+) => void;
+
+/** The SIMD module bound to tfjs-wasm's memory, with its scratch buffer; null if it cannot run. */
+let simd:
+  | {
+      attention: SimdAttention;
+      attentionGrad: (...args: number[]) => void;
+      siluGate: (gate: number, up: number, out: number, count: number) => void;
+      scratch: number;
+      scratchBytes: number;
+    }
+  | null
+  | undefined;
+
+function simdAttention(backend: WasmBackendLike): typeof simd {
+  if (simd !== undefined) return simd;
+  simd = null;
+  const memory = backend.wasm.asm?.memory;
+  if (!(memory instanceof WebAssembly.Memory)) return simd;
+  try {
+    const bytes = Uint8Array.from(atob(attentionWasmBase64), (c) => c.charCodeAt(0));
+    const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } });
+    simd = {
+      attention: instance.exports['attention'] as SimdAttention,
+      attentionGrad: instance.exports['attentionGrad'] as (...args: number[]) => void,
+      siluGate: instance.exports['siluGate'] as (
+        gate: number,
+        up: number,
+        out: number,
+        count: number,
+      ) => void,
+      scratch: 0,
+      scratchBytes: 0,
+    };
+  } catch {
+    // No SIMD in this engine, or a tfjs build whose memory is not exported: the JS kernel runs.
+  }
+  return simd;
+}
+
+/** Whether the wasm SIMD module has been instantiated on tfjs-wasm's memory (it is on first use). */
+export function wasmSimdKernelsActive(): boolean {
+  return simd != null;
+}
+
+/** Attention on wasm through the SIMD module; false if it cannot run for these shapes. */
+function attentionOnWasmSimd(
+  backend: WasmBackendLike,
+  inputs: readonly [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo],
+  s: AttentionShape,
+): tf.TensorInfo | undefined {
+  if (s.headDim % 4 !== 0) return undefined;
+  const kernel = simdAttention(backend);
+  if (!kernel) return undefined;
+  const output = backend.makeOutput([s.batch, s.length, s.heads, s.headDim], 'float32');
+  reserveScratch(backend, kernel, 4 * (Math.ceil(s.keyLength / 4) * 4 + s.headDim));
+  const at = (info: tf.TensorInfo) => backend.dataIdMap.get(info.dataId).memoryOffset;
+  kernel.attention(
+    at(inputs[0]),
+    at(inputs[1]),
+    at(inputs[2]),
+    at(output),
+    kernel.scratch,
+    s.batch,
+    s.length,
+    s.heads,
+    s.kvHeads,
+    s.headDim,
+    s.slots,
+    s.scale,
+    s.queryOffset,
+    s.keyLength,
+  );
+  return output;
+}
+
+/** The attention gradient on wasm through the SIMD module; undefined if it cannot run for these shapes. */
+function attentionGradOnWasmSimd(
+  backend: WasmBackendLike,
+  inputs: readonly tf.TensorInfo[],
+  s: AttentionShape,
+): tf.TensorInfo[] | undefined {
+  if (s.headDim % 4 !== 0) return undefined;
+  const kernel = simdAttention(backend);
+  if (!kernel) return undefined;
+  const [queries, keys, values] = inputs as [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo];
+  const outputs = [queries, keys, values].map((input) => backend.makeOutput([...input.shape], 'float32'));
+  reserveScratch(backend, kernel, 4 * (Math.ceil(s.keyLength / 4) * 4 + s.headDim));
+  for (const output of outputs.slice(1)) backend.typedArrayFromHeap(output).fill(0);
+  const at = (info: tf.TensorInfo) => backend.dataIdMap.get(info.dataId).memoryOffset;
+  kernel.attentionGrad(
+    ...inputs.map(at),
+    ...outputs.map(at),
+    kernel.scratch,
+    s.batch,
+    s.length,
+    s.heads,
+    s.kvHeads,
+    s.headDim,
+    s.slots,
+    s.scale,
+    s.queryOffset,
+    s.keyLength,
+  );
+  return outputs;
+}
+
+/** Makes the SIMD module's scratch buffer (in tfjs's heap) at least `bytes` long. */
+function reserveScratch(backend: WasmBackendLike, kernel: NonNullable<typeof simd>, bytes: number): void {
+  if (kernel.scratchBytes >= bytes) return;
+  if (kernel.scratch !== 0) backend.wasm._free(kernel.scratch);
+  kernel.scratchBytes = Math.max(bytes, 2 * kernel.scratchBytes);
+  kernel.scratch = backend.wasm._malloc(kernel.scratchBytes);
+}
+
+/** SwiGLU on wasm through the SIMD module; undefined if it cannot run. */
+function siluGateOnWasmSimd(
+  backend: WasmBackendLike,
+  gate: tf.TensorInfo,
+  up: tf.TensorInfo,
+): tf.TensorInfo | undefined {
+  const kernel = simdAttention(backend);
+  if (!kernel) return undefined;
+  const output = backend.makeOutput([...gate.shape], 'float32');
+  const at = (info: tf.TensorInfo) => backend.dataIdMap.get(info.dataId).memoryOffset;
+  kernel.siluGate(at(gate), at(up), at(output), tf.util.sizeFromShape(gate.shape));
+  return output;
+}
+
+interface CpuLike {
+  data: { get(dataId: object): { values: Float32Array } };
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values: Float32Array): tf.TensorInfo;
+}
+
+/**
+ * Runs `compute` on float32 views of `inputs` and of a new output of `shape`, on either backend. On wasm
+ * the output is allocated first: an allocation may grow the heap, which detaches earlier views.
+ */
+function hostCompute(
+  backendName: string,
+  backend: unknown,
+  inputs: readonly tf.TensorInfo[],
+  shape: number[],
+  compute: (ins: Float32Array[], out: Float32Array) => void,
+): tf.TensorInfo {
+  if (backendName === 'wasm') {
+    const wasm = backend as WasmLike;
+    const output = wasm.makeOutput(shape, 'float32');
+    compute(
+      inputs.map((input) => wasm.typedArrayFromHeap(input)),
+      wasm.typedArrayFromHeap(output),
+    );
+    return output;
+  }
+  const cpu = backend as CpuLike;
+  const out = new Float32Array(shape.reduce((n, d) => n * d, 1));
+  compute(
+    inputs.map((input) => cpu.data.get(input.dataId).values),
+    out,
+  );
+  return cpu.makeTensorInfo(shape, 'float32', out);
+}
+
+/** {@link hostCompute} with several outputs, each zero-filled first. */
+function hostComputeMany(
+  backendName: string,
+  backend: unknown,
+  inputs: readonly tf.TensorInfo[],
+  shapes: number[][],
+  compute: (ins: Float32Array[], outs: Float32Array[]) => void,
+): tf.TensorInfo[] {
+  if (backendName === 'wasm') {
+    const wasm = backend as WasmLike;
+    const outputs = shapes.map((shape) => wasm.makeOutput(shape, 'float32'));
+    const views = outputs.map((output) => wasm.typedArrayFromHeap(output));
+    for (const view of views) view.fill(0);
+    compute(
+      inputs.map((input) => wasm.typedArrayFromHeap(input)),
+      views,
+    );
+    return outputs;
+  }
+  const cpu = backend as CpuLike;
+  const outs = shapes.map((shape) => new Float32Array(shape.reduce((n, d) => n * d, 1)));
+  compute(
+    inputs.map((input) => cpu.data.get(input.dataId).values),
+    outs,
+  );
+  return outs.map((out, i) => cpu.makeTensorInfo(shapes[i]!, 'float32', out));
+}
+
+/** `x / √(mean(x²) + eps) · w` per row of the last axis. */
+function rmsNorm(x: Float32Array, w: Float32Array, eps: number, out: Float32Array): void {
+  const width = w.length;
+  for (let start = 0; start < x.length; start += width) {
+    let sum = 0;
+    for (let i = 0; i < width; i++) sum += x[start + i]! * x[start + i]!;
+    const inverse = 1 / Math.sqrt(sum / width + eps);
+    for (let i = 0; i < width; i++) out[start + i] = x[start + i]! * inverse * w[i]!;
+  }
+}
+
+/**
+ * For each row of `x`'s leading shape, the row of a table whose leading shape broadcasts against it
+ * (right-aligned; axes of size 1 repeat).
+ */
+function broadcastRows(xLead: readonly number[], tableLead: readonly number[]): Int32Array {
+  const rank = xLead.length;
+  const padded = [...new Array<number>(rank - tableLead.length).fill(1), ...tableLead];
+  const strides = new Array<number>(rank).fill(0);
+  let stride = 1;
+  for (let axis = rank - 1; axis >= 0; axis--) {
+    strides[axis] = padded[axis] === 1 ? 0 : stride;
+    stride *= padded[axis]!;
+  }
+  const rows = xLead.reduce((n, d) => n * d, 1);
+  const map = new Int32Array(rows);
+  const index = new Array<number>(rank).fill(0);
+  for (let row = 0; row < rows; row++) {
+    let at = 0;
+    for (let axis = 0; axis < rank; axis++) at += index[axis]! * strides[axis]!;
+    map[row] = at;
+    for (let axis = rank - 1; axis >= 0; axis--) {
+      if (++index[axis]! < xLead[axis]!) break;
+      index[axis] = 0;
+    }
+  }
+  return map;
+}
+
+/** Rotate-half RoPE: `[x₁·cos − x₂·sin, x₂·cos + x₁·sin]` per row, table rows by {@link broadcastRows}. */
+function rope(
+  x: Float32Array,
+  cos: Float32Array,
+  sin: Float32Array,
+  tableRows: Int32Array,
+  width: number,
+  out: Float32Array,
+): void {
+  const half = width / 2;
+  for (let row = 0; row < tableRows.length; row++) {
+    const base = row * width;
+    const table = tableRows[row]! * half;
+    for (let i = 0; i < half; i++) {
+      const a = x[base + i]!;
+      const b = x[base + half + i]!;
+      const c = cos[table + i]!;
+      const s = sin[table + i]!;
+      out[base + i] = a * c - b * s;
+      out[base + half + i] = b * c + a * s;
+    }
+  }
+}
+
+interface AttentionShape {
+  batch: number;
+  length: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  slots: number;
+  scale: number;
+  queryOffset: number;
+  keyLength: number;
+}
+
+/** Causal GQA: one query row at a time, scores and the weighted sum in float64. */
+function attention(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  s: AttentionShape,
+  out: Float32Array,
+): void {
+  const { batch, length, heads, kvHeads, headDim, slots, scale, queryOffset, keyLength } = s;
+  const scores = new Float64Array(keyLength);
+  const accumulator = new Float64Array(headDim);
+  const kvWidth = kvHeads * headDim;
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t < length; t++) {
+      const visible = Math.min(queryOffset + t, keyLength - 1) + 1;
+      for (let h = 0; h < heads; h++) {
+        const kvh = Math.floor((h * kvHeads) / heads);
+        const qBase = ((b * length + t) * heads + h) * headDim;
+        const kBase = b * slots * kvWidth + kvh * headDim;
+        let max = Number.NEGATIVE_INFINITY;
+        for (let j = 0; j < visible; j++) {
+          const at = kBase + j * kvWidth;
+          let dot = 0;
+          for (let i = 0; i < headDim; i++) dot += q[qBase + i]! * k[at + i]!;
+          const score = dot * scale;
+          scores[j] = score;
+          if (score > max) max = score;
+        }
+        let total = 0;
+        accumulator.fill(0);
+        for (let j = 0; j < visible; j++) {
+          const weight = Math.exp(scores[j]! - max);
+          total += weight;
+          const at = kBase + j * kvWidth;
+          for (let i = 0; i < headDim; i++) accumulator[i]! += weight * v[at + i]!;
+        }
+        for (let i = 0; i < headDim; i++) out[qBase + i] = accumulator[i]! / total;
+      }
+    }
+  }
+}
+
+/**
+ * The gradient of {@link attention} for all three inputs at once, recomputing the softmax weights row by
+ * row: with `P` the weights of a query row, `O` its output and `dO` its upstream gradient,
+ * `dV_j += P_j·dO`, `dS_j = P_j·(dO·V_j − dO·O)`, `dQ = scale·Σ_j dS_j·K_j`, `dK_j += scale·dS_j·Q`.
+ * `dK` and `dV` must be zero on entry (slots past `keyLength` stay zero).
+ */
+function attentionGrad(
+  [q, k, v, o, dO]: Float32Array[],
+  s: AttentionShape,
+  [dQ, dK, dV]: Float32Array[],
+): void {
+  const { batch, length, heads, kvHeads, headDim, slots, scale, queryOffset, keyLength } = s;
+  const weights = new Float64Array(keyLength);
+  const dQRow = new Float64Array(headDim);
+  const kvWidth = kvHeads * headDim;
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t < length; t++) {
+      const visible = Math.min(queryOffset + t, keyLength - 1) + 1;
+      for (let h = 0; h < heads; h++) {
+        const kvh = Math.floor((h * kvHeads) / heads);
+        const row = ((b * length + t) * heads + h) * headDim;
+        const kBase = b * slots * kvWidth + kvh * headDim;
+        let max = Number.NEGATIVE_INFINITY;
+        for (let j = 0; j < visible; j++) {
+          const at = kBase + j * kvWidth;
+          let dot = 0;
+          for (let i = 0; i < headDim; i++) dot += q![row + i]! * k![at + i]!;
+          weights[j] = dot * scale;
+          if (weights[j]! > max) max = weights[j]!;
+        }
+        let total = 0;
+        for (let j = 0; j < visible; j++) {
+          weights[j] = Math.exp(weights[j]! - max);
+          total += weights[j]!;
+        }
+        let dOdotO = 0;
+        for (let i = 0; i < headDim; i++) dOdotO += dO![row + i]! * o![row + i]!;
+        dQRow.fill(0);
+        for (let j = 0; j < visible; j++) {
+          const p = weights[j]! / total;
+          const at = kBase + j * kvWidth;
+          let dP = 0;
+          for (let i = 0; i < headDim; i++) {
+            dP += dO![row + i]! * v![at + i]!;
+            dV![at + i]! += p * dO![row + i]!;
+          }
+          const dS = p * (dP - dOdotO) * scale;
+          for (let i = 0; i < headDim; i++) {
+            dQRow[i]! += dS * k![at + i]!;
+            dK![at + i]! += dS * q![row + i]!;
+          }
+        }
+        for (let i = 0; i < headDim; i++) dQ![row + i] = dQRow[i]!;
+      }
+    }
+  }
+}
+
+const SQRT_TWO_OVER_PI = Math.sqrt(2 / Math.PI);
+
+function gatedActivation(gate: Float32Array, up: Float32Array, silu: boolean, out: Float32Array): void {
+  if (silu) {
+    for (let i = 0; i < gate.length; i++) out[i] = (gate[i]! / (1 + Math.exp(-gate[i]!))) * up[i]!;
+  } else {
+    for (let i = 0; i < gate.length; i++) {
+      const x = gate[i]!;
+      out[i] = 0.5 * x * (1 + Math.tanh(SQRT_TWO_OVER_PI * (x + 0.044715 * x * x * x))) * up[i]!;
+    }
+  }
+}
+
+function kernels(backendName: string): tf.KernelConfig[] {
+  return [
+    {
+      kernelName: fusedKernelNames.rmsNorm,
+      backendName,
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const { x, weight } = inputs as { x: tf.TensorInfo; weight: tf.TensorInfo };
+        const eps = (attrs as { eps: number }).eps;
+        return hostCompute(backendName, backend, [x, weight], [...x.shape], ([xs, ws], out) =>
+          rmsNorm(xs!, ws!, eps, out),
+        );
+      },
+    },
+    {
+      kernelName: fusedKernelNames.rope,
+      backendName,
+      kernelFunc: ({ inputs, backend }) => {
+        const { x, cos, sin } = inputs as { x: tf.TensorInfo; cos: tf.TensorInfo; sin: tf.TensorInfo };
+        const tableRows = broadcastRows(x.shape.slice(0, -1), cos.shape.slice(0, -1));
+        const width = x.shape[x.shape.length - 1]!;
+        return hostCompute(backendName, backend, [x, cos, sin], [...x.shape], ([xs, c, s], out) =>
+          rope(xs!, c!, s!, tableRows, width, out),
+        );
+      },
+    },
+    {
+      kernelName: fusedKernelNames.attention,
+      backendName,
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const { queries, keys, values } = inputs as Record<'queries' | 'keys' | 'values', tf.TensorInfo>;
+        const [batch, length, heads, headDim] = queries.shape as [number, number, number, number];
+        const { scale, queryOffset, keyLength } = attrs as {
+          scale: number;
+          queryOffset: number;
+          keyLength: number;
+        };
+        const shape: AttentionShape = {
+          batch,
+          length,
+          heads,
+          headDim,
+          kvHeads: keys.shape[2]!,
+          slots: keys.shape[1]!,
+          scale,
+          queryOffset,
+          keyLength,
+        };
+        if (backendName === 'wasm') {
+          const output = attentionOnWasmSimd(backend as WasmBackendLike, [queries, keys, values], shape);
+          if (output) return output;
+        }
+        return hostCompute(
+          backendName,
+          backend,
+          [queries, keys, values],
+          [...queries.shape],
+          ([q, k, v], out) => attention(q!, k!, v!, shape, out),
+        );
+      },
+    },
+    {
+      kernelName: fusedKernelNames.attentionGrad,
+      backendName,
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const { queries, keys, values, output, dy } = inputs as Record<
+          'queries' | 'keys' | 'values' | 'output' | 'dy',
+          tf.TensorInfo
+        >;
+        const [batch, length, heads, headDim] = queries.shape as [number, number, number, number];
+        const { scale, queryOffset, keyLength } = attrs as {
+          scale: number;
+          queryOffset: number;
+          keyLength: number;
+        };
+        const shape: AttentionShape = {
+          batch,
+          length,
+          heads,
+          headDim,
+          kvHeads: keys.shape[2]!,
+          slots: keys.shape[1]!,
+          scale,
+          queryOffset,
+          keyLength,
+        };
+        if (backendName === 'wasm') {
+          const outputs = attentionGradOnWasmSimd(
+            backend as WasmBackendLike,
+            [queries, keys, values, output, dy],
+            shape,
+          );
+          if (outputs) return outputs;
+        }
+        return hostComputeMany(
+          backendName,
+          backend,
+          [queries, keys, values, output, dy],
+          [[...queries.shape], [...keys.shape], [...values.shape]],
+          (ins, outs) => attentionGrad(ins, shape, outs),
+        );
+      },
+    },
+    {
+      kernelName: fusedKernelNames.gatedActivation,
+      backendName,
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const { gate, up } = inputs as { gate: tf.TensorInfo; up: tf.TensorInfo };
+        const silu = (attrs as { activation: string }).activation === 'silu';
+        if (silu && backendName === 'wasm') {
+          const output = siluGateOnWasmSimd(backend as WasmBackendLike, gate, up);
+          if (output) return output;
+        }
+        return hostCompute(backendName, backend, [gate, up], [...gate.shape], ([g, u], out) =>
+          gatedActivation(g!, u!, silu, out),
+        );
+      },
+    },
+  ];
+}
+
+/**
+ * The gradient of `RrtAttention`: one `RrtAttentionGrad` kernel computes all three input gradients when
+ * tfjs asks for them. NOTE: it runs eagerly in `gradFunc`, not in the per-input closures: tfjs calls only
+ * the closures of inputs on the path to the variables, each in its own scope, so tensors shared between
+ * closures would be freed by the first or leak when one is never called; made here, they belong to the
+ * backward pass's scope, which frees whatever is not used.
+ */
+const attentionGradient: tf.GradConfig = {
+  kernelName: fusedKernelNames.attention,
+  inputsToSave: ['queries', 'keys', 'values'],
+  outputsToSave: [true],
+  gradFunc: (dy, saved, attrs) => {
+    const [queries, keys, values, output] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+    const [dQ, dK, dV] = tf
+      .engine()
+      .runKernel(
+        fusedKernelNames.attentionGrad,
+        { queries, keys, values, output, dy: dy as tf.Tensor },
+        attrs as unknown as tf.NamedAttrMap,
+      ) as tf.Tensor[];
+    return { queries: () => dQ!, keys: () => dK!, values: () => dV! };
+  },
+};
+
+/**
+ * The gradient of `RrtRope`. With `y₁ = x₁c − x₂s`, `y₂ = x₂c + x₁s`: `dx = rope(dy, c, −s)` (the inverse
+ * rotation, one fused dispatch), `dc = Σ x₁dy₁ + x₂dy₂` and `ds = Σ x₁dy₂ − x₂dy₁` over the axes the
+ * tables were broadcast along (composite; the decoder's tables are constants, so it never asks).
+ */
+const ropeGradient: tf.GradConfig = {
+  kernelName: fusedKernelNames.rope,
+  inputsToSave: ['x', 'cos', 'sin'],
+  gradFunc: (dyIn, saved) => {
+    const dy = dyIn as tf.Tensor;
+    const [x, cos, sin] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+    const halves = (t: tf.Tensor) => {
+      const half = t.shape[t.rank - 1]! / 2;
+      const begin = new Array<number>(t.rank).fill(0);
+      const size = [...t.shape.slice(0, -1), half];
+      return [tf.slice(t, begin, size), tf.slice(t, [...begin.slice(0, -1), half], size)] as const;
+    };
+    return {
+      x: () => tf.engine().runKernel(fusedKernelNames.rope, { x: dy, cos, sin: tf.neg(sin) }) as tf.Tensor,
+      cos: () => {
+        const [x1, x2] = halves(x);
+        const [dy1, dy2] = halves(dy);
+        return unbroadcast(tf.add(tf.mul(x1, dy1), tf.mul(x2, dy2)), cos.shape);
+      },
+      sin: () => {
+        const [x1, x2] = halves(x);
+        const [dy1, dy2] = halves(dy);
+        return unbroadcast(tf.sub(tf.mul(x1, dy2), tf.mul(x2, dy1)), sin.shape);
+      },
+    };
+  },
+};
+
+/** Registers the fused kernels for `backendName` (once); returns whether it is one they run on. */
+export function registerHostKernels(backendName: string): boolean {
+  if (!(hostKernelBackends as readonly string[]).includes(backendName)) return false;
+  for (const config of kernels(backendName)) {
+    if (tf.getKernel(config.kernelName, backendName) === undefined) tf.registerKernel(config);
+  }
+  if (tf.getGradient(fusedKernelNames.attention) === undefined) tf.registerGradient(attentionGradient);
+  if (tf.getGradient(fusedKernelNames.rope) === undefined) tf.registerGradient(ropeGradient);
+  return true;
+}
+
+/**
+ * Writes `rows` into `target` at flattened row `indices`, in place (see `Backend.writeRows`): on cpu and
+ * wasm into the tensor's own memory, on webgpu as buffer-to-buffer copies in tfjs's command stream.
+ */
+export function writeRowsInPlace(target: tf.Tensor, indices: ArrayLike<number>, rows: tf.Tensor): void {
+  const backendName = tf.getBackend();
+  const backend = tf.backend() as unknown;
+  const rowSize = rows.size / indices.length;
+  if (backendName === 'wasm') {
+    const wasm = backend as WasmLike;
+    const to = wasm.typedArrayFromHeap(target);
+    const from = wasm.typedArrayFromHeap(rows);
+    for (let i = 0; i < indices.length; i++)
+      to.set(from.subarray(i * rowSize, (i + 1) * rowSize), indices[i]! * rowSize);
+    return;
+  }
+  if (backendName === 'webgpu') {
+    writeRowsWebgpu(backend as WebgpuLike, target, indices, rows, rowSize);
+    return;
+  }
+  // cpu, and any backend that keeps a typed array per tensor.
+  const cpu = backend as CpuLike;
+  const to = cpu.data.get(target.dataId).values;
+  const from = cpu.data.get(rows.dataId).values;
+  if (!to || !from) throw new Error(`writeRows: the tfjs backend "${backendName}" holds no host arrays`);
+  for (let i = 0; i < indices.length; i++)
+    to.set(from.subarray(i * rowSize, (i + 1) * rowSize), indices[i]! * rowSize);
+}
+
+interface WebgpuLike {
+  tensorMap: { get(dataId: object): { values: unknown; resource?: unknown } };
+  uploadToGPU(dataId: object): void;
+  ensureCommandEncoderReady(): void;
+  endComputePassEncoder(): void;
+  submitQueue(): void;
+  commandEncoder: {
+    copyBufferToBuffer(src: unknown, srcOffset: number, dst: unknown, dstOffset: number, size: number): void;
+  };
+}
+
+/**
+ * NOTE: tfjs-webgpu has no public in-place write; this uses its backend's own upload and command-encoder
+ * methods (the pattern of its `copyBuffer`), and drops any host copy of `target` so that a later read
+ * fetches the new contents. Consecutive indices become one copy.
+ */
+function writeRowsWebgpu(
+  gpu: WebgpuLike,
+  target: tf.Tensor,
+  indices: ArrayLike<number>,
+  rows: tf.Tensor,
+  rowSize: number,
+): void {
+  gpu.uploadToGPU(target.dataId);
+  gpu.uploadToGPU(rows.dataId);
+  const to = gpu.tensorMap.get(target.dataId);
+  const from = gpu.tensorMap.get(rows.dataId).resource;
+  gpu.ensureCommandEncoderReady();
+  gpu.endComputePassEncoder();
+  const rowBytes = rowSize * 4;
+  for (let i = 0; i < indices.length; ) {
+    let run = 1;
+    while (i + run < indices.length && indices[i + run] === indices[i]! + run) run++;
+    gpu.commandEncoder.copyBufferToBuffer(
+      from,
+      i * rowBytes,
+      to.resource,
+      indices[i]! * rowBytes,
+      run * rowBytes,
+    );
+    i += run;
+  }
+  to.values = null;
+  gpu.submitQueue();
+}

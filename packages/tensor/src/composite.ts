@@ -1,0 +1,90 @@
+/**
+ * Composite implementations of the fused ops of {@link Backend}, built from its elementary ops. A
+ * backend without a fused kernel (or one taking gradients through it) calls these; the conformance
+ * suite checks fused and composite implementations against the same float64 references.
+ *
+ * @module
+ */
+import type { AttentionOptions, Backend, GateActivation, Tensor } from './backend.js';
+
+/**
+ * {@link compositeAttention} runs over key lengths padded to a multiple of this, with the padding masked
+ * out.
+ *
+ * NOTE: softmax kernels that sum in SIMD lanes with a scalar tail (tfjs-wasm's) round differently for
+ * different row lengths, so a token decoded against a cache of t keys came out up to 2.5e-5 away from
+ * the same token in a full recompute over 85 keys (stories260K). With both lengths padded to a multiple
+ * of 16 by masked columns, which add exact zeros, the two agree bit for bit.
+ */
+export const keyBlock = 16;
+
+/**
+ * {@link Backend.attention} from transposes, two batched products, an additive mask and a softmax:
+ * grouped-query attention without repeating keys and values (query head `h = kvHead·G + g`, so the `G`
+ * query heads of one key/value head fold into the rows of one product).
+ */
+export function compositeAttention(
+  b: Backend,
+  queries: Tensor,
+  keys: Tensor,
+  values: Tensor,
+  options: AttentionOptions,
+): Tensor {
+  const [batch, length, heads, headDim] = queries.shape as [number, number, number, number];
+  const kvHeads = keys.shape[2]!;
+  const groups = heads / kvHeads;
+  const keyLength = options.keyLength ?? keys.shape[1]!;
+  const padded = Math.ceil(keyLength / keyBlock) * keyBlock;
+  return b.tidy(() => {
+    const headsFirst = (x: Tensor) => {
+      const used = keyLength < x.shape[1]! ? b.slice(x, [0, 0, 0, 0], [-1, keyLength, -1, -1]) : x;
+      let t = b.transpose(used, [0, 2, 1, 3]); // [B, kvH, S, D]
+      if (padded > keyLength) t = b.concat([t, b.fill([batch, kvHeads, padded - keyLength, headDim], 0)], 2);
+      return t;
+    };
+    const allKeys = headsFirst(keys);
+    const allValues = headsFirst(values);
+    const grouped = b.reshape(b.mul(b.transpose(queries, [0, 2, 1, 3]), options.scale), [
+      batch,
+      kvHeads,
+      groups * length,
+      headDim,
+    ]);
+    let scores = b.matmul(grouped, allKeys, { transposeB: true }); // [B, kvH, G·T, S]
+    if (padded !== keyLength || options.queryOffset < keyLength - 1) {
+      scores = b.add(
+        b.reshape(scores, [batch, kvHeads, groups, length, padded]),
+        attentionMask(b, length, padded, keyLength, options.queryOffset),
+      );
+      scores = b.reshape(scores, [batch, kvHeads, groups * length, padded]);
+    }
+    const mixed = b.matmul(b.softmax(scores), allValues); // [B, kvH, G·T, D]
+    return b.transpose(b.reshape(mixed, [batch, heads, length, headDim]), [0, 2, 1, 3]);
+  });
+}
+
+/** Additive mask `[T, S]`: 0 where key `j ≤ min(offset + i, keyLength − 1)`, −∞ elsewhere. */
+function attentionMask(
+  b: Backend,
+  length: number,
+  columns: number,
+  keyLength: number,
+  offset: number,
+): Tensor {
+  const mask = new Float32Array(length * columns);
+  for (let i = 0; i < length; i++) {
+    const last = Math.min(offset + i, keyLength - 1);
+    mask.fill(Number.NEGATIVE_INFINITY, i * columns + last + 1, (i + 1) * columns);
+  }
+  return b.fromArray(mask, [length, columns]);
+}
+
+/** {@link Backend.gatedActivation} as two ops: `activation(gate) · up`. */
+export function compositeGatedActivation(
+  b: Backend,
+  gate: Tensor,
+  up: Tensor,
+  activation: GateActivation,
+): Tensor {
+  return b.tidy(() => b.mul(activation === 'silu' ? b.silu(gate) : b.geluTanh(gate), up));
+}
