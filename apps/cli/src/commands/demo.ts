@@ -1,19 +1,11 @@
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createBackend } from '@rrt/backend-tfjs';
 import { convertToRecursive } from '@rrt/convert';
-import {
-  encodePrompt,
-  generateText,
-  importLlama2c,
-  loadModel,
-  loadTokenizer,
-  readConfig,
-  type Tokenizer,
-} from '@rrt/core';
+import { generateText, importLlama2c, loadModel, loadTokenizer, readConfig, type Tokenizer } from '@rrt/core';
 import { documentsPerplexity, encodeDocuments, modelCost } from '@rrt/eval';
 import type { Backend } from '@rrt/tensor';
 import { splitDocuments, TextDataset, train } from '@rrt/train';
