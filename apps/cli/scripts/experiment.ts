@@ -286,8 +286,13 @@ ${perLoopTable}
       `rank ${v.rank}: ${rows.find((r) => r.model === v.name && r.stage === 'uptrained, distilled')!.heldOut.toFixed(3)}`,
   )
   .join(', ')}), as in the paper; only Average init was run for relaxed models here (the paper's best).
+- With one shared layer (1×5), Stepwise and Lower both copy layer 0, so their rows coincide.
+- The early-exit loss makes the first loops usable (after loop 1: ${fmt(perLoopRows[1]!.perplexities[0]!, 2)} against
+  ${fmt(perLoopRows[0]!.perplexities[0]!, 2)}) at a cost at full depth (${fmt(perLoopRows[1]!.perplexities.at(-1)!, 2)} against
+  ${fmt(perLoopRows[0]!.perplexities.at(-1)!, 2)}) with this budget.
 - The budget is tiny (${tokensPerRun.toLocaleString('en-US')} tokens per run, against the paper's billions), so these numbers
-  show direction, not the paper's recovered quality.
+  show direction, not the paper's recovered quality. Wall times vary with the machine's load (other work
+  ran beside this one).
 `;
 await writeFile(join(outDir, 'results.md'), markdown);
 await rm(work, { recursive: true, force: true });
