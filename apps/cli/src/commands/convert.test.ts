@@ -3,24 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeSyntheticCheckpoint } from '@rrt/convert/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CliIO, UsageError } from '../cli-io.js';
+import { UsageError } from '../cli-io.js';
 import { convertCommand } from './convert.js';
 import { exportCommand } from './export.js';
-
-function capture(): CliIO & { out: string; err: string } {
-  const io = {
-    out: '',
-    err: '',
-    interactive: false,
-    stdout: (text: string) => {
-      io.out += text;
-    },
-    stderr: (text: string) => {
-      io.err += text;
-    },
-  };
-  return io;
-}
+import { capture } from '../../test/capture.js';
 
 let workDir: string;
 let source: string;

@@ -5,23 +5,9 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { importLlama2c } from '@rrt/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CliIO, UsageError } from '../cli-io.js';
+import { UsageError } from '../cli-io.js';
 import { evalCommand } from './eval.js';
-
-function capture(): CliIO & { out: string; err: string } {
-  const io = {
-    out: '',
-    err: '',
-    interactive: false,
-    stdout: (text: string) => {
-      io.out += text;
-    },
-    stderr: (text: string) => {
-      io.err += text;
-    },
-  };
-  return io;
-}
+import { capture } from '../../test/capture.js';
 
 describe('rrt eval: flags', () => {
   it('rejects missing and contradictory flags as usage errors', async () => {

@@ -4,25 +4,10 @@ import { join } from 'node:path';
 import { float32Bytes, readConfig, seededRandom, writeSafetensors } from '@rrt/core';
 import { type FakeHub, startFakeHub } from '@rrt/hub/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CliIO, Interruption, UsageError } from '../cli-io.js';
+import { capture } from '../../test/capture.js';
+import { Interruption, UsageError } from '../cli-io.js';
 import { inspectCommand } from './inspect.js';
 import { pullCommand } from './pull.js';
-
-function capture(onStderr: (text: string) => void = () => {}): CliIO & { out: string; err: string } {
-  const io = {
-    out: '',
-    err: '',
-    interactive: false,
-    stdout: (text: string) => {
-      io.out += text;
-    },
-    stderr: (text: string) => {
-      io.err += text;
-      onStderr(text);
-    },
-  };
-  return io;
-}
 
 const REPO = 'tiny/cli-model';
 let workDir: string;
