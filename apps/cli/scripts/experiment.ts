@@ -5,7 +5,7 @@
  * train part of tinystories_val.txt, with and without distillation from the original — scored on the
  * held-out part and on WikiText-2; and the early-exit-trained variant's per-loop perplexity.
  *
- *   pnpm --filter @rrt/cli experiment [--steps 60] [--eval-tokens 4096] [--backend wasm]
+ *   pnpm --filter @rrt/cli experiment [--steps 60] [--eval-tokens 4096] [--backend wasm] [--charts-only]
  *
  * Seeded throughout: the same arguments on the same backend give the same numbers.
  */
@@ -40,6 +40,7 @@ const { values: args } = parseArgs({
     'eval-tokens': { type: 'string', default: '4096' },
     backend: { type: 'string', default: 'wasm' },
     out: { type: 'string', default: join(repoRoot, 'docs') },
+    'charts-only': { type: 'boolean', default: false },
   },
 });
 const steps = Number(args.steps);
@@ -77,6 +78,29 @@ const variants: Variant[] = [
   relaxed(16),
   relaxed(32),
 ];
+
+/** What the charts are drawn from; saved beside them as points.json. */
+interface ChartPoints {
+  rankPoints: RankPoint[];
+  parameterPoints: ParameterPoint[];
+  loopPoints: LoopPoint[];
+}
+async function writeCharts(outDir: string, points: ChartPoints): Promise<void> {
+  const charts = {
+    'perplexity-vs-rank.svg': perplexityVsRankChart(points.rankPoints),
+    'parameters-vs-perplexity.svg': parametersVsPerplexityChart(points.parameterPoints),
+    'per-loop.svg': perLoopChart(points.loopPoints),
+  };
+  for (const [name, spec] of Object.entries(charts)) {
+    await writeFile(join(outDir, 'results', name), await renderSvg(spec));
+  }
+}
+// `--charts-only` redraws the charts from a run's points.json (after a change to the chart specs).
+if (args['charts-only']) {
+  const outDir = resolve(args.out!);
+  await writeCharts(outDir, JSON.parse(await readFile(join(outDir, 'results', 'points.json'), 'utf8')));
+  process.exit(0);
+}
 
 const { backend } = await createBackend(args.backend as 'wasm' | 'cpu');
 const work = await mkdtemp(join(tmpdir(), 'rrt-experiment-'));
@@ -213,13 +237,12 @@ for (const [model, dir] of [
 
 const outDir = resolve(args.out!);
 await mkdir(join(outDir, 'results'), { recursive: true });
-const charts = {
-  'perplexity-vs-rank.svg': perplexityVsRankChart(rankPoints),
-  'parameters-vs-perplexity.svg': parametersVsPerplexityChart(parameterPoints),
-  'per-loop.svg': perLoopChart(loopPoints),
-};
-for (const [name, spec] of Object.entries(charts))
-  await writeFile(join(outDir, 'results', name), await renderSvg(spec));
+const points: ChartPoints = { rankPoints, parameterPoints, loopPoints };
+await writeFile(
+  join(outDir, 'results', 'points.json'),
+  `${JSON.stringify({ rows, perLoopRows, ...points }, null, 2)}\n`,
+);
+await writeCharts(outDir, points);
 
 const tokensPerRun = steps * batchSize * sequenceLength;
 const fmt = (value: number, digits: number) =>

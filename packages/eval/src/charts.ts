@@ -36,6 +36,21 @@ export interface LoopPoint {
 
 const schema = 'https://vega.github.io/schema/vega-lite/v6.json';
 
+/**
+ * Perplexity on a log scale: a converted model before uptraining sits orders of magnitude above the
+ * original (1e5 against 4 on stories260K), and a linear axis flattens everything else to a line.
+ */
+const perplexityAxis = {
+  field: 'perplexity',
+  type: 'quantitative',
+  title: 'perplexity',
+  axis: { title: 'perplexity (log scale)' },
+  scale: { type: 'log' },
+} as const;
+
+/** Legends long enough for model names such as "relaxed (average), uptrained (KD)". */
+const legend = { labelLimit: 320 } as const;
+
 /** Perplexity against LoRA rank, one line per series. */
 export function perplexityVsRankChart(points: readonly RankPoint[]): ChartSpec {
   return {
@@ -47,8 +62,8 @@ export function perplexityVsRankChart(points: readonly RankPoint[]): ChartSpec {
     mark: { type: 'line', point: true },
     encoding: {
       x: { field: 'rank', type: 'quantitative', title: 'LoRA rank' },
-      y: { field: 'perplexity', type: 'quantitative', title: 'perplexity', scale: { zero: false } },
-      color: { field: 'series', type: 'nominal', title: null },
+      y: perplexityAxis,
+      color: { field: 'series', type: 'nominal', title: null, legend },
     },
   };
 }
@@ -57,7 +72,7 @@ export function perplexityVsRankChart(points: readonly RankPoint[]): ChartSpec {
 export function parametersVsPerplexityChart(points: readonly ParameterPoint[]): ChartSpec {
   const encoding = {
     x: { field: 'parameters', type: 'quantitative', title: 'non-embedding parameters' },
-    y: { field: 'perplexity', type: 'quantitative', title: 'perplexity', scale: { zero: false } },
+    y: perplexityAxis,
   } as const;
   return {
     $schema: schema,
@@ -86,8 +101,8 @@ export function perLoopChart(points: readonly LoopPoint[]): ChartSpec {
     mark: { type: 'line', point: true },
     encoding: {
       x: { field: 'loops', type: 'quantitative', title: 'loops run', axis: { tickMinStep: 1 } },
-      y: { field: 'perplexity', type: 'quantitative', title: 'perplexity', scale: { zero: false } },
-      color: { field: 'model', type: 'nominal', title: null },
+      y: perplexityAxis,
+      color: { field: 'model', type: 'nominal', title: null, legend },
     },
   };
 }
