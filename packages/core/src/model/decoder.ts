@@ -232,30 +232,30 @@ export class Decoder {
    */
   layer(hidden: Tensor, rows: RaggedRows, spanLayers: readonly SpanLayer[]): Tensor {
     const { backend, config } = this;
-    if (spanLayers.length !== rows.spans.length) {
-      throw new RangeError(`${rows.spans.length} spans but ${spanLayers.length} span layers`);
-    }
-    const layers = spanLayers.map(({ depth }) => {
-      const layer = this.schedule[depth];
-      if (!layer) throw new RangeError(`depth ${depth} is outside the model's 0…${this.schedule.length - 1}`);
-      return layer;
-    });
-    const blockLayer = layers[0]!.blockLayer;
-    if (layers.some((layer) => layer.blockLayer !== blockLayer)) {
-      throw new RangeError(
-        `one layer call runs one stored layer; depths ${spanLayers.map((s) => s.depth)} map to several`,
-      );
-    }
-    const weights = this.weights.layers[blockLayer]!;
-    const loras = layers.map((layer) =>
-      layer.shared ? this.weights.loras.get(loraKey(layer.loopIndex, layer.blockLayer)) : undefined,
-    );
-    const step: LayerStep = { rows, loras, caches: spanLayers.map((s) => s.cache) };
+    const { weights, step } = this.layerStep(rows, spanLayers);
     return backend.tidy(() => {
       const attentionIn = backend.rmsNorm(hidden, weights.inputNorm, config.rmsNormEps);
       const afterAttention = backend.add(hidden, this.attention(attentionIn, weights, step));
       const mlpIn = backend.rmsNorm(afterAttention, weights.postAttentionNorm, config.rmsNormEps);
       return backend.add(afterAttention, this.mlp(mlpIn, weights, step));
+    });
+  }
+
+  /**
+   * Appends, for every span, the keys and values that stored layer's attention would compute from
+   * `hidden: [M, hidden]` at `spanLayers[i].depth` (input norm, K/V projections with that loop's LoRA,
+   * RoPE) to `spanLayers[i].cache`, without running attention: CALM-style state propagation, which fills
+   * the depths a token skipped by exiting early from its exit hidden state.
+   */
+  appendKV(hidden: Tensor, rows: RaggedRows, spanLayers: readonly SpanLayer[]): void {
+    const { backend, config } = this;
+    const { weights, step } = this.layerStep(rows, spanLayers);
+    backend.tidy(() => {
+      const x = backend.rmsNorm(hidden, weights.inputNorm, config.rmsNormEps);
+      const { keys, values } = this.keysAndValues(x, weights, step);
+      this.forEachSpan(step, keys, values, (_span, index, spanKeys, spanValues) => {
+        step.caches[index]?.updateAndFetch(spanKeys, spanValues);
+      });
     });
   }
 
@@ -292,50 +292,100 @@ export class Decoder {
     return backend.reshape(this.readout(rows), [batch, lastOnly ? 1 : length, config.vocabSize]);
   }
 
+  /** The stored layer, LoRAs and caches of one layer call; every depth must map to one stored layer. */
+  private layerStep(
+    rows: RaggedRows,
+    spanLayers: readonly SpanLayer[],
+  ): { weights: LayerWeights; step: LayerStep } {
+    if (spanLayers.length !== rows.spans.length) {
+      throw new RangeError(`${rows.spans.length} spans but ${spanLayers.length} span layers`);
+    }
+    const layers = spanLayers.map(({ depth }) => {
+      const layer = this.schedule[depth];
+      if (!layer) throw new RangeError(`depth ${depth} is outside the model's 0…${this.schedule.length - 1}`);
+      return layer;
+    });
+    const blockLayer = layers[0]!.blockLayer;
+    if (layers.some((layer) => layer.blockLayer !== blockLayer)) {
+      throw new RangeError(
+        `one layer call runs one stored layer; depths ${spanLayers.map((s) => s.depth)} map to several`,
+      );
+    }
+    const loras = layers.map((layer) =>
+      layer.shared ? this.weights.loras.get(loraKey(layer.loopIndex, layer.blockLayer)) : undefined,
+    );
+    return {
+      weights: this.weights.layers[blockLayer]!,
+      step: { rows, loras, caches: spanLayers.map((s) => s.cache) },
+    };
+  }
+
+  /** Keys and values of rows `x` (normed), `[1, M, kvHeads, hD]`, RoPE applied. */
+  private keysAndValues(x: Tensor, weights: LayerWeights, step: LayerStep): { keys: Tensor; values: Tensor } {
+    const { backend, config } = this;
+    const { count, cos, sin, spans } = step.rows;
+    const spanRows = spans.map((s) => s.batch * s.length);
+    const loras = (module: LinearModule) => step.loras.map((l) => l?.[module]);
+    const split = (y: Tensor) => backend.reshape(y, [1, count, config.numKeyValueHeads, config.headDim]);
+    return {
+      keys: backend.rope(split(this.project(x, weights.linears.k_proj, loras('k_proj'), spanRows)), cos, sin),
+      values: split(this.project(x, weights.linears.v_proj, loras('v_proj'), spanRows)),
+    };
+  }
+
+  /** Calls `fn` with each span's rows of `[1, M, n, hD]` tensors, each as `[B, T, n, hD]`. */
+  private forEachSpan<T>(
+    step: LayerStep,
+    keys: Tensor,
+    values: Tensor,
+    fn: (span: RowSpan, index: number, keys: Tensor, values: Tensor, part: (y: Tensor) => Tensor) => T,
+  ): T[] {
+    const { backend } = this;
+    const { spans } = step.rows;
+    let start = 0;
+    return spans.map((span, index) => {
+      const { batch, length } = span;
+      const from = start;
+      const part = (y: Tensor) =>
+        backend.reshape(
+          spans.length === 1 ? y : backend.slice(y, [0, from, 0, 0], [1, batch * length, -1, -1]),
+          [batch, length, y.shape[2]!, y.shape[3]!],
+        );
+      start += batch * length;
+      return fn(span, index, part(keys), part(values), part);
+    });
+  }
+
   private attention(x: Tensor, weights: LayerWeights, step: LayerStep): Tensor {
     const { backend, config } = this;
     const { spans, count, cos, sin } = step.rows;
-    const { numAttentionHeads: heads, numKeyValueHeads: kvHeads, headDim } = config;
-    const loras = (module: LinearModule) => step.loras.map((l) => l?.[module]);
+    const { numAttentionHeads: heads, headDim } = config;
     const spanRows = spans.map((s) => s.batch * s.length);
+    const qLoras = step.loras.map((l) => l?.q_proj);
     // [M, heads·hD] → [1, M, heads, hD]: a free reshape; RoPE is per row, by each row's own position.
-    const split = (y: Tensor, n: number) => backend.reshape(y, [1, count, n, headDim]);
     const queries = backend.rope(
-      split(this.project(x, weights.linears.q_proj, loras('q_proj'), spanRows), heads),
+      backend.reshape(this.project(x, weights.linears.q_proj, qLoras, spanRows), [1, count, heads, headDim]),
       cos,
       sin,
     );
-    const keys = backend.rope(
-      split(this.project(x, weights.linears.k_proj, loras('k_proj'), spanRows), kvHeads),
-      cos,
-      sin,
-    );
-    const values = split(this.project(x, weights.linears.v_proj, loras('v_proj'), spanRows), kvHeads);
+    const { keys, values } = this.keysAndValues(x, weights, step);
     // Attention runs per span, each against its own history ([B, T, heads, hD] after a free reshape).
-    let start = 0;
-    const mixed = spans.map((span, index) => {
+    const mixed = this.forEachSpan(step, keys, values, (span, index, spanKeys, spanValues, part) => {
       const { batch, length, offset } = span;
-      const part = (y: Tensor, n: number) =>
-        backend.reshape(
-          spans.length === 1 ? y : backend.slice(y, [0, start, 0, 0], [1, batch * length, -1, -1]),
-          [batch, length, n, headDim],
-        );
-      const spanKeys = part(keys, kvHeads);
-      const spanValues = part(values, kvHeads);
       const cache = step.caches[index];
       const cached = cache
         ? cache.updateAndFetch(spanKeys, spanValues)
         : { keys: spanKeys, values: spanValues, length };
-      const out = backend.attention(part(queries, heads), cached.keys, cached.values, {
+      const out = backend.attention(part(queries), cached.keys, cached.values, {
         scale: 1 / Math.sqrt(headDim),
         queryOffset: offset,
         keyLength: cached.length,
       }); // [B, T, H, hD]
-      start += batch * length;
       return backend.reshape(out, [batch * length, heads * headDim]);
     });
     const joined = mixed.length === 1 ? mixed[0]! : backend.concat(mixed, 0);
-    return this.project(joined, weights.linears.o_proj, loras('o_proj'), spanRows);
+    const oLoras = step.loras.map((l) => l?.o_proj);
+    return this.project(joined, weights.linears.o_proj, oLoras, spanRows);
   }
 
   private mlp(x: Tensor, weights: LayerWeights, step: LayerStep): Tensor {
