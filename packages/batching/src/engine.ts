@@ -114,7 +114,8 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
   const maxQueue = options.maxQueue ?? 1024;
   const counters = { steps: 0, rows: 0, peakKVBytes: 0 };
   let nextId = 0;
-  let driving: Promise<void> | undefined;
+  /** Whether the step loop runs (one loop serves every request). */
+  let driving = false;
 
   async function drive(): Promise<void> {
     try {
@@ -132,7 +133,7 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
       scheduler.fail(error);
     } finally {
       executor.clear();
-      driving = undefined;
+      driving = false;
     }
   }
 
@@ -176,7 +177,10 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
         wake?.();
       },
     });
-    driving ??= drive();
+    if (!driving) {
+      driving = true;
+      void drive();
+    }
     try {
       while (true) {
         while (pending.length > 0) yield pending.shift()!;

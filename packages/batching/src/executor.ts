@@ -41,7 +41,11 @@ export class Executor {
           0,
         );
         const lastRows: number[] = [];
-        for (let at = 0, i = 0; i < spans.length; i++) lastRows.push((at += spans[i]!.length) - 1);
+        let end = 0;
+        for (const span of spans) {
+          end += span.length;
+          lastRows.push(end - 1);
+        }
         const outputs: Tensor[] = [];
         for (let pass = 0; pass < plan.loops; pass++) {
           for (let layer = 0; layer < this.blockSize; layer++) {

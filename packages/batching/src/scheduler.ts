@@ -141,7 +141,10 @@ export class Scheduler {
 
   private emit(state: Running): void {
     const token = state.history.at(-1)!.argmax;
-    if (state.request.stopTokens.has(token)) return this.finish(state, 'eos');
+    if (state.request.stopTokens.has(token)) {
+      this.finish(state, 'eos');
+      return;
+    }
     state.request.onToken(token, this.exit.exitLoop(state.history));
     state.emitted++;
     state.last = token;
