@@ -206,7 +206,9 @@ for (const [model, dir] of [
   const result = await score(dir, heldOut, true);
   const perplexities = (result.loops ?? []).map((loop) => loop.perplexity);
   perLoopRows.push({ model, perplexities });
-  perplexities.forEach((perplexity, index) => loopPoints.push({ model, loops: index + 1, perplexity }));
+  perplexities.forEach((perplexity, index) => {
+    loopPoints.push({ model, loops: index + 1, perplexity });
+  });
   log(`${model}: per-loop ${perplexities.map((p) => p.toFixed(2)).join(' → ')}`);
 }
 

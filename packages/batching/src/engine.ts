@@ -110,7 +110,12 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
     loops,
     chunkSize: options.chunkSize ?? 32,
   });
-  const executor = new Executor(model, blockSize, (id) => scheduler.sequenceOf(id));
+  const executor = new Executor(
+    model,
+    blockSize,
+    (id) => scheduler.sequenceOf(id),
+    cache.sharing === 'per-loop',
+  );
   const maxQueue = options.maxQueue ?? 1024;
   const counters = { steps: 0, rows: 0, peakKVBytes: 0 };
   let nextId = 0;

@@ -17,6 +17,8 @@ export class Executor {
     /** K, stored layers per loop. */
     private readonly blockSize: number,
     private readonly sequenceOf: (id: number) => PagedSequence,
+    /** Whether exited tokens' skipped depths are filled (not under recursive sharing: loop 0 serves them). */
+    private readonly propagates: boolean,
   ) {}
 
   /** Runs one step; reads back the readouts it asked for. */
@@ -96,6 +98,7 @@ export class Executor {
 
   /** Fills each exited token's skipped depths from its exit hidden state, one call per depth. */
   private propagate(plan: StepPlan, previous: ReadonlyMap<number, Tensor>): void {
+    if (!this.propagates) return;
     const { model } = this;
     const { backend } = model;
     const depths = model.schedule.length;

@@ -126,11 +126,16 @@ describe('serving engine (wasm)', () => {
     expect(backend.numTensors()).toBe(expectedTensors);
   });
 
-  it('confidence exits leave at earlier loops, propagate KV (CALM) and leak nothing', async () => {
+  it('confidence exits leave at earlier loops, propagate KV (CALM; none under recursive sharing) and leak nothing', async () => {
     const expectedTensors = backend.numTensors();
-    for (const mode of ['depth', 'sequence'] as const) {
+    for (const [mode, sharing] of [
+      ['depth', 'per-loop'],
+      ['sequence', 'per-loop'],
+      ['depth', 'recursive'],
+    ] as const) {
       const engine = createEngine(model, {
         mode,
+        sharing,
         maxSlots: 3,
         kvBytes: 1 << 20,
         pageSize: 3,
