@@ -54,7 +54,11 @@ export {
   Decoder,
   type ForwardOptions,
   type ForwardOutput,
+  type LayerKV,
   type LoopOutput,
+  type RaggedRows,
+  type RowSpan,
+  type SpanLayer,
 } from './model/decoder.js';
 export { type RopeScaling, ropeFrequencies, ropeTables } from './model/rope.js';
 export { type LoadModelOptions, loadModel, readConfig } from './model/load.js';

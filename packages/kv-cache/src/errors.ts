@@ -4,3 +4,8 @@
 export class KVCacheError extends Error {
   override name = 'KVCacheError';
 }
+
+/** A request does not fit: the pool has too few free pages for it (nothing was taken). */
+export class KVCapacityError extends KVCacheError {
+  override name = 'KVCapacityError';
+}

@@ -1,8 +1,17 @@
 /**
- * `@rrt/kv-cache`: key/value caches for rrt decoders, one per effective depth.
+ * `@rrt/kv-cache`: key/value caches for rrt decoders, one per effective depth: a contiguous cache for one batch, and a
+ * paged cache for a serving engine's many sequences.
  *
  * @packageDocumentation
  */
-export { KVCacheError } from './errors.js';
+export { KVCacheError, KVCapacityError } from './errors.js';
 export { createKVCache, KVCache, type KVCacheOptions } from './kv-cache.js';
 export { type KeyValues, LayerKVCache } from './layer-cache.js';
+export {
+  createPagedKVCache,
+  type KVSharing,
+  PagedKVCache,
+  type PagedKVCacheOptions,
+  PagedLayer,
+  PagedSequence,
+} from './paged-cache.js';

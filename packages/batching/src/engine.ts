@@ -1,0 +1,224 @@
+import { type Decoder, yieldToEventLoop } from '@rrt/core';
+import { createPagedKVCache, type KVSharing, type PagedKVCache } from '@rrt/kv-cache';
+import { QueueFullError, RequestError } from './errors.js';
+import { type ExitPolicy, exitRule } from './exit.js';
+import { Executor } from './executor.js';
+import { type BatchingMode, modeRule } from './modes.js';
+import { type FinishReason, Scheduler } from './scheduler.js';
+
+/** Options of {@link createEngine}. */
+export interface EngineOptions {
+  mode: BatchingMode;
+  /** Most requests running at once. */
+  maxSlots: number;
+  /** Byte budget of the paged KV cache. */
+  kvBytes: number;
+  /** Exit rule per token (default `none`). */
+  exit?: ExitPolicy;
+  /** Positions per KV page (default 16). */
+  pageSize?: number;
+  /** Longest prompt chunk a step prefills per request (default 32). */
+  chunkSize?: number;
+  /** Most requests waiting for a slot; more are refused with {@link QueueFullError} (default 1024). */
+  maxQueue?: number;
+  /** KV sharing across loops (default `per-loop`). */
+  sharing?: KVSharing;
+}
+
+/** Options of {@link Engine.generate}. */
+export interface EngineGenerateOptions {
+  /** Most tokens to generate. */
+  maxTokens: number;
+  /** Ids that end generation (not yielded); defaults to the config's `eos_token_id`. */
+  stopTokens?: readonly number[];
+  /** Cancels the request: its slot and pages are freed at the next step. */
+  signal?: AbortSignal;
+}
+
+/** What a finished request reports. */
+export interface RequestStats {
+  reason: FinishReason;
+  /** Tokens emitted. */
+  tokens: number;
+  /** The loop each token exited at (0-based). */
+  exitLoops: number[];
+  /** Milliseconds from the call to the first token (NaN when none came). */
+  timeToFirstTokenMs: number;
+  /** Mean milliseconds between tokens after the first (NaN with fewer than two). */
+  timePerOutputTokenMs: number;
+}
+
+/** What the engine has done so far. */
+export interface EngineStats {
+  steps: number;
+  /** Mean rows (slots) per step. */
+  meanOccupancy: number;
+  /** Most KV bytes held at once. */
+  peakKVBytes: number;
+}
+
+/**
+ * A serving engine over one model: requests queue, take slots, and run in steps that the scheduler plans
+ * and the executor runs; tokens stream back per request.
+ */
+export interface Engine {
+  /**
+   * Generates after `prompt` (token ids); yields tokens as they are decided and returns the request's
+   * stats. Throws {@link QueueFullError} at once when the queue is full.
+   */
+  generate(prompt: readonly number[], options: EngineGenerateOptions): AsyncGenerator<number, RequestStats>;
+  /** Counters of the steps run. */
+  stats(): EngineStats;
+  /** The paged KV cache (for byte accounting). */
+  readonly cache: PagedKVCache;
+  /** Frees the KV pools; call when no request is running. */
+  dispose(): void;
+}
+
+/**
+ * Creates an engine. The model must be vanilla or a `cycle` recursive model (loop `l` runs depths
+ * `l·K … l·K + K − 1`).
+ *
+ * @example
+ * ```ts
+ * const engine = createEngine(model, { mode: 'depth', maxSlots: 8, kvBytes: 64 << 20, exit: { kind: 'confidence', threshold: 0.9 } });
+ * for await (const token of engine.generate([1, 42], { maxTokens: 32 })) console.log(token);
+ * ```
+ */
+export function createEngine(model: Decoder, options: EngineOptions): Engine {
+  const { config } = model;
+  const recursion = config.recursion;
+  if (recursion && recursion.strategy !== 'cycle') {
+    throw new RequestError(`the engine runs cycle models; this one shares by ${recursion.strategy}`);
+  }
+  const blockSize = recursion?.blockSize ?? config.numHiddenLayers;
+  const loops = recursion?.loops ?? 1;
+  if (!Number.isInteger(options.maxSlots) || options.maxSlots < 1) {
+    throw new RequestError(`maxSlots must be a positive integer (got ${options.maxSlots})`);
+  }
+  const cache = createPagedKVCache(model.backend, {
+    depths: config.numHiddenLayers,
+    blockSize,
+    kvHeads: config.numKeyValueHeads,
+    headDim: config.headDim,
+    pageSize: options.pageSize ?? 16,
+    bytes: options.kvBytes,
+    ...(options.sharing ? { sharing: options.sharing } : {}),
+  });
+  const scheduler = new Scheduler(cache, modeRule(options.mode), exitRule(options.exit ?? { kind: 'none' }), {
+    maxSlots: options.maxSlots,
+    loops,
+    chunkSize: options.chunkSize ?? 32,
+  });
+  const executor = new Executor(
+    model,
+    blockSize,
+    (id) => scheduler.sequenceOf(id),
+    cache.sharing === 'per-loop',
+  );
+  const maxQueue = options.maxQueue ?? 1024;
+  const counters = { steps: 0, rows: 0, peakKVBytes: 0 };
+  let nextId = 0;
+  /** Whether the step loop runs (one loop serves every request). */
+  let driving = false;
+
+  async function drive(): Promise<void> {
+    try {
+      while (scheduler.hasWork()) {
+        await yieldToEventLoop();
+        const plan = scheduler.schedule();
+        if (plan.rows.length === 0 && plan.propagations.length === 0) continue;
+        counters.peakKVBytes = Math.max(counters.peakKVBytes, cache.usedBytes());
+        const output = await executor.run(plan);
+        counters.steps++;
+        counters.rows += plan.rows.length;
+        scheduler.update(plan, output);
+      }
+    } catch (error) {
+      scheduler.fail(error);
+    } finally {
+      executor.clear();
+      driving = false;
+    }
+  }
+
+  async function* generate(
+    prompt: readonly number[],
+    generateOptions: EngineGenerateOptions,
+  ): AsyncGenerator<number, RequestStats> {
+    if (prompt.length === 0) throw new RequestError('a request needs at least one prompt token (e.g. BOS)');
+    if (prompt.length >= config.maxPositionEmbeddings) {
+      throw new RequestError(
+        `the prompt has ${prompt.length} tokens; the model runs at most ${config.maxPositionEmbeddings} positions`,
+      );
+    }
+    if (scheduler.queued >= maxQueue) {
+      throw new QueueFullError(`the request queue is full (${maxQueue} waiting)`);
+    }
+    const started = performance.now();
+    const times: number[] = [];
+    const exitLoops: number[] = [];
+    const pending: number[] = [];
+    let finished: { reason: FinishReason; error?: unknown } | undefined;
+    let wake: (() => void) | undefined;
+    const controller = new AbortController();
+    const signal = generateOptions.signal
+      ? AbortSignal.any([generateOptions.signal, controller.signal])
+      : controller.signal;
+    scheduler.enqueue({
+      id: nextId++,
+      prompt,
+      maxTokens: Math.min(generateOptions.maxTokens, config.maxPositionEmbeddings - prompt.length),
+      stopTokens: new Set(generateOptions.stopTokens ?? config.eosTokenIds),
+      signal,
+      onToken: (token, exitLoop) => {
+        times.push(performance.now());
+        exitLoops.push(exitLoop);
+        pending.push(token);
+        wake?.();
+      },
+      onFinish: (reason, error) => {
+        finished = { reason, error };
+        wake?.();
+      },
+    });
+    if (!driving) {
+      driving = true;
+      void drive();
+    }
+    try {
+      while (true) {
+        while (pending.length > 0) yield pending.shift()!;
+        if (finished) break;
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+        wake = undefined;
+      }
+      if (finished.reason === 'error') throw finished.error;
+      const first = times[0] ?? Number.NaN;
+      return {
+        reason: finished.reason,
+        tokens: exitLoops.length,
+        exitLoops,
+        timeToFirstTokenMs: first - started,
+        timePerOutputTokenMs:
+          times.length > 1 ? (times[times.length - 1]! - first) / (times.length - 1) : Number.NaN,
+      };
+    } finally {
+      // A consumer that stops early cancels the request (its slot and pages free at the next step).
+      if (!finished) controller.abort();
+    }
+  }
+
+  return {
+    generate,
+    cache,
+    stats: () => ({
+      steps: counters.steps,
+      meanOccupancy: counters.steps > 0 ? counters.rows / counters.steps : 0,
+      peakKVBytes: counters.peakKVBytes,
+    }),
+    dispose: () => cache.dispose(),
+  };
+}

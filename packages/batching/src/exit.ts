@@ -1,0 +1,73 @@
+/**
+ * Exit policies, per token: after each loop of a decode token the engine asks the policy whether the
+ * token may leave now. Policies are values; the scheduler calls them without knowing which one it has.
+ *
+ * @module
+ */
+
+/** Which exit rule to use (a value handed to the engine). */
+export type ExitPolicy =
+  /** Every token runs every loop. */
+  | { kind: 'none' }
+  /** Exit once the loop's readout has max softmax probability ≥ `threshold`, after at least `minLoops` loops. */
+  | { kind: 'confidence'; threshold: number; minLoops?: number }
+  /** Exit when two consecutive loops' readouts have the same argmax. */
+  | { kind: 'agreement' }
+  /**
+   * Runs every loop and records the earliest loop whose argmax equals the last one's (for analysis and
+   * the simulation: it saves no compute).
+   */
+  | { kind: 'oracle' };
+
+/** What a policy sees after loop `loop` (0-based) of one token. */
+export interface LoopReadout {
+  loop: number;
+  /** Argmax of this loop's logits. */
+  argmax: number;
+  /** Its softmax probability. */
+  maxProbability: number;
+}
+
+/** A policy, compiled: the two questions the scheduler asks. */
+export interface ExitRule {
+  /** Whether loop `loop`'s readout is needed (the executor reads out only those). */
+  readsOut(loop: number, loops: number): boolean;
+  /** Whether the token leaves after `history`'s last loop (the last loop always ends it). */
+  exits(history: readonly LoopReadout[], loops: number): boolean;
+  /** The loop recorded as the token's exit loop, once it has finished. */
+  exitLoop(history: readonly LoopReadout[]): number;
+}
+
+const last = (history: readonly LoopReadout[]) => history[history.length - 1]!;
+
+/** Compiles an {@link ExitPolicy} into the rule the scheduler calls. */
+export function exitRule(policy: ExitPolicy): ExitRule {
+  const final = (loop: number, loops: number) => loop === loops - 1;
+  const untilNow = (history: readonly LoopReadout[]) => last(history).loop;
+  switch (policy.kind) {
+    case 'none':
+      return { readsOut: final, exits: () => false, exitLoop: untilNow };
+    case 'confidence': {
+      const minLoops = policy.minLoops ?? 1;
+      return {
+        readsOut: (loop, loops) => final(loop, loops) || loop + 1 >= minLoops,
+        exits: (history) =>
+          last(history).loop + 1 >= minLoops && last(history).maxProbability >= policy.threshold,
+        exitLoop: untilNow,
+      };
+    }
+    case 'agreement':
+      return {
+        readsOut: () => true,
+        exits: (history) =>
+          history.length >= 2 && history[history.length - 2]!.argmax === last(history).argmax,
+        exitLoop: untilNow,
+      };
+    case 'oracle':
+      return {
+        readsOut: () => true,
+        exits: () => false,
+        exitLoop: (history) => history.find((readout) => readout.argmax === last(history).argmax)!.loop,
+      };
+  }
+}
