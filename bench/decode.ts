@@ -1,20 +1,11 @@
-/**
- * Prefill and decode throughput of stories260K (imported from ../shared/assets), single stream and
- * batched, on one backend (default wasm), against a plain scalar TypeScript forward of the same model
- * (`scalar-forward.ts`, checked against rrt's logits first). Prints tokens/s and the ratios of rrt's
- * single stream and batched aggregate to the scalar single stream, all measured in this run; rounds of
- * the two alternate and each keeps its best round, so load from other processes hits both alike.
- *
- *   node --import tsx bench/decode.ts [--backend wasm] [--steps 128] [--rounds 3]
- */
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
 import { argmax, type Decoder, importLlama2c, loadModel, loadTokenizer } from '@rrt/core';
 import { createKVCache } from '@rrt/kv-cache';
+import { clockMs, stories260KAssetsOrExit } from './common.js';
 import { ScalarForward } from './scalar-forward.js';
 
 const { values } = parseArgs({
@@ -28,18 +19,8 @@ const { values } = parseArgs({
   },
 });
 /** Milliseconds on the chosen clock. */
-const now =
-  values.clock === 'wall'
-    ? () => performance.now()
-    : () => {
-        const { user, system } = process.cpuUsage();
-        return (user + system) / 1000;
-      };
-const assets = resolve(import.meta.dirname, '../../shared/assets/stories260K');
-if (!existsSync(join(assets, 'stories260K.bin'))) {
-  console.log('bench/decode: skipped, ../shared/assets/stories260K is absent');
-  process.exit(0);
-}
+const now = clockMs(values.clock);
+const assets = stories260KAssetsOrExit('decode');
 
 const workDir = await mkdtemp(join(tmpdir(), 'rrt-bench-decode-'));
 try {

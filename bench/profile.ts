@@ -1,19 +1,6 @@
-/**
- * Where one step's time goes, for stories260K (imported from ../shared/assets) on one backend (default
- * wasm): a decode step at batch 1 and at batch 64 (context ≈ 128) and a training step (forward, backward
- * and an AdamW update of every weight, batch 8 × 128 tokens). For each it prints the dispatch count
- * (kernels tfjs ran), kernel time by kernel from `tf.profile`, and the wall time of the step measured
- * without the profiler (median of several steps).
- *
- *   node --import tsx bench/profile.ts [--backend wasm] [--top 12] [--train-steps 3]
- *
- * NOTE: `tf.profile` itself slows each kernel down (it times each one and reads no data back), so its
- * kernel total can exceed the unprofiled wall time; read kernel times as shares, wall times as speed.
- */
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
 import {
@@ -27,6 +14,7 @@ import {
 import { createKVCache, type KVCache } from '@rrt/kv-cache';
 import type { Backend, Tensor, Variable } from '@rrt/tensor';
 import * as tf from '@tensorflow/tfjs-core';
+import { clockMs, stories260KAssetsOrExit } from './common.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -43,18 +31,8 @@ const { values: args } = parseArgs({
   },
 });
 /** Milliseconds on the chosen clock. */
-const now =
-  args.clock === 'wall'
-    ? () => performance.now()
-    : () => {
-        const { user, system } = process.cpuUsage();
-        return (user + system) / 1000;
-      };
-const assets = resolve(import.meta.dirname, '../../shared/assets/stories260K');
-if (!existsSync(join(assets, 'stories260K.bin'))) {
-  console.log('bench/profile: skipped, ../shared/assets/stories260K is absent');
-  process.exit(0);
-}
+const now = clockMs(args.clock);
+const assets = stories260KAssetsOrExit('profile');
 const top = Number(args.top);
 const only = new Set(args.only.split(','));
 

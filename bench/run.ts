@@ -3,14 +3,15 @@
  * benchmarks. Each benchmark prints ratios measured side by side in one run (see bench/README.md).
  */
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
-const benchmarks = readdirSync(here)
-  .filter((file) => file.endsWith('.ts') && file !== 'run.ts' && !file.endsWith('.d.ts'))
-  .map((file) => file.slice(0, -3))
-  .sort();
+// The benchmarks are the scripts bench/package.json registers (helper modules are not benchmarks).
+const { scripts } = JSON.parse(readFileSync(`${here}package.json`, 'utf8')) as {
+  scripts: Record<string, string>;
+};
+const benchmarks = Object.keys(scripts).sort();
 const [name, ...flags] = process.argv.slice(2);
 if (!name || !benchmarks.includes(name)) {
   const problem = name ? `no benchmark "${name}"; ` : '';
