@@ -472,23 +472,7 @@ function kernels(backendName: string): tf.KernelConfig[] {
       backendName,
       kernelFunc: ({ inputs, backend, attrs }) => {
         const { queries, keys, values } = inputs as Record<'queries' | 'keys' | 'values', tf.TensorInfo>;
-        const [batch, length, heads, headDim] = queries.shape as [number, number, number, number];
-        const { scale, queryOffset, keyLength } = attrs as {
-          scale: number;
-          queryOffset: number;
-          keyLength: number;
-        };
-        const shape: AttentionShape = {
-          batch,
-          length,
-          heads,
-          headDim,
-          kvHeads: keys.shape[2]!,
-          slots: keys.shape[1]!,
-          scale,
-          queryOffset,
-          keyLength,
-        };
+        const shape = attentionShape(queries, keys, attrs);
         if (backendName === 'wasm') {
           const output = attentionOnWasmSimd(backend as WasmBackendLike, [queries, keys, values], shape);
           if (output) return output;
@@ -510,23 +494,7 @@ function kernels(backendName: string): tf.KernelConfig[] {
           'queries' | 'keys' | 'values' | 'output' | 'dy',
           tf.TensorInfo
         >;
-        const [batch, length, heads, headDim] = queries.shape as [number, number, number, number];
-        const { scale, queryOffset, keyLength } = attrs as {
-          scale: number;
-          queryOffset: number;
-          keyLength: number;
-        };
-        const shape: AttentionShape = {
-          batch,
-          length,
-          heads,
-          headDim,
-          kvHeads: keys.shape[2]!,
-          slots: keys.shape[1]!,
-          scale,
-          queryOffset,
-          keyLength,
-        };
+        const shape = attentionShape(queries, keys, attrs);
         if (backendName === 'wasm') {
           const outputs = attentionGradOnWasmSimd(
             backend as WasmBackendLike,
@@ -703,4 +671,25 @@ function writeRowsWebgpu(
   }
   to.values = null;
   gpu.submitQueue();
+}
+
+/** The shape record the attention kernels take, from the queries `[B, T, H, D]`, keys `[B, S, kvH, D]` and attrs. */
+function attentionShape(queries: tf.TensorInfo, keys: tf.TensorInfo, attrs: unknown): AttentionShape {
+  const [batch, length, heads, headDim] = queries.shape as [number, number, number, number];
+  const { scale, queryOffset, keyLength } = attrs as {
+    scale: number;
+    queryOffset: number;
+    keyLength: number;
+  };
+  return {
+    batch,
+    length,
+    heads,
+    headDim,
+    kvHeads: keys.shape[2]!,
+    slots: keys.shape[1]!,
+    scale,
+    queryOffset,
+    keyLength,
+  };
 }
