@@ -17,7 +17,7 @@ import {
   float32Bytes,
   yieldToEventLoop,
 } from '@rrt/core';
-import type { Backend, Tensor, ValueAndGrad, Variable } from '@rrt/tensor';
+import type { Backend, ValueAndGrad, Variable } from '@rrt/tensor';
 import type { DataSplit, TextDataset, TokenBatch } from './data.js';
 import { ResumeError, TeacherMismatchError, TrainOptionError } from './errors.js';
 import { crossEntropy, defaultLossWeights, type LossWeights, targetIndices, trainingLoss } from './losses.js';
@@ -272,25 +272,12 @@ export async function trainingStep(
   step: number,
   options: StepOptions,
 ): Promise<{ loss: number; gradNorm: number }> {
-  const { value, gradNorm } = lossAndUpdate(backend, model, optimizer, batch, learningRate, step, options);
-  const [loss, norm] = await Promise.all([backend.read(value), backend.read(gradNorm)]);
-  backend.dispose([value, gradNorm]);
-  return { loss: loss[0]!, gradNorm: norm[0]! };
-}
-
-function lossAndUpdate(
-  backend: Backend,
-  model: TrainableModel,
-  optimizer: AdamW,
-  batch: TokenBatch,
-  learningRate: number,
-  step: number,
-  options: StepOptions,
-): { value: Tensor; gradNorm: Tensor } {
   const { value, grads } = lossAndGradients(backend, model, optimizer.parameters, batch, options);
   const gradNorm = optimizer.step(grads, learningRate, step);
   backend.dispose(grads);
-  return { value, gradNorm };
+  const [loss, norm] = await Promise.all([backend.read(value), backend.read(gradNorm)]);
+  backend.dispose([value, gradNorm]);
+  return { loss: loss[0]!, gradNorm: norm[0]! };
 }
 
 /**
