@@ -1,8 +1,7 @@
-import { rm } from 'node:fs/promises';
 import { createBackend } from '@rrt/backend-tfjs';
 import { loadModel, readConfig } from '@rrt/core';
 import type { Backend } from '@rrt/tensor';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { ReferenceConfig } from '../../core/test/reference.js';
 import {
   defaultLossWeights,
@@ -11,13 +10,7 @@ import {
   TrainableModel,
   TrainRandom,
 } from '../src/index.js';
-import {
-  type Float64Parameters,
-  referenceTrainingLoss,
-  tempDir,
-  tinyVocab,
-  writeTinyModels,
-} from './support.js';
+import { type Float64Parameters, referenceTrainingLoss, tinyVocab, tinyModelsFixture } from './support.js';
 
 /** `[rows, cols]` row-major → its transpose. */
 function transposed(values: Float32Array, rows: number, cols: number): Float32Array {
@@ -35,15 +28,7 @@ function nested(values: Float32Array, batch: number, length: number, vocab: numb
   );
 }
 
-let workDir: string;
-let dirs: Awaited<ReturnType<typeof writeTinyModels>>;
-beforeAll(async () => {
-  workDir = await tempDir('gradient');
-  dirs = await writeTinyModels(workDir);
-});
-afterAll(async () => {
-  if (workDir) await rm(workDir, { recursive: true, force: true });
-});
+const fixture = tinyModelsFixture('gradient');
 
 describe.each(['cpu', 'wasm'] as const)('%s', (kind) => {
   let backend: Backend;
@@ -53,9 +38,9 @@ describe.each(['cpu', 'wasm'] as const)('%s', (kind) => {
 
   it('the gradient of the full training loss (CE + teacher KL + early-exit terms) equals float64 central differences', async () => {
     const baseline = backend.numTensors();
-    const config = await readConfig(dirs.relaxedDir);
-    const model = await TrainableModel.load(dirs.relaxedDir, backend);
-    const teacher = await loadModel(dirs.originalDir, backend);
+    const config = await readConfig(fixture.dirs.relaxedDir);
+    const model = await TrainableModel.load(fixture.dirs.relaxedDir, backend);
+    const teacher = await loadModel(fixture.dirs.originalDir, backend);
     const random = new TrainRandom(17);
     const [batchSize, length] = [2, 7];
     const ids = Array.from({ length: batchSize }, () =>
@@ -78,7 +63,7 @@ describe.each(['cpu', 'wasm'] as const)('%s', (kind) => {
     const detachedLogits = model.withHead((decoder) => decoder.forward(idTensor).logits);
     const reference = {
       config,
-      reference: { ...dirs.reference, numHiddenLayers: config.numHiddenLayers } as ReferenceConfig,
+      reference: { ...fixture.dirs.reference, numHiddenLayers: config.numHiddenLayers } as ReferenceConfig,
       inputs: ids.map((row) => row.slice(0, length)),
       targets: ids.map((row) => row.slice(1)),
       teacher: nested((await backend.read(teacherLogits)) as Float32Array, batchSize, length, tinyVocab),

@@ -1,8 +1,7 @@
-import { rm } from 'node:fs/promises';
 import { createBackend } from '@rrt/backend-tfjs';
 import { loadModel } from '@rrt/core';
 import type { Backend } from '@rrt/tensor';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import {
   crossEntropy,
   forwardKL,
@@ -11,17 +10,9 @@ import {
   TrainRandom,
   trainingLoss,
 } from '../src/index.js';
-import { tempDir, tinyVocab, writeTinyModels } from './support.js';
+import { tinyModelsFixture, tinyVocab } from './support.js';
 
-let workDir: string;
-let dirs: Awaited<ReturnType<typeof writeTinyModels>>;
-beforeAll(async () => {
-  workDir = await tempDir('losses');
-  dirs = await writeTinyModels(workDir);
-});
-afterAll(async () => {
-  if (workDir) await rm(workDir, { recursive: true, force: true });
-});
+const fixture = tinyModelsFixture('losses');
 
 describe.each(['cpu', 'wasm'] as const)('%s', (kind) => {
   let backend: Backend;
@@ -31,9 +22,9 @@ describe.each(['cpu', 'wasm'] as const)('%s', (kind) => {
 
   it('distillation is exactly 0 when the student is the teacher, and positive otherwise', async () => {
     const baseline = backend.numTensors();
-    const student = await TrainableModel.load(dirs.originalDir, backend);
-    const sameTeacher = await loadModel(dirs.originalDir, backend);
-    const relaxed = await TrainableModel.load(dirs.relaxedDir, backend);
+    const student = await TrainableModel.load(fixture.dirs.originalDir, backend);
+    const sameTeacher = await loadModel(fixture.dirs.originalDir, backend);
+    const relaxed = await TrainableModel.load(fixture.dirs.relaxedDir, backend);
     const random = new TrainRandom(3);
     const ids = backend.fromArray(
       Int32Array.from({ length: 2 * 9 }, () => random.below(tinyVocab)),
@@ -67,7 +58,7 @@ describe.each(['cpu', 'wasm'] as const)('%s', (kind) => {
   });
 
   it('cross-entropy equals −mean log softmax[target] computed in float64 from the logits', async () => {
-    const model = await TrainableModel.load(dirs.relaxedDir, backend);
+    const model = await TrainableModel.load(fixture.dirs.relaxedDir, backend);
     const random = new TrainRandom(4);
     const ids = backend.fromArray(
       Int32Array.from({ length: 3 * 5 }, () => random.below(tinyVocab)),

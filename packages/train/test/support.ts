@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -16,6 +16,7 @@ import {
   type ModelConfig,
 } from '@rrt/core';
 import { convertToRecursive } from '@rrt/convert';
+import { afterAll, beforeAll } from 'vitest';
 import { referenceLogits, type ReferenceConfig, type ReferenceWeights } from '../../core/test/reference.js';
 import { randomConfigs, writeRandomModel } from '../../core/test/random-model.js';
 import { TextDataset, type TrainOptions } from '../src/index.js';
@@ -29,12 +30,35 @@ export function tempDir(prefix: string): Promise<string> {
  * Core's 3-layer random GQA Llama (biases everywhere, untied head, linear RoPE scaling) and its relaxed
  * 1×3 conversion (average init, LoRA rank 4 on every module).
  */
-export async function writeTinyModels(dir: string, seed = 5) {
+export async function writeTinyModels(dir: string, seed = 5): Promise<TinyModels> {
   const originalDir = join(dir, 'original');
   const relaxedDir = join(dir, 'relaxed');
   const { reference } = await writeRandomModel(originalDir, 'llama-gqa', seed);
   await convertToRecursive(originalDir, relaxedDir, { loops: 3, init: 'average', ranks: 4 });
   return { originalDir, relaxedDir, reference };
+}
+
+/** The directories {@link writeTinyModels} writes, and the original's float64 reference config. */
+export interface TinyModels {
+  originalDir: string;
+  relaxedDir: string;
+  reference: ReferenceConfig;
+}
+
+/**
+ * A temporary directory holding the tiny models for the tests of one file: written before them (vitest
+ * `beforeAll`), removed after. Read its fields inside the tests.
+ */
+export function tinyModelsFixture(prefix: string): { workDir: string; dirs: TinyModels } {
+  const fixture = {} as { workDir: string; dirs: TinyModels };
+  beforeAll(async () => {
+    fixture.workDir = await tempDir(prefix);
+    fixture.dirs = await writeTinyModels(fixture.workDir);
+  });
+  afterAll(async () => {
+    if (fixture.workDir) await rm(fixture.workDir, { recursive: true, force: true });
+  });
+  return fixture;
 }
 
 /** The vocabulary size of the tiny models. */

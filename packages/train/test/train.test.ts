@@ -1,21 +1,13 @@
-import { readFile, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createBackend } from '@rrt/backend-tfjs';
 import { loadModel } from '@rrt/core';
 import type { Backend } from '@rrt/tensor';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { ResumeError, STATE_FILE, type TrainOptions, train } from '../src/index.js';
-import { resumableRun, tempDir, writeTinyModels } from './support.js';
+import { resumableRun, tinyModelsFixture } from './support.js';
 
-let workDir: string;
-let dirs: Awaited<ReturnType<typeof writeTinyModels>>;
-beforeAll(async () => {
-  workDir = await tempDir('train');
-  dirs = await writeTinyModels(workDir);
-});
-afterAll(async () => {
-  if (workDir) await rm(workDir, { recursive: true, force: true });
-});
+const fixture = tinyModelsFixture('train');
 
 describe.each(['cpu', 'wasm'] as const)('%s', (kind) => {
   let backend: Backend;
@@ -23,13 +15,13 @@ describe.each(['cpu', 'wasm'] as const)('%s', (kind) => {
     backend = (await createBackend(kind)).backend;
   });
 
-  const options = (outDir: string): TrainOptions => resumableRun(dirs, outDir);
+  const options = (outDir: string): TrainOptions => resumableRun(fixture.dirs, outDir);
 
   it('a run stopped after step 3 and resumed gives the losses and weights of an uninterrupted run, bit for bit', async () => {
     const baseline = backend.numTensors();
     const tensorsPerStep: number[] = [];
     const whole = await train(backend, {
-      ...options(join(workDir, `${kind}-whole`)),
+      ...options(join(fixture.workDir, `${kind}-whole`)),
       onProgress: () => tensorsPerStep.push(backend.numTensors()),
     });
     expect(whole.stepsDone).toBe(6);
@@ -37,7 +29,7 @@ describe.each(['cpu', 'wasm'] as const)('%s', (kind) => {
     expect(new Set(tensorsPerStep).size).toBe(1);
     expect(backend.numTensors()).toBe(baseline);
 
-    const outDir = join(workDir, `${kind}-killed`);
+    const outDir = join(fixture.workDir, `${kind}-killed`);
     const stop = new AbortController();
     const killed = await train(backend, {
       ...options(outDir),
@@ -54,7 +46,7 @@ describe.each(['cpu', 'wasm'] as const)('%s', (kind) => {
     expect(resumed.losses).toEqual(whole.losses);
     expect(resumed.heldOutLosses).toEqual(whole.heldOutLosses);
     const [a, b] = await Promise.all([
-      readFile(join(workDir, `${kind}-whole`, 'model.safetensors')),
+      readFile(join(fixture.workDir, `${kind}-whole`, 'model.safetensors')),
       readFile(join(outDir, 'model.safetensors')),
     ]);
     expect(Buffer.compare(a, b)).toBe(0);
@@ -66,7 +58,7 @@ describe.each(['cpu', 'wasm'] as const)('%s', (kind) => {
   });
 
   it('refuses to resume a state written with other settings', async () => {
-    const outDir = join(workDir, `${kind}-whole`);
+    const outDir = join(fixture.workDir, `${kind}-whole`);
     await expect(train(backend, { ...options(outDir), learningRate: 1e-3, resume: true })).rejects.toThrow(
       ResumeError,
     );
