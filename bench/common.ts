@@ -1,6 +1,7 @@
 /** What the benchmarks share: the clock they measure with, and where the real model is. */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { importLlama2c } from '@rrt/core';
 
 /**
  * Milliseconds on `clock`: `cpu` is this process's CPU time (keeps other processes' turns out of a
@@ -22,4 +23,15 @@ export function stories260KAssetsOrExit(bench: string): string {
     process.exit(0);
   }
   return assets;
+}
+
+/** Imports stories260K from `assets` (its folder in ../shared) into `workDir`; returns the model directory. */
+export async function importStories260K(assets: string, workDir: string): Promise<string> {
+  const modelDir = join(workDir, 'stories260K');
+  await importLlama2c({
+    checkpointPath: join(assets, 'stories260K.bin'),
+    tokenizerPath: join(assets, 'tok512.bin'),
+    outDir: modelDir,
+  });
+  return modelDir;
 }

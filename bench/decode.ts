@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
-import { argmax, type Decoder, importLlama2c, loadModel, loadTokenizer } from '@rrt/core';
+import { argmax, type Decoder, loadModel, loadTokenizer } from '@rrt/core';
 import { createKVCache } from '@rrt/kv-cache';
-import { clockMs, stories260KAssetsOrExit } from './common.js';
+import { clockMs, importStories260K, stories260KAssetsOrExit } from './common.js';
 import { ScalarForward } from './scalar-forward.js';
 
 const { values } = parseArgs({
@@ -24,12 +24,7 @@ const assets = stories260KAssetsOrExit('decode');
 
 const workDir = await mkdtemp(join(tmpdir(), 'rrt-bench-decode-'));
 try {
-  const modelDir = join(workDir, 'stories260K');
-  await importLlama2c({
-    checkpointPath: join(assets, 'stories260K.bin'),
-    tokenizerPath: join(assets, 'tok512.bin'),
-    outDir: modelDir,
-  });
+  const modelDir = await importStories260K(assets, workDir);
   const { backend, kind, reason } = await createBackend(values.backend as BackendKind);
   const model = await loadModel(modelDir, backend);
   const tokenizer = await loadTokenizer(modelDir);

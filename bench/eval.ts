@@ -13,8 +13,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
-import { importLlama2c, loadModel, loadTokenizer } from '@rrt/core';
+import { loadModel, loadTokenizer } from '@rrt/core';
 import { documentsPerplexity, encodeDocuments } from '@rrt/eval';
+import { importStories260K } from './common.js';
 
 /** User + system CPU time of this process: the wasm and cpu backends compute on this thread. */
 function cpuSeconds(): number {
@@ -37,12 +38,7 @@ if (!existsSync(join(assets, 'stories260K/stories260K.bin'))) {
 
 const workDir = await mkdtemp(join(tmpdir(), 'rrt-bench-eval-'));
 try {
-  const modelDir = join(workDir, 'stories260K');
-  await importLlama2c({
-    checkpointPath: join(assets, 'stories260K/stories260K.bin'),
-    tokenizerPath: join(assets, 'stories260K/tok512.bin'),
-    outDir: modelDir,
-  });
+  const modelDir = await importStories260K(join(assets, 'stories260K'), workDir);
   const { backend, kind, reason } = await createBackend(values.backend as BackendKind);
   const model = await loadModel(modelDir, backend);
   const tokenizer = await loadTokenizer(modelDir);

@@ -3,18 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
-import {
-  Decoder,
-  importLlama2c,
-  type LayerWeights,
-  type Linear,
-  loadModel,
-  type ModelWeights,
-} from '@rrt/core';
+import { Decoder, type LayerWeights, type Linear, loadModel, type ModelWeights } from '@rrt/core';
 import { createKVCache, type KVCache } from '@rrt/kv-cache';
 import type { Backend, Tensor, Variable } from '@rrt/tensor';
 import * as tf from '@tensorflow/tfjs-core';
-import { clockMs, stories260KAssetsOrExit } from './common.js';
+import { clockMs, importStories260K, stories260KAssetsOrExit } from './common.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -48,12 +41,7 @@ interface StepProfile {
 
 const workDir = await mkdtemp(join(tmpdir(), 'rrt-bench-profile-'));
 try {
-  const modelDir = join(workDir, 'stories260K');
-  await importLlama2c({
-    checkpointPath: join(assets, 'stories260K.bin'),
-    tokenizerPath: join(assets, 'tok512.bin'),
-    outDir: modelDir,
-  });
+  const modelDir = await importStories260K(assets, workDir);
   const { backend, kind, reason } = await createBackend(args.backend as BackendKind);
   const model = await loadModel(modelDir, backend);
   console.log(`backend ${kind}: ${reason}`);

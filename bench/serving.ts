@@ -19,7 +19,8 @@ import { parseArgs } from 'node:util';
 import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
 import { type BatchingMode, createEngine, type ExitPolicy } from '@rrt/batching';
 import { convertToRecursive } from '@rrt/convert';
-import { type Decoder, importLlama2c, loadModel, seededRandom, yieldToEventLoop } from '@rrt/core';
+import { type Decoder, loadModel, seededRandom, yieldToEventLoop } from '@rrt/core';
+import { importStories260K } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -115,12 +116,7 @@ async function runTrace(
 
 const workDir = await mkdtemp(join(tmpdir(), 'rrt-bench-serving-'));
 try {
-  const originalDir = join(workDir, 'stories260K');
-  await importLlama2c({
-    checkpointPath: join(assets, 'stories260K.bin'),
-    tokenizerPath: join(assets, 'tok512.bin'),
-    outDir: originalDir,
-  });
+  const originalDir = await importStories260K(assets, workDir);
   const relaxedDir = join(workDir, 'relaxed-1x5');
   await convertToRecursive(originalDir, relaxedDir, { loops: 5, init: 'average', ranks: 8 });
   const { backend, kind, reason } = await createBackend(values.backend as BackendKind);

@@ -14,7 +14,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
 import { convertToRecursive } from '@rrt/convert';
-import { type Decoder, importLlama2c, loadModel } from '@rrt/core';
+import { type Decoder, loadModel } from '@rrt/core';
 import {
   AdamW,
   crossEntropy,
@@ -26,6 +26,7 @@ import {
   targetIndices,
   trainingStep,
 } from '@rrt/train';
+import { importStories260K } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -43,13 +44,8 @@ if (!existsSync(join(assets, 'stories260K.bin'))) {
 
 const workDir = await mkdtemp(join(tmpdir(), 'rrt-bench-train-'));
 try {
-  const originalDir = join(workDir, 'stories260K');
+  const originalDir = await importStories260K(assets, workDir);
   const relaxedDir = join(workDir, 'relaxed');
-  await importLlama2c({
-    checkpointPath: join(assets, 'stories260K.bin'),
-    tokenizerPath: join(assets, 'tok512.bin'),
-    outDir: originalDir,
-  });
   await convertToRecursive(originalDir, relaxedDir, { loops: 5, init: 'average', ranks: 8 });
   const { backend, kind, reason } = await createBackend(values.backend as BackendKind);
   const [batchSize, length, steps] = [Number(values.batch), Number(values.seq), Number(values.steps)];
