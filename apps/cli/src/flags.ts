@@ -132,28 +132,25 @@ function describeRange(range: NumberRange): string {
 }
 
 /**
- * A numeric flag, or `undefined` when absent. `check` bounds it where the CLI knows the range (a
- * {@link NumberRange}, which the error message spells out); where a library checks it, leave it out.
+ * A numeric flag, or `undefined` when absent. `range` bounds it where the CLI knows the range (the error
+ * message spells the bounds out); where a library checks it (and raises its own typed error), leave it out.
  */
 export function numberFlag(
   name: string,
   value: string | undefined,
-  check: NumberRange | ((parsed: number) => boolean) = {},
+  range: NumberRange = {},
 ): number | undefined {
   if (value === undefined) return undefined;
   const parsed = Number(value);
-  const range = typeof check === 'function' ? undefined : check;
-  const expected = range ? describeRange(range) : 'a number';
+  const expected = describeRange(range);
   if (value.trim() === '' || !Number.isFinite(parsed))
     throw new UsageError(`--${name} expects ${expected}, got "${value}"`);
-  const inRange = range
-    ? (!range.integer || Number.isInteger(parsed)) &&
-      (range.min === undefined || parsed >= range.min) &&
-      (range.above === undefined || parsed > range.above) &&
-      (range.max === undefined || parsed <= range.max)
-    : (check as (parsed: number) => boolean)(parsed);
-  if (!inRange)
-    throw new UsageError(`--${name} expects ${range ? expected : 'a value in range'}, got ${value}`);
+  const inRange =
+    (!range.integer || Number.isInteger(parsed)) &&
+    (range.min === undefined || parsed >= range.min) &&
+    (range.above === undefined || parsed > range.above) &&
+    (range.max === undefined || parsed <= range.max);
+  if (!inRange) throw new UsageError(`--${name} expects ${expected}, got ${value}`);
   return parsed;
 }
 
