@@ -117,7 +117,7 @@ async function step(
 function runScalar(scalar: ScalarForward, prompt: number[], steps: number) {
   scalar.reset();
   let started = now();
-  let logits = new Float32Array(0);
+  let logits: Float32Array = new Float32Array(0);
   for (const token of prompt) logits = scalar.step(token);
   const prefillSeconds = (now() - started) / 1000;
   started = now();
