@@ -33,10 +33,21 @@ function masked(x: v128, count: i32): v128 {
   return v128.and(x, i32x4.lt_s(lanes, i32x4.splat(count)));
 }
 
+/** `cap·tanh(x/cap)` of one score, by `tanh|z| = (1 − e^(−2|z|)) / (1 + e^(−2|z|))` (exp4 takes x ≤ 0). */
+// @ts-expect-error: decorator
+@inline
+function softCapped(x: f32, cap: f32): f32 {
+  const z = x / cap;
+  const e = f32x4.extract_lane(exp4(f32x4.splat(<f32>-2.0 * Mathf.abs(z))), 0);
+  const magnitude = (<f32>1.0 - e) / (<f32>1.0 + e);
+  return cap * (z < 0 ? -magnitude : magnitude);
+}
+
 /**
  * Causal grouped-query attention, `q: [B, T, H, D]`, `k`, `v: [B, S, kvH, D]` (float32, byte addresses)
  * → `out: [B, T, H, D]`; `scratch` holds `keyLength` f32 scores (rounded up to a multiple of 4). `D`
- * must be a multiple of 4. Each output row is computed alone, in a fixed order.
+ * must be a multiple of 4. Each output row is computed alone, in a fixed order. `window` > 0 keeps only
+ * the keys `j > queryOffset + t − window`; `softCap` > 0 caps the scaled scores (`cap·tanh(s/cap)`).
  */
 export function attention(
   q: usize,
@@ -53,18 +64,24 @@ export function attention(
   scale: f32,
   queryOffset: i32,
   keyLength: i32,
+  window: i32,
+  softCap: f32,
 ): void {
   const rowBytes = <usize>(kvHeads * headDim) << 2;
   const headBytes = <usize>headDim << 2;
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t < length; t++) {
-      let visible = queryOffset + t + 1;
-      if (visible > keyLength) visible = keyLength;
+      let end = queryOffset + t + 1;
+      if (end > keyLength) end = keyLength;
+      let first = window > 0 ? queryOffset + t + 1 - window : 0;
+      if (first < 0) first = 0;
+      // Keys first … end − 1; their scores are kept from scratch[0].
+      const visible = end - first;
       for (let h = 0; h < heads; h++) {
         const kvh = (h * kvHeads) / heads;
         const qRow = q + ((<usize>((b * length + t) * heads + h) * headBytes));
-        const kBase = k + <usize>b * <usize>slots * rowBytes + <usize>kvh * headBytes;
-        const vBase = v + <usize>b * <usize>slots * rowBytes + <usize>kvh * headBytes;
+        const kBase = k + <usize>b * <usize>slots * rowBytes + <usize>kvh * headBytes + <usize>first * rowBytes;
+        const vBase = v + <usize>b * <usize>slots * rowBytes + <usize>kvh * headBytes + <usize>first * rowBytes;
         // Scores and their maximum.
         let max: f32 = -Infinity;
         for (let j = 0; j < visible; j++) {
@@ -73,9 +90,10 @@ export function attention(
           for (let i: usize = 0; i < headBytes; i += 16) {
             sum = f32x4.add(sum, f32x4.mul(v128.load(qRow + i), v128.load(kRow + i)));
           }
-          const score =
+          let score =
             (f32x4.extract_lane(sum, 0) + f32x4.extract_lane(sum, 1) + (f32x4.extract_lane(sum, 2) + f32x4.extract_lane(sum, 3))) *
             scale;
+          if (softCap > 0) score = softCapped(score, softCap);
           store<f32>(scratch + (<usize>j << 2), score);
           if (score > max) max = score;
         }

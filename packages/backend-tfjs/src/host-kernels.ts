@@ -63,6 +63,8 @@ type SimdAttention = (
   scale: number,
   queryOffset: number,
   keyLength: number,
+  window: number,
+  softCap: number,
 ) => void;
 
 /** The SIMD module bound to tfjs-wasm's memory, with its scratch buffer; null if it cannot run. */
@@ -135,6 +137,8 @@ function attentionOnWasmSimd(
     s.scale,
     s.queryOffset,
     s.keyLength,
+    s.window ?? 0,
+    s.softCap ?? 0,
   );
   return output;
 }
@@ -145,7 +149,8 @@ function attentionGradOnWasmSimd(
   inputs: readonly tf.TensorInfo[],
   s: AttentionShape,
 ): tf.TensorInfo[] | undefined {
-  if (s.headDim % 4 !== 0) return undefined;
+  // The SIMD gradient has neither window nor soft-cap: those run in the JS kernel.
+  if (s.headDim % 4 !== 0 || s.window !== undefined || s.softCap !== undefined) return undefined;
   const kernel = simdAttention(backend);
   if (!kernel) return undefined;
   const [queries, keys, values] = inputs as [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo];
@@ -327,6 +332,17 @@ interface AttentionShape {
   scale: number;
   queryOffset: number;
   keyLength: number;
+  /** Sliding window (`window` of the attention options); undefined: none. */
+  window: number | undefined;
+  /** Score soft-cap (`softCap` of the attention options); undefined: none. */
+  softCap: number | undefined;
+}
+
+/** The keys query row `t` sees: `first … end − 1`. */
+function visibleKeys(s: AttentionShape, t: number): { first: number; end: number } {
+  const end = Math.min(s.queryOffset + t, s.keyLength - 1) + 1;
+  const first = s.window === undefined ? 0 : Math.max(0, s.queryOffset + t + 1 - s.window);
+  return { first, end };
 }
 
 /** Causal GQA: one query row at a time, scores and the weighted sum in float64. */
@@ -337,29 +353,29 @@ function attention(
   s: AttentionShape,
   out: Float32Array,
 ): void {
-  const { batch, length, heads, kvHeads, headDim, slots, scale, queryOffset, keyLength } = s;
+  const { batch, length, heads, kvHeads, headDim, slots, scale, keyLength, softCap } = s;
   const scores = new Float64Array(keyLength);
   const accumulator = new Float64Array(headDim);
   const kvWidth = kvHeads * headDim;
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t < length; t++) {
-      const visible = Math.min(queryOffset + t, keyLength - 1) + 1;
+      const { first, end: visible } = visibleKeys(s, t);
       for (let h = 0; h < heads; h++) {
         const kvh = Math.floor((h * kvHeads) / heads);
         const qBase = ((b * length + t) * heads + h) * headDim;
         const kBase = b * slots * kvWidth + kvh * headDim;
         let max = Number.NEGATIVE_INFINITY;
-        for (let j = 0; j < visible; j++) {
+        for (let j = first; j < visible; j++) {
           const at = kBase + j * kvWidth;
           let dot = 0;
           for (let i = 0; i < headDim; i++) dot += q[qBase + i]! * k[at + i]!;
-          const score = dot * scale;
+          const score = softCap === undefined ? dot * scale : softCap * Math.tanh((dot * scale) / softCap);
           scores[j] = score;
           if (score > max) max = score;
         }
         let total = 0;
         accumulator.fill(0);
-        for (let j = 0; j < visible; j++) {
+        for (let j = first; j < visible; j++) {
           const weight = Math.exp(scores[j]! - max);
           total += weight;
           const at = kBase + j * kvWidth;
@@ -382,34 +398,41 @@ function attentionGrad(
   s: AttentionShape,
   [dQ, dK, dV]: Float32Array[],
 ): void {
-  const { batch, length, heads, kvHeads, headDim, slots, scale, queryOffset, keyLength } = s;
+  const { batch, length, heads, kvHeads, headDim, slots, scale, keyLength, softCap } = s;
   const weights = new Float64Array(keyLength);
+  // d(capped score)/d(scaled score) = 1 − tanh² per key, 1 without a cap.
+  const capSlope = new Float64Array(keyLength).fill(1);
   const dQRow = new Float64Array(headDim);
   const kvWidth = kvHeads * headDim;
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t < length; t++) {
-      const visible = Math.min(queryOffset + t, keyLength - 1) + 1;
+      const { first, end: visible } = visibleKeys(s, t);
       for (let h = 0; h < heads; h++) {
         const kvh = Math.floor((h * kvHeads) / heads);
         const row = ((b * length + t) * heads + h) * headDim;
         const kBase = b * slots * kvWidth + kvh * headDim;
         let max = Number.NEGATIVE_INFINITY;
-        for (let j = 0; j < visible; j++) {
+        for (let j = first; j < visible; j++) {
           const at = kBase + j * kvWidth;
           let dot = 0;
           for (let i = 0; i < headDim; i++) dot += q![row + i]! * k![at + i]!;
           weights[j] = dot * scale;
+          if (softCap !== undefined) {
+            const capped = Math.tanh(weights[j]! / softCap);
+            capSlope[j] = 1 - capped * capped;
+            weights[j] = softCap * capped;
+          }
           if (weights[j]! > max) max = weights[j]!;
         }
         let total = 0;
-        for (let j = 0; j < visible; j++) {
+        for (let j = first; j < visible; j++) {
           weights[j] = Math.exp(weights[j]! - max);
           total += weights[j]!;
         }
         let dOdotO = 0;
         for (let i = 0; i < headDim; i++) dOdotO += dO![row + i]! * o![row + i]!;
         dQRow.fill(0);
-        for (let j = 0; j < visible; j++) {
+        for (let j = first; j < visible; j++) {
           const p = weights[j]! / total;
           const at = kBase + j * kvWidth;
           let dP = 0;
@@ -417,7 +440,7 @@ function attentionGrad(
             dP += dO![row + i]! * v![at + i]!;
             dV![at + i]! += p * dO![row + i]!;
           }
-          const dS = p * (dP - dOdotO) * scale;
+          const dS = p * (dP - dOdotO) * scale * capSlope[j]!;
           for (let i = 0; i < headDim; i++) {
             dQRow[i]! += dS * k![at + i]!;
             dK![at + i]! += dS * q![row + i]!;
@@ -676,10 +699,12 @@ function writeRowsWebgpu(
 /** The shape record the attention kernels take, from the queries `[B, T, H, D]`, keys `[B, S, kvH, D]` and attrs. */
 function attentionShape(queries: tf.TensorInfo, keys: tf.TensorInfo, attrs: unknown): AttentionShape {
   const [batch, length, heads, headDim] = queries.shape as [number, number, number, number];
-  const { scale, queryOffset, keyLength } = attrs as {
+  const { scale, queryOffset, keyLength, window, softCap } = attrs as {
     scale: number;
     queryOffset: number;
     keyLength: number;
+    window?: number;
+    softCap?: number;
   };
   return {
     batch,
@@ -691,5 +716,8 @@ function attentionShape(queries: tf.TensorInfo, keys: tf.TensorInfo, attrs: unkn
     scale,
     queryOffset,
     keyLength,
+    // tfjs attrs cannot hold undefined: 0 stands for none.
+    window: window ? window : undefined,
+    softCap: softCap ? softCap : undefined,
   };
 }

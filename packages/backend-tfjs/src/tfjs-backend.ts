@@ -412,17 +412,27 @@ export class TfjsBackend implements Backend {
       tq.shape[2]! % tk.shape[2]! !== 0 ||
       tv.shape.some((dim, axis) => dim !== tk.shape[axis]) ||
       keyLength < 1 ||
-      keyLength > tk.shape[1]!
+      keyLength > tk.shape[1]! ||
+      (options.window !== undefined && !(Number.isInteger(options.window) && options.window >= 1)) ||
+      (options.softCap !== undefined && !(options.softCap > 0))
     ) {
       throw new TensorDataError(
         'attention',
         `queries [B, T, H, D], keys and values [B, S, kvH, D] with kvH dividing H and 1 ≤ keyLength ≤ S expected; ` +
-          `got queries [${tq.shape}], keys [${tk.shape}], values [${tv.shape}], keyLength ${keyLength}`,
+          `got queries [${tq.shape}], keys [${tk.shape}], values [${tv.shape}], keyLength ${keyLength}` +
+          (options.window !== undefined ? `, window ${options.window} (an integer ≥ 1)` : '') +
+          (options.softCap !== undefined ? `, softCap ${options.softCap} (> 0)` : ''),
       );
     }
     // The fused attention has its own gradient kernel, so it runs while gradients are taken too.
     if (this.hasFusedKernels) {
-      const attrs = { scale: options.scale, queryOffset: options.queryOffset, keyLength };
+      const attrs = {
+        scale: options.scale,
+        queryOffset: options.queryOffset,
+        keyLength,
+        window: options.window ?? 0,
+        softCap: options.softCap ?? 0,
+      };
       return ours(
         tf
           .engine()

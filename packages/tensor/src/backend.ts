@@ -88,6 +88,17 @@ export interface AttentionOptions {
    * buffer passes its filled length). Default: all of them.
    */
   keyLength?: number;
+  /**
+   * Sliding window: query `t` (at position `p = queryOffset + t`) sees only the keys `j` with
+   * `p − window < j ≤ p`, the last `window` positions itself included (Hugging Face's
+   * `kv_idx > q_idx − sliding_window`). Default: no window (every earlier key).
+   */
+  window?: number;
+  /**
+   * Soft-capping of the scaled scores before the mask and softmax (Gemma 2's `attn_logit_softcapping`):
+   * `softCap · tanh(scale·q·k / softCap)`. Default: none.
+   */
+  softCap?: number;
 }
 
 /** The activation of a gated linear unit ({@link Backend.gatedActivation}). */
@@ -205,7 +216,8 @@ export interface Backend {
    * Causal scaled dot-product attention with grouped-query heads, in the layout projections produce:
    * `queries: [B, T, H, D]`, `keys` and `values: [B, S, kvH, D]` (`H` a multiple of `kvH`; query head `h`
    * reads key/value head `⌊h·kvH/H⌋`) → `[B, T, H, D]`. Row `(b, t, h)` is
-   * `softmax(scale · q·kⱼ over j ≤ min(queryOffset + t, keyLength − 1)) · v`.
+   * `softmax(scale · q·kⱼ over j ≤ min(queryOffset + t, keyLength − 1)) · v`, with `window` only the
+   * keys `j > queryOffset + t − window`, with `softCap` the scores capped first.
    *
    * NOTE: each output row depends only on its own query and the keys it sees, so a token decoded against
    * a cache gets the same value as in a full recompute (fused implementations are asserted bit-exact

@@ -51,10 +51,14 @@ export function compositeAttention(
       headDim,
     ]);
     let scores = b.matmul(grouped, allKeys, { transposeB: true }); // [B, kvH, G·T, S]
-    if (padded !== keyLength || options.queryOffset < keyLength - 1) {
+    const cap = options.softCap;
+    if (cap !== undefined) scores = b.mul(b.tanh(b.div(scores, cap)), cap);
+    const window = options.window;
+    const windowed = window !== undefined && options.queryOffset + length - window >= 0;
+    if (padded !== keyLength || options.queryOffset < keyLength - 1 || windowed) {
       scores = b.add(
         b.reshape(scores, [batch, kvHeads, groups, length, padded]),
-        attentionMask(b, length, padded, keyLength, options.queryOffset),
+        attentionMask(b, length, padded, keyLength, options.queryOffset, window),
       );
       scores = b.reshape(scores, [batch, kvHeads, groups * length, padded]);
     }
@@ -63,18 +67,26 @@ export function compositeAttention(
   });
 }
 
-/** Additive mask `[T, S]`: 0 where key `j ≤ min(offset + i, keyLength − 1)`, −∞ elsewhere. */
+/**
+ * Additive mask `[T, S]`: 0 where key `j ≤ min(offset + i, keyLength − 1)` (and, with a window,
+ * `j > offset + i − window`), −∞ elsewhere.
+ */
 function attentionMask(
   b: Backend,
   length: number,
   columns: number,
   keyLength: number,
   offset: number,
+  window?: number,
 ): Tensor {
   const mask = new Float32Array(length * columns);
   for (let i = 0; i < length; i++) {
     const last = Math.min(offset + i, keyLength - 1);
     mask.fill(Number.NEGATIVE_INFINITY, i * columns + last + 1, (i + 1) * columns);
+    if (window !== undefined) {
+      const first = Math.max(0, offset + i - window + 1);
+      mask.fill(Number.NEGATIVE_INFINITY, i * columns, i * columns + Math.min(first, last + 1));
+    }
   }
   return b.fromArray(mask, [length, columns]);
 }

@@ -942,6 +942,39 @@ function registerFusedOps(test: Register): void {
     }
   });
 
+  test('attention: sliding window (keys j > p − window) and soft-capped scores, against float64 and the composite', async (h) => {
+    // [B, T, H, kvH, D, S, offset, keyLength, window, softCap]: windows shorter than, equal to and longer
+    // than the keys, a chunk that straddles the window edge, decoding past it, and a cap that bites.
+    const cases: [number, number, number, number, number, number, number, number, number, number?][] = [
+      [1, 9, 4, 2, 8, 9, 0, 9, 3], // prefill: the window slides across the chunk
+      [2, 1, 2, 1, 4, 20, 17, 18, 5], // one decode step at position 17, window 5: keys 13…17
+      [1, 4, 6, 2, 4, 24, 10, 14, 4, 0.75], // a chunk after a cached prefix, window and cap
+      [1, 5, 2, 2, 8, 5, 0, 5, 1], // window 1: each query sees only itself
+      [1, 6, 2, 1, 4, 6, 0, 6, 100, 1.5], // a window longer than every key: the cap alone
+    ];
+    for (const [batch, length, heads, kvHeads, headDim, slots, offset, keyLength, window, softCap] of cases) {
+      const q = h.input([batch, length, heads, headDim], -2, 2);
+      const k = h.input([batch, slots, kvHeads, headDim], -2, 2);
+      const v = h.input([batch, slots, kvHeads, headDim]);
+      const options = {
+        scale: 1 / Math.sqrt(headDim),
+        queryOffset: offset,
+        keyLength,
+        window,
+        ...(softCap !== undefined ? { softCap } : {}),
+      };
+      const want = attentionRef(q.r, k.r, v.r, options.scale, offset, keyLength, { window, softCap });
+      const label = `attention window=${window} softCap=${softCap} T=${length} offset=${offset} keys=${keyLength}`;
+      await h.within(label, h.b.attention(q.t, k.t, v.t, options), want, h.tol.normalization);
+      await h.within(
+        `${label} (composite)`,
+        compositeAttention(h.b, q.t, k.t, v.t, options),
+        want,
+        h.tol.normalization,
+      );
+    }
+  });
+
   test('attention: keyLength defaults to every key; unused slots do not matter (NaN there)', async (h) => {
     const q = h.input([1, 2, 2, 4]);
     const k = h.input([1, 3, 1, 4]);
@@ -1301,6 +1334,13 @@ function registerGradientChecks(test: Register): void {
       [q, k, v],
       (b, [x, y, z]) => b.attention(x!, y!, z!, options),
       ([x, y, z]) => attentionRef(x!, y!, z!, 0.5, 1, 4),
+    );
+    const windowed = { ...options, window: 2, softCap: 0.8 };
+    await h.gradCheck(
+      'attention with a window and a soft-cap',
+      [q, k, v],
+      (b, [x, y, z]) => b.attention(x!, y!, z!, windowed),
+      ([x, y, z]) => attentionRef(x!, y!, z!, 0.5, 1, 4, { window: 2, softCap: 0.8 }),
     );
     const gate = h.input([2, 5], -3, 3);
     const up = h.input([2, 5]);

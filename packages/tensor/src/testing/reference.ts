@@ -392,7 +392,8 @@ export const geluTanhScalar = (v: number): number =>
 
 /**
  * Causal grouped-query attention: `q: [B, T, H, D]`, `k`, `v: [B, S, kvH, D]` → `[B, T, H, D]`; query `t`
- * sees keys `j ≤ min(offset + t, keyLength − 1)`; head `h` reads key head `⌊h·kvH/H⌋`.
+ * sees keys `j ≤ min(offset + t, keyLength − 1)` (and, with a `window`, `j > offset + t − window`); head
+ * `h` reads key head `⌊h·kvH/H⌋`; with `softCap` the scaled scores are `softCap·tanh(s/softCap)`.
  */
 export function attentionRef(
   q: RefArray,
@@ -401,6 +402,7 @@ export function attentionRef(
   scale: number,
   offset: number,
   keyLength = k.shape[1]!,
+  { window, softCap }: { window?: number; softCap?: number } = {},
 ): RefArray {
   const [batch, length, heads, headDim] = q.shape as [number, number, number, number];
   const [, keySlots, kvHeads] = k.shape as [number, number, number, number];
@@ -411,19 +413,22 @@ export function attentionRef(
         const kvh = Math.floor((h * kvHeads) / heads);
         const last = Math.min(offset + t, keyLength - 1);
         const qBase = ((b * length + t) * heads + h) * headDim;
+        // A window keeps the keys j with (offset + t) − j < window.
+        const first = window === undefined ? 0 : Math.max(0, offset + t - window + 1);
         const scores: number[] = [];
-        for (let j = 0; j <= last; j++) {
+        for (let j = first; j <= last; j++) {
           const kBase = ((b * keySlots + j) * kvHeads + kvh) * headDim;
           let dot = 0;
           for (let i = 0; i < headDim; i++) dot += q.data[qBase + i]! * k.data[kBase + i]!;
-          scores.push(dot * scale);
+          scores.push(softCap === undefined ? dot * scale : softCap * Math.tanh((dot * scale) / softCap));
         }
         const top = Math.max(...scores);
         const weights = scores.map((s) => Math.exp(s - top));
         const total = weights.reduce((s, w) => s + w, 0);
-        for (let j = 0; j <= last; j++) {
+        for (let j = first; j <= last; j++) {
           const vBase = ((b * keySlots + j) * kvHeads + kvh) * headDim;
-          for (let i = 0; i < headDim; i++) data[qBase + i]! += (weights[j]! / total) * v.data[vBase + i]!;
+          for (let i = 0; i < headDim; i++)
+            data[qBase + i]! += (weights[j - first]! / total) * v.data[vBase + i]!;
         }
       }
     }
