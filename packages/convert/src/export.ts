@@ -7,8 +7,12 @@
 import { resolve } from 'node:path';
 import {
   assertOutputApart,
+  layerNorms,
   layerSchedule,
   linearModules,
+  type LoopNorm,
+  loopNormTensorName,
+  normTensorName,
   linearShapes,
   loraTensorName,
   moduleTensorName,
@@ -19,7 +23,7 @@ import { type Backend, sizeOf } from '@rrt/tensor';
 import { InvalidOptionError } from './errors.js';
 import { addLowRank, type FloatDType, isFloatDType, storeAs, torchDtypeNames } from './numeric.js';
 import { type TensorProgress, TensorStream, writeModelDirectory } from './output.js';
-import { addCopy, checkDecoderTensors, normNames, openSource } from './source.js';
+import { addCopy, checkDecoderTensors, openSource } from './source.js';
 
 /** Options of {@link exportUnrolled}. */
 export interface ExportOptions {
@@ -85,6 +89,10 @@ export async function exportUnrolled(
     const schedule = layerSchedule(recursion, config.numHiddenLayers);
     for (const step of schedule) {
       if (!step.shared) continue;
+      for (const norm of recursion.loopNorms ?? []) {
+        const width = norm === 'q_norm' || norm === 'k_norm' ? config.headDim : config.hiddenSize;
+        source.check(loopNormTensorName(step.loopIndex, step.blockLayer, norm), [width]);
+      }
       for (const module of linearModules) {
         const rank = recursion.loraRanks[module];
         if (rank === 0) continue;
@@ -102,8 +110,13 @@ export async function exportUnrolled(
     copy('model.embed_tokens.weight', 'model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]);
     for (const step of schedule) {
       const { depth, blockLayer, loopIndex } = step;
-      for (const norm of normNames) {
-        copy(`model.layers.${blockLayer}.${norm}.weight`, `model.layers.${depth}.${norm}.weight`, hidden);
+      for (const { norm, width } of layerNorms(config)) {
+        // A norm kept per loop unrolls to that loop's copy; a shared one to the stored layer's.
+        const perLoop = step.shared && (recursion.loopNorms ?? []).includes(norm as LoopNorm);
+        const from = perLoop
+          ? loopNormTensorName(loopIndex, blockLayer, norm)
+          : normTensorName(blockLayer, norm);
+        copy(from, normTensorName(depth, norm), [width]);
       }
       for (const module of linearModules) {
         const [outFeatures, inFeatures] = shapes[module];

@@ -9,10 +9,13 @@ import { join } from 'node:path';
 import {
   type Checkpoint,
   ConfigError,
+  type LayerNormName,
+  layerNorms,
   linearModules,
   linearShapes,
   type ModelConfig,
   moduleTensorName,
+  normTensorName,
   openCheckpoint,
   type RawTensor,
   resolveConfig,
@@ -212,10 +215,10 @@ async function identify(file: string): Promise<FileIdentity> {
   return { size: info.size, mtimeMs: info.mtimeMs, ino: info.ino };
 }
 
-/** The two RMSNorms of a decoder layer, in file order. */
+/** The two RMSNorms every decoder layer has, in file order (see `layerNorms` for a config's full list). */
 export const normNames = ['input_layernorm', 'post_attention_layernorm'] as const;
-/** One of {@link normNames}. */
-export type NormName = (typeof normNames)[number];
+/** A layer norm's Hugging Face name. */
+export type NormName = LayerNormName;
 
 /**
  * Every tensor a decoder made of the source layers `layers` reads, with its shape from the config:
@@ -237,7 +240,7 @@ export function decoderTensorShapes(
     tensors.set('lm_head.weight', [config.vocabSize, config.hiddenSize]);
   }
   for (const layer of layers) {
-    for (const norm of normNames) tensors.set(`model.layers.${layer}.${norm}.weight`, hidden);
+    for (const { norm, width } of layerNorms(config)) tensors.set(normTensorName(layer, norm), [width]);
     for (const module of linearModules) {
       tensors.set(`${moduleTensorName(layer, module)}.weight`, shapes[module]);
       if (config.biasedModules.includes(module)) {

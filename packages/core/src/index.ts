@@ -40,6 +40,7 @@ export {
   seededRandom,
 } from './generate/sampling.js';
 export {
+  checkLoopsRepeatLayerTypes,
   type HiddenActivation,
   type ModelConfig,
   type ModelFamily,
@@ -68,16 +69,23 @@ export {
   exitDepths,
   type InitMethod,
   type LinearModule,
+  type LoopNorm,
   layerSchedule,
   linearModules,
+  loopNormNames,
   type RecursionConfig,
   recursionToJson,
   resolveRecursion,
   type SharingStrategy,
 } from './model/recursion.js';
 export {
+  type LayerNormName,
   type LayerWeights,
+  layerNorms,
   type Linear,
+  type LoopNorms,
+  loopNormTensorName,
+  normTensorName,
   type LoRA,
   linearShapes,
   type LoadWeightsOptions,

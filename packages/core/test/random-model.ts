@@ -90,6 +90,27 @@ export const randomConfigs: Record<string, { reference: ReferenceConfig; hf: Rec
     },
     hf: { model_type: 'qwen2', tie_word_embeddings: true },
   },
+  // Qwen3: per-head q/k RMSNorm before RoPE, head_dim 12 independent of hidden / heads (32 / 4 = 8), no
+  // biases, an untied head.
+  'qwen3-qknorm': {
+    reference: {
+      family: 'llama',
+      vocabSize: 57,
+      hiddenSize: 32,
+      intermediateSize: 56,
+      numHiddenLayers: 3,
+      numAttentionHeads: 4,
+      numKeyValueHeads: 2,
+      headDim: 12,
+      rmsNormEps: 1e-6,
+      ropeTheta: 1000000,
+      ropeScalingFactor: 1,
+      tieWordEmbeddings: false,
+      biases: [],
+      qkNorm: true,
+    },
+    hf: { model_type: 'qwen3', head_dim: 12, tie_word_embeddings: false, attention_bias: false },
+  },
   'gemma-mqa': {
     reference: {
       family: 'gemma',

@@ -2,11 +2,18 @@ import { type KeyValues, type KVCache, KVCacheError } from '@rrt/kv-cache';
 import type { Backend, Tensor } from '@rrt/tensor';
 import type { ModelConfig } from './config.js';
 import { ropeTables } from './rope.js';
-import { type EffectiveLayer, exitDepths, type LinearModule, layerSchedule } from './recursion.js';
+import {
+  type EffectiveLayer,
+  exitDepths,
+  type LinearModule,
+  type LoopNorm,
+  layerSchedule,
+} from './recursion.js';
 import {
   disposeWeights,
   type LayerWeights,
   type Linear,
+  type LoopNorms,
   type LoRA,
   loraKey,
   type ModelWeights,
@@ -38,6 +45,10 @@ export interface RaggedRows {
   readonly cos: Tensor;
   /** RoPE sines of each row's position, `[M, 1, headDim/2]`. */
   readonly sin: Tensor;
+  /** Gemma 3: the local (sliding) layers' RoPE cosines of each row, `[M, 1, headDim/2]` (own base, unscaled). */
+  readonly localCos?: Tensor;
+  /** Gemma 3: the local layers' RoPE sines of each row. */
+  readonly localSin?: Tensor;
   /** Frees `cos` and `sin`. */
   dispose(): void;
 }
@@ -103,6 +114,7 @@ export class Decoder {
   private readonly exitAfter: ReadonlySet<number>;
   private readonly ropeCos: Tensor;
   private readonly ropeSin: Tensor;
+  private readonly localRope: { cos: Tensor; sin: Tensor } | undefined;
 
   constructor(
     readonly backend: Backend,
@@ -115,6 +127,15 @@ export class Decoder {
     const shape = [config.maxPositionEmbeddings, config.headDim / 2];
     this.ropeCos = backend.fromArray(cos, shape);
     this.ropeSin = backend.fromArray(sin, shape);
+    if (config.localRopeTheta !== undefined) {
+      // Gemma 3's local layers: their own base, and none of the global layers' rope_scaling.
+      const local = ropeTables({
+        ...config,
+        ropeTheta: config.localRopeTheta,
+        ropeScaling: { type: 'none' },
+      });
+      this.localRope = { cos: backend.fromArray(local.cos, shape), sin: backend.fromArray(local.sin, shape) };
+    }
   }
 
   /**
@@ -210,15 +231,18 @@ export class Decoder {
     }
     const count = positions.length;
     const half = config.headDim / 2;
-    const { cos, sin } = backend.tidy(() => {
+    const { localRope } = this;
+    const tables = backend.tidy(() => {
       const index = backend.fromArray(Int32Array.from(positions), [count], 'int32');
       // [M, 1, hD/2]: broadcasts over the heads axis of the rows seen as [1, M, heads, hD].
+      const rowsOf = (table: Tensor) => backend.reshape(backend.gather(table, index), [count, 1, half]);
       return {
-        cos: backend.reshape(backend.gather(this.ropeCos, index), [count, 1, half]),
-        sin: backend.reshape(backend.gather(this.ropeSin, index), [count, 1, half]),
+        cos: rowsOf(this.ropeCos),
+        sin: rowsOf(this.ropeSin),
+        ...(localRope ? { localCos: rowsOf(localRope.cos), localSin: rowsOf(localRope.sin) } : {}),
       };
     });
-    return { spans, count, cos, sin, dispose: () => backend.dispose([cos, sin]) };
+    return { spans, count, ...tables, dispose: () => backend.dispose(Object.values(tables)) };
   }
 
   /**
@@ -235,9 +259,23 @@ export class Decoder {
     const { weights, step } = this.layerStep(rows, spanLayers);
     return backend.tidy(() => {
       const attentionIn = backend.rmsNorm(hidden, weights.inputNorm, config.rmsNormEps);
-      const afterAttention = backend.add(hidden, this.attention(attentionIn, weights, step));
-      const mlpIn = backend.rmsNorm(afterAttention, weights.postAttentionNorm, config.rmsNormEps);
-      return backend.add(afterAttention, this.mlp(mlpIn, weights, step));
+      if (!config.sandwichNorms) {
+        const afterAttention = backend.add(hidden, this.attention(attentionIn, weights, step));
+        const mlpIn = backend.rmsNorm(afterAttention, weights.postAttentionNorm, config.rmsNormEps);
+        return backend.add(afterAttention, this.mlp(mlpIn, weights, step));
+      }
+      // Gemma 2/3: each sublayer's output is normalised before it joins the residual stream.
+      const attended = this.attention(attentionIn, weights, step);
+      const afterAttention = backend.add(
+        hidden,
+        this.normBySpan(attended, step, 'post_attention_layernorm', weights.postAttentionNorm),
+      );
+      const mlpIn = backend.rmsNorm(afterAttention, weights.preFeedforwardNorm!, config.rmsNormEps);
+      const mlpOut = this.mlp(mlpIn, weights, step);
+      return backend.add(
+        afterAttention,
+        this.normBySpan(mlpOut, step, 'post_feedforward_layernorm', weights.postFeedforwardNorm!),
+      );
     });
   }
 
@@ -264,7 +302,10 @@ export class Decoder {
     const { backend, config } = this;
     return backend.tidy(() => {
       const normed = backend.rmsNorm(hidden, this.weights.finalNorm, config.rmsNormEps);
-      return this.project(normed, { weight: this.weights.lmHead }, [undefined], [hidden.shape[0]!]);
+      const logits = this.project(normed, { weight: this.weights.lmHead }, [undefined], [hidden.shape[0]!]);
+      const cap = config.finalSoftCap;
+      // Gemma 2's final soft-capping: cap·tanh(logits/cap).
+      return cap === undefined ? logits : backend.mul(backend.tanh(backend.div(logits, cap)), cap);
     });
   }
 
@@ -272,6 +313,7 @@ export class Decoder {
   dispose(): void {
     disposeWeights(this.backend, this.weights);
     this.backend.dispose([this.ropeCos, this.ropeSin]);
+    if (this.localRope) this.backend.dispose([this.localRope.cos, this.localRope.sin]);
   }
 
   /** forward's readout: `[B·T, d]` → `[B, T, vocab]` (or `[B, 1, vocab]` with `lastPositionOnly`). */
@@ -314,23 +356,73 @@ export class Decoder {
     const loras = layers.map((layer) =>
       layer.shared ? this.weights.loras.get(loraKey(layer.loopIndex, layer.blockLayer)) : undefined,
     );
+    const loopNorms = layers.map((layer) =>
+      layer.shared ? this.weights.loopNorms?.get(loraKey(layer.loopIndex, layer.blockLayer)) : undefined,
+    );
+    // Every depth of one stored layer has its window (resolveConfig refuses a schedule where they differ).
+    const window = this.config.layerWindows[layers[0]!.depth];
+    const local = window !== undefined && rows.localCos !== undefined;
     return {
       weights: this.weights.layers[blockLayer]!,
-      step: { rows, loras, caches: spanLayers.map((s) => s.cache) },
+      step: {
+        rows,
+        loras,
+        loopNorms,
+        caches: spanLayers.map((s) => s.cache),
+        window,
+        cos: local ? rows.localCos! : rows.cos,
+        sin: local ? rows.localSin! : rows.sin,
+      },
     };
   }
 
-  /** Keys and values of rows `x` (normed), `[1, M, kvHeads, hD]`, RoPE applied. */
+  /** Keys and values of rows `x` (normed), `[1, M, kvHeads, hD]`, RoPE applied (after the k norm, if any). */
   private keysAndValues(x: Tensor, weights: LayerWeights, step: LayerStep): { keys: Tensor; values: Tensor } {
     const { backend, config } = this;
-    const { count, cos, sin, spans } = step.rows;
+    const { count, spans } = step.rows;
     const spanRows = spans.map((s) => s.batch * s.length);
     const loras = (module: LinearModule) => step.loras.map((l) => l?.[module]);
-    const split = (y: Tensor) => backend.reshape(y, [1, count, config.numKeyValueHeads, config.headDim]);
+    const split = (y: Tensor) => backend.reshape(y, [count, config.numKeyValueHeads, config.headDim]);
+    let keys = split(this.project(x, weights.linears.k_proj, loras('k_proj'), spanRows));
+    if (weights.kNorm) keys = this.normBySpan(keys, step, 'k_norm', weights.kNorm);
     return {
-      keys: backend.rope(split(this.project(x, weights.linears.k_proj, loras('k_proj'), spanRows)), cos, sin),
-      values: split(this.project(x, weights.linears.v_proj, loras('v_proj'), spanRows)),
+      keys: backend.rope(
+        backend.reshape(keys, [1, count, config.numKeyValueHeads, config.headDim]),
+        step.cos,
+        step.sin,
+      ),
+      values: backend.reshape(this.project(x, weights.linears.v_proj, loras('v_proj'), spanRows), [
+        1,
+        count,
+        config.numKeyValueHeads,
+        config.headDim,
+      ]),
     };
+  }
+
+  /**
+   * RMSNorm of rows `x: [M, ...]` over the last axis: each span with its loop's own weight where the
+   * model stores `norm` per loop, `shared` elsewhere. Consecutive spans with one weight share one norm.
+   */
+  private normBySpan(x: Tensor, step: LayerStep, norm: LoopNorm, shared: Tensor): Tensor {
+    const { backend, config } = this;
+    const weights = step.loopNorms.map((perNorm) => perNorm?.[norm] ?? shared);
+    if (weights.every((weight) => weight === weights[0]))
+      return backend.rmsNorm(x, weights[0]!, config.rmsNormEps);
+    const spanRows = step.rows.spans.map((s) => s.batch * s.length);
+    const parts: Tensor[] = [];
+    let start = 0;
+    for (let i = 0; i < weights.length; ) {
+      let end = i + 1;
+      let rows = spanRows[i]!;
+      while (end < weights.length && weights[end] === weights[i]) rows += spanRows[end++]!;
+      const begin = x.shape.map((_, axis) => (axis === 0 ? start : 0));
+      const size = x.shape.map((_, axis) => (axis === 0 ? rows : -1));
+      parts.push(backend.rmsNorm(backend.slice(x, begin, size), weights[i]!, config.rmsNormEps));
+      start += rows;
+      i = end;
+    }
+    return backend.concat(parts, 0);
   }
 
   /** Calls `fn` with each span's rows of `[1, M, n, hD]` tensors, each as `[B, T, n, hD]`. */
@@ -358,16 +450,18 @@ export class Decoder {
 
   private attention(x: Tensor, weights: LayerWeights, step: LayerStep): Tensor {
     const { backend, config } = this;
-    const { spans, count, cos, sin } = step.rows;
+    const { spans, count } = step.rows;
     const { numAttentionHeads: heads, headDim } = config;
     const spanRows = spans.map((s) => s.batch * s.length);
     const qLoras = step.loras.map((l) => l?.q_proj);
     // [M, heads·hD] → [1, M, heads, hD]: a free reshape; RoPE is per row, by each row's own position.
-    const queries = backend.rope(
-      backend.reshape(this.project(x, weights.linears.q_proj, qLoras, spanRows), [1, count, heads, headDim]),
-      cos,
-      sin,
-    );
+    let projected = backend.reshape(this.project(x, weights.linears.q_proj, qLoras, spanRows), [
+      count,
+      heads,
+      headDim,
+    ]);
+    if (weights.qNorm) projected = this.normBySpan(projected, step, 'q_norm', weights.qNorm);
+    const queries = backend.rope(backend.reshape(projected, [1, count, heads, headDim]), step.cos, step.sin);
     const { keys, values } = this.keysAndValues(x, weights, step);
     // Attention runs per span, each against its own history ([B, T, heads, hD] after a free reshape).
     const mixed = this.forEachSpan(step, keys, values, (span, index, spanKeys, spanValues, part) => {
@@ -377,9 +471,11 @@ export class Decoder {
         ? cache.updateAndFetch(spanKeys, spanValues)
         : { keys: spanKeys, values: spanValues, length };
       const out = backend.attention(part(queries), cached.keys, cached.values, {
-        scale: 1 / Math.sqrt(headDim),
+        scale: config.attentionScale,
         queryOffset: offset,
         keyLength: cached.length,
+        ...(step.window !== undefined ? { window: step.window } : {}),
+        ...(config.attentionSoftCap !== undefined ? { softCap: config.attentionSoftCap } : {}),
       }); // [B, T, H, hD]
       return backend.reshape(out, [batch * length, heads * headDim]);
     });
@@ -439,9 +535,15 @@ export class Decoder {
 
 type LoRAs = Partial<Record<LinearModule, LoRA>> | undefined;
 
-/** One call of {@link Decoder.layer}: the rows, and per span its LoRAs and its KV history. */
+/** One call of {@link Decoder.layer}: the rows, and per span its LoRAs, loop norms and KV history. */
 interface LayerStep {
   rows: RaggedRows;
   loras: readonly LoRAs[];
+  loopNorms: readonly (LoopNorms | undefined)[];
   caches: readonly (LayerKV | undefined)[];
+  /** The stored layer's sliding window, or undefined for full causal attention. */
+  window: number | undefined;
+  /** The RoPE rows this layer rotates by (Gemma 3's local layers have their own). */
+  cos: Tensor;
+  sin: Tensor;
 }

@@ -3,7 +3,7 @@ import { formatShape, sameShape } from '@rrt/tensor';
 import { WeightError } from '../errors.js';
 import { type Checkpoint, type RawTensor, toFloat32 } from '../safetensors/index.js';
 import type { ModelConfig } from './config.js';
-import { type LinearModule, layerSchedule, linearModules } from './recursion.js';
+import { type LinearModule, type LoopNorm, layerSchedule, linearModules } from './recursion.js';
 
 /**
  * A linear layer `y = x·W + b` with `W` held as `[in, out]`: the transpose of the Hugging Face `[out, in]`
@@ -39,7 +39,57 @@ export interface LayerWeights {
   /** RMSNorm weight before the feed-forward network (already `1 + w` for Gemma). */
   postAttentionNorm: Tensor;
   linears: Record<LinearModule, Linear>;
+  /** Per-head RMSNorm weight of the queries, `[headDim]` (Qwen3, Gemma 3). */
+  qNorm?: Tensor;
+  /** Per-head RMSNorm weight of the keys, `[headDim]` (Qwen3, Gemma 3). */
+  kNorm?: Tensor;
+  /** Gemma 2/3: RMSNorm weight before the feed-forward network (`postAttentionNorm` then normalises the attention output). */
+  preFeedforwardNorm?: Tensor;
+  /** Gemma 2/3: RMSNorm weight of the feed-forward output. */
+  postFeedforwardNorm?: Tensor;
 }
+
+/** Every norm a decoder layer may have, by its Hugging Face name. */
+export type LayerNormName =
+  | 'input_layernorm'
+  | 'post_attention_layernorm'
+  | 'pre_feedforward_layernorm'
+  | 'post_feedforward_layernorm'
+  | 'q_norm'
+  | 'k_norm';
+
+/** The norms a layer of this config has, in file order, with the width each normalises. */
+export function layerNorms(
+  config: Pick<ModelConfig, 'qkNorm' | 'sandwichNorms' | 'hiddenSize' | 'headDim'>,
+): { norm: LayerNormName; width: number }[] {
+  const norms: { norm: LayerNormName; width: number }[] = [
+    { norm: 'input_layernorm', width: config.hiddenSize },
+    { norm: 'post_attention_layernorm', width: config.hiddenSize },
+  ];
+  if (config.sandwichNorms) {
+    norms.push({ norm: 'pre_feedforward_layernorm', width: config.hiddenSize });
+    norms.push({ norm: 'post_feedforward_layernorm', width: config.hiddenSize });
+  }
+  if (config.qkNorm) {
+    norms.push({ norm: 'q_norm', width: config.headDim });
+    norms.push({ norm: 'k_norm', width: config.headDim });
+  }
+  return norms;
+}
+
+/** Hugging Face name of a stored layer's norm weight (`model.layers.3.self_attn.q_norm.weight`). */
+export function normTensorName(blockLayer: number, norm: LayerNormName): string {
+  const path = norm === 'q_norm' || norm === 'k_norm' ? `self_attn.${norm}` : norm;
+  return `model.layers.${blockLayer}.${path}.weight`;
+}
+
+/** Name of the per-loop copy of a norm ({@link RecursionConfig.loopNorms}). */
+export function loopNormTensorName(loopIndex: number, blockLayer: number, norm: LayerNormName): string {
+  return `model.loras.${loopIndex}.${normTensorName(blockLayer, norm)}`;
+}
+
+/** Per-loop norms of one (loop, stored layer), already `1 + w` for Gemma. */
+export type LoopNorms = Partial<Record<LoopNorm, Tensor>>;
 
 /** Every weight of a decoder, as backend tensors. */
 export interface ModelWeights {
@@ -51,6 +101,8 @@ export interface ModelWeights {
   lmHead: Tensor;
   /** Per-loop LoRA of shared layers, keyed by {@link loraKey}; absent where the rank is 0. */
   loras: Map<string, Partial<Record<LinearModule, LoRA>>>;
+  /** Per-loop norms of shared layers ({@link RecursionConfig.loopNorms}), keyed by {@link loraKey}. */
+  loopNorms?: Map<string, LoopNorms>;
 }
 
 /** Hugging Face tensor-name prefix of a stored layer's module. */
@@ -130,8 +182,9 @@ export async function loadWeights(
     return transposed;
   };
   // Gemma's RMSNorm scales by (1 + w): fold the 1 in once at load time.
-  const norm = (name: string) =>
-    load(name, [config.hiddenSize], config.normAddOne ? (w) => w.map((value) => 1 + value) : undefined);
+  const norm = (name: string, width = config.hiddenSize) =>
+    load(name, [width], config.normAddOne ? (w) => w.map((value) => 1 + value) : undefined);
+  const headNorm = (name: string) => norm(name, config.headDim);
 
   try {
     const shapes = linearShapes(config);
@@ -149,11 +202,20 @@ export async function loadWeights(
           ? { weight, bias: await load(`${prefix}.bias`, [outFeatures]) }
           : { weight };
       }
-      layers.push({
-        inputNorm: await norm(`model.layers.${blockLayer}.input_layernorm.weight`),
-        postAttentionNorm: await norm(`model.layers.${blockLayer}.post_attention_layernorm.weight`),
+      const layer: LayerWeights = {
+        inputNorm: await norm(normTensorName(blockLayer, 'input_layernorm')),
+        postAttentionNorm: await norm(normTensorName(blockLayer, 'post_attention_layernorm')),
         linears,
-      });
+      };
+      if (config.sandwichNorms) {
+        layer.preFeedforwardNorm = await norm(normTensorName(blockLayer, 'pre_feedforward_layernorm'));
+        layer.postFeedforwardNorm = await norm(normTensorName(blockLayer, 'post_feedforward_layernorm'));
+      }
+      if (config.qkNorm) {
+        layer.qNorm = await headNorm(normTensorName(blockLayer, 'q_norm'));
+        layer.kNorm = await headNorm(normTensorName(blockLayer, 'k_norm'));
+      }
+      layers.push(layer);
     }
     const finalNorm = await norm('model.norm.weight');
     const lmHead = config.tieWordEmbeddings
@@ -161,8 +223,19 @@ export async function loadWeights(
       : await loadTransposed('lm_head.weight', [config.vocabSize, config.hiddenSize]);
     if (config.tieWordEmbeddings) created.push(lmHead);
     const loras = await loadLoras(config, shapes, loadTransposed);
+    const loopNorms = new Map<string, LoopNorms>();
+    for (const layer of layerSchedule(config.recursion, config.numHiddenLayers)) {
+      const names = config.recursion?.loopNorms ?? [];
+      if (!layer.shared || names.length === 0) continue;
+      const perNorm: LoopNorms = {};
+      for (const name of names) {
+        const width = name === 'q_norm' || name === 'k_norm' ? config.headDim : config.hiddenSize;
+        perNorm[name] = await norm(loopNormTensorName(layer.loopIndex, layer.blockLayer, name), width);
+      }
+      loopNorms.set(loraKey(layer.loopIndex, layer.blockLayer), perNorm);
+    }
     for (const name of checkpoint.entries.keys()) if (!used.has(name)) options.onUnusedTensor?.(name);
-    return { embedding, layers, finalNorm, lmHead, loras };
+    return { embedding, layers, finalNorm, lmHead, loras, ...(loopNorms.size > 0 ? { loopNorms } : {}) };
   } catch (error) {
     backend.dispose(created);
     throw error;
@@ -225,10 +298,16 @@ export function disposeWeights(backend: Backend, weights: ModelWeights): void {
   for (const layer of weights.layers) {
     tensors.add(layer.inputNorm);
     tensors.add(layer.postAttentionNorm);
+    for (const extra of [layer.qNorm, layer.kNorm, layer.preFeedforwardNorm, layer.postFeedforwardNorm]) {
+      if (extra) tensors.add(extra);
+    }
     for (const linear of Object.values(layer.linears)) {
       tensors.add(linear.weight);
       if (linear.bias) tensors.add(linear.bias);
     }
+  }
+  for (const perNorm of weights.loopNorms?.values() ?? []) {
+    for (const tensor of Object.values(perNorm)) tensors.add(tensor);
   }
   for (const perModule of weights.loras.values()) {
     for (const lora of Object.values(perModule)) {
