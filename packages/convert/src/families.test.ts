@@ -1,0 +1,169 @@
+/**
+ * Conversion of the families whose layers are not all alike: Gemma 2 (alternating local and global
+ * layers, soft-caps, four norms) and Gemma 3 text (five local to one global in real models, here one to
+ * two: q/k norms, local RoPE), and Mistral / Qwen2 windows. A relaxed conversion at full rank reproduces
+ * the original, its unrolled export is the plain family again, and a block size whose loops would break
+ * the local/global pattern is refused.
+ */
+import { readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createBackend } from '@rrt/backend-tfjs';
+import type { Backend } from '@rrt/tensor';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { convertToRecursive } from './convert.js';
+import { InvalidOptionError } from './errors.js';
+import { exportUnrolled } from './export.js';
+import { expectIdentityConversion, logitsOf, maxAbsDifference, tempDir, tokenIds } from './test-support.js';
+import { type SyntheticModelSpec, writeSyntheticCheckpoint } from './testing/index.js';
+
+const FULL_RANK = 1_000;
+
+interface FamilyCase {
+  spec: SyntheticModelSpec;
+  /** Layouts whose loops repeat the layer types. */
+  layouts: { loops: number; strategy: 'cycle' | 'sequence' | 'middle-cycle' }[];
+  /** A block size that breaks the pattern. */
+  refusedLoops: number;
+  /** The norms a relaxed conversion keeps per loop. */
+  loopNorms: string[] | undefined;
+}
+
+const sixLayers = {
+  vocabSize: 53,
+  hiddenSize: 32,
+  intermediateSize: 48,
+  numHiddenLayers: 6,
+  numAttentionHeads: 4,
+  numKeyValueHeads: 2,
+  headDim: 8,
+  tieWordEmbeddings: true,
+  dtype: 'F32',
+  layerSpecificity: 0.5,
+} as const;
+
+const cases: FamilyCase[] = [
+  {
+    // Even layers local (window 3): loops of an even K repeat the pattern, K = 3 does not.
+    spec: {
+      ...sixLayers,
+      modelType: 'gemma2',
+      seed: 21,
+      extraConfig: {
+        sliding_window: 3,
+        query_pre_attn_scalar: 20,
+        attn_logit_softcapping: 1.5,
+        final_logit_softcapping: 4,
+      },
+    },
+    layouts: [
+      { loops: 3, strategy: 'cycle' },
+      { loops: 2, strategy: 'middle-cycle' },
+    ],
+    refusedLoops: 2,
+    loopNorms: ['post_attention_layernorm', 'post_feedforward_layernorm'],
+  },
+  {
+    // Layers 2 and 5 global (pattern 3): only K = 3 cycles repeat it.
+    spec: {
+      ...sixLayers,
+      modelType: 'gemma3_text',
+      seed: 22,
+      extraConfig: {
+        sliding_window: 3,
+        sliding_window_pattern: 3,
+        rope_local_base_freq: 10000,
+        rope_theta: 1000000,
+        rope_scaling: { rope_type: 'linear', factor: 4 },
+        query_pre_attn_scalar: 12,
+      },
+    },
+    layouts: [{ loops: 2, strategy: 'cycle' }],
+    refusedLoops: 3,
+    loopNorms: ['q_norm', 'k_norm', 'post_attention_layernorm', 'post_feedforward_layernorm'],
+  },
+  {
+    // Every layer slides: any layout repeats the (one) layer type.
+    spec: {
+      ...sixLayers,
+      modelType: 'mistral',
+      seed: 23,
+      tieWordEmbeddings: false,
+      extraConfig: { sliding_window: 3 },
+    },
+    layouts: [
+      { loops: 2, strategy: 'cycle' },
+      { loops: 3, strategy: 'sequence' },
+    ],
+    refusedLoops: 0,
+    loopNorms: undefined,
+  },
+];
+
+let backend: Backend;
+let workDir: string;
+beforeAll(async () => {
+  backend = (await createBackend('cpu')).backend;
+  workDir = await tempDir('families');
+});
+afterAll(async () => {
+  await rm(workDir, { recursive: true, force: true });
+});
+
+for (const { spec: baseSpec, layouts, refusedLoops, loopNorms } of cases) {
+  const seed = 1 + Math.floor(Math.random() * 1e6);
+  describe(`${baseSpec.modelType}: conversion (6 layers, float32, seed ${seed})`, () => {
+    const spec: SyntheticModelSpec = { ...baseSpec, seed };
+    // 7 tokens: every local layer's window of 3 slides.
+    const tokens = tokenIds(seed, 7, spec.vocabSize);
+    let sourceDir: string;
+    let originalLogits: Float32Array;
+    let tensorsBefore = 0;
+    let count = 0;
+    const outDir = () => join(workDir, `${spec.modelType}-${seed}-${count++}`);
+    beforeAll(async () => {
+      sourceDir = join(workDir, `${spec.modelType}-${seed}-source`);
+      await writeSyntheticCheckpoint(sourceDir, spec);
+      originalLogits = await logitsOf(sourceDir, backend, tokens);
+      tensorsBefore = backend.numTensors();
+    });
+    afterEach(() => {
+      expect(backend.numTensors()).toBe(tensorsBefore);
+    });
+
+    it('K = N, L = 1 equals the original, tensor for tensor', async () => {
+      await expectIdentityConversion(sourceDir, outDir(), 6, backend, tokens, originalLogits);
+    });
+
+    for (const layout of layouts) {
+      it(`full-rank relaxed (${layout.strategy}, L = ${layout.loops}) reproduces the original; its unrolled export is a plain ${baseSpec.modelType} that matches`, async () => {
+        const out = outDir();
+        await convertToRecursive(sourceDir, out, { ...layout, init: 'average', ranks: FULL_RANK });
+        const config = JSON.parse(await readFile(join(out, 'config.json'), 'utf8'));
+        expect(config.model_type).toBe(`rrt_${spec.modelType}`);
+        expect(config.recursion.loop_norms).toEqual(loopNorms);
+        const relaxed = await logitsOf(out, backend, tokens);
+        // Observed: about 1e-6 (float32 factors of full-rank residuals).
+        expect(maxAbsDifference(relaxed, originalLogits), `seed ${seed}`).toBeLessThanOrEqual(2e-5);
+
+        const unrolled = outDir();
+        await exportUnrolled(out, unrolled);
+        const plain = JSON.parse(await readFile(join(unrolled, 'config.json'), 'utf8'));
+        expect(plain.model_type).toBe(spec.modelType);
+        expect(plain.recursion).toBeUndefined();
+        const unrolledLogits = await logitsOf(unrolled, backend, tokens);
+        expect(maxAbsDifference(unrolledLogits, relaxed), `seed ${seed}`).toBeLessThanOrEqual(2e-5);
+        expect(maxAbsDifference(unrolledLogits, originalLogits), `seed ${seed}`).toBeLessThanOrEqual(2e-5);
+      });
+    }
+
+    if (refusedLoops > 0) {
+      it(`L = ${refusedLoops} (cycle) would run local and global depths on one stored layer: refused, naming blockSize`, async () => {
+        const attempt = convertToRecursive(sourceDir, outDir(), { loops: refusedLoops, ranks: 4 });
+        await expect(attempt).rejects.toThrow(InvalidOptionError);
+        await expect(
+          convertToRecursive(sourceDir, outDir(), { loops: refusedLoops, ranks: 4 }),
+        ).rejects.toThrow(/option "blockSize".*repeat the layer types/);
+      });
+    }
+  });
+}
