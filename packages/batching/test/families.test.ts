@@ -42,11 +42,18 @@ describe('serving engine on windowed, soft-capped families (wasm)', () => {
       const expected: number[][] = [];
       for (const { prompt, maxTokens } of requests) {
         const tokens: number[] = [];
-        for await (const token of generateTokens(model, prompt, { maxTokens, stopTokens: [] })) tokens.push(token);
+        for await (const token of generateTokens(model, prompt, { maxTokens, stopTokens: [] }))
+          tokens.push(token);
         expected.push(tokens);
       }
       for (const mode of ['static', 'sequence', 'depth'] as const) {
-        const engine = createEngine(model, { mode, maxSlots: 3, kvBytes: 1 << 20, pageSize: 3, chunkSize: 5 });
+        const engine = createEngine(model, {
+          mode,
+          maxSlots: 3,
+          kvBytes: 1 << 20,
+          pageSize: 3,
+          chunkSize: 5,
+        });
         const results = await Promise.all(
           requests.map(async ({ prompt, maxTokens }) => {
             const stream = engine.generate(prompt, { maxTokens, stopTokens: [] });
