@@ -521,6 +521,9 @@ describe('inspect names the family and what sets it apart', () => {
     const relaxed = join(work, 'inspect-gemma3-relaxed');
     const converted = await rrt(['convert', source, '--out', relaxed, '--loops', '2', '--rank', '4']);
     expect(converted.code, converted.stderr).toBe(0);
+    expect(converted.stdout).toContain(
+      'norms kept per loop (not foldable): q_norm, k_norm, post_attention_layernorm, post_feedforward_layernorm\n',
+    );
     const inspect = await rrt(['inspect', relaxed]);
     expect(inspect.stdout).toContain(': gemma3_text (gemma family)\n');
     expect(inspect.stdout).toContain(
