@@ -30,6 +30,7 @@ describe('resolveConfig', () => {
     expect(resolved({ model_type: 'mistral', sliding_window: 128 }).maxPositionEmbeddings).toBe(512);
     expect(windows({ model_type: 'mistral', sliding_window: 128 })).toEqual([128, 128]);
     expect(windows({ model_type: 'mistral', sliding_window: null })).toEqual([undefined, undefined]);
+    expect(windows({ model_type: 'mistral' })).toEqual([4096, 4096]); // MistralConfig's default
     expect(windows({ model_type: 'llama', sliding_window: 128 })).toEqual([undefined, undefined]);
     // Qwen2/3: only with use_sliding_window, and only layers with index ≥ max_window_layers.
     expect(windows({ model_type: 'qwen2', sliding_window: 128 })).toEqual([undefined, undefined]);

@@ -2,7 +2,10 @@ import { ConfigError } from '../errors.js';
 import { type LinearModule, layerSchedule, type RecursionConfig, resolveRecursion } from './recursion.js';
 import type { RopeScaling } from './rope.js';
 
-/** Architecture families that the decoder implements; `model_type` values map onto these. */
+/**
+ * Architecture families that the decoder implements; `model_type` values map onto these (`llama`:
+ * llama, mistral, qwen2, qwen3; `gemma`: gemma, gemma2, gemma3_text). Finer differences are config fields.
+ */
 export type ModelFamily = 'llama' | 'gemma';
 
 /** Activation of the gated feed-forward network. */
@@ -14,7 +17,8 @@ export type HiddenActivation = 'silu' | 'gelu_tanh';
  */
 export interface ModelConfig {
   /**
-   * The plain architecture's `model_type` (`llama`, `mistral`, `qwen2`, `gemma`): as written in
+   * The plain architecture's `model_type` (`llama`, `mistral`, `qwen2`, `qwen3`, `gemma`, `gemma2`,
+   * `gemma3_text`): as written in
    * `config.json`, or, for a recursive model written as `rrt_llama`, the base type `llama`.
    */
   modelType: string;
@@ -328,14 +332,16 @@ export function resolveConfig(raw: unknown, file: string): ResolvedConfig {
   const isGemma3 = modelType === 'gemma3_text';
   // Hugging Face's defaults where config.json leaves a field out (Gemma2Config, Gemma3TextConfig).
   const defaults: Record<string, unknown> =
-    isGemma2 || isGemma3
-      ? {
-          query_pre_attn_scalar: 256,
-          sliding_window: 4096,
-          ...(isGemma2 ? { attn_logit_softcapping: 50, final_logit_softcapping: 30 } : {}),
-          ...(isGemma3 ? { rope_theta: 1_000_000, rope_local_base_freq: 10_000 } : {}),
-        }
-      : {};
+    modelType === 'mistral'
+      ? { sliding_window: 4096 } // MistralConfig's default (v0.1's window); later configs write null
+      : isGemma2 || isGemma3
+        ? {
+            query_pre_attn_scalar: 256,
+            sliding_window: 4096,
+            ...(isGemma2 ? { attn_logit_softcapping: 50, final_logit_softcapping: 30 } : {}),
+            ...(isGemma3 ? { rope_theta: 1_000_000, rope_local_base_freq: 10_000 } : {}),
+          }
+        : {};
   const withDefaults = { ...defaults, ...fields };
   const hiddenSize = positiveInt(fields, 'hidden_size', file);
   const numAttentionHeads = positiveInt(fields, 'num_attention_heads', file);

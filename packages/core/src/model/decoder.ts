@@ -105,8 +105,9 @@ export interface ForwardOutput {
 
 /**
  * One decoder for vanilla, recursive and relaxed models: the stored layers run in the order of
- * {@link layerSchedule}, each effective layer with its loop's LoRA when it has one. Llama, Mistral, Qwen2
- * and Gemma differ only in config-driven details (bias, norm offset, embedding scale, activation).
+ * {@link layerSchedule}, each effective layer with its loop's LoRA when it has one. Llama, Mistral, Qwen2/3
+ * and Gemma 1/2/3 differ only in config-driven details (bias, norm offset, embedding scale, activation,
+ * q/k norms, norms around each sublayer, sliding windows, soft-caps, local RoPE).
  */
 export class Decoder {
   /** The schedule of effective layers, depth 0 first. */
