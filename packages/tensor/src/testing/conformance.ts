@@ -975,6 +975,39 @@ function registerFusedOps(test: Register): void {
     }
   });
 
+  test('attention: with window w a query at position p sees exactly the keys p − w + 1 … p', async (h) => {
+    // Zero queries weigh every visible key alike; value j is the one-hot of j, so the output's nonzero
+    // entries name the keys a query saw. 8 keys, queries at positions 2…7 after a cache of 2.
+    const keys = 8;
+    const eye = Float32Array.from({ length: keys * keys }, (_, i) => (i % (keys + 1) === 0 ? 1 : 0));
+    const values = h.from([1, keys, 1, keys], eye);
+    const zeros = h.from([1, 6, 1, keys], new Float32Array(6 * keys));
+    for (const window of [1, 3, 8]) {
+      const options = { scale: 1, queryOffset: 2, window };
+      for (const [how, out] of [
+        ['fused', h.b.attention(zeros.t, values.t, values.t, options)],
+        ['composite', compositeAttention(h.b, zeros.t, values.t, values.t, options)],
+      ] as const) {
+        const data = await h.b.read(out);
+        h.b.dispose(out);
+        for (let t = 0; t < 6; t++) {
+          const position = 2 + t;
+          const seen = [...data.subarray(t * keys, (t + 1) * keys)].flatMap((weight, j) =>
+            weight > 0 ? [j] : [],
+          );
+          const expected = Array.from({ length: keys }, (_, j) => j).filter(
+            (j) => j <= position && position - j < window,
+          );
+          if (seen.join() !== expected.join()) {
+            throw new Error(
+              `${how}, window ${window}, position ${position}: saw keys ${seen}, expected ${expected}`,
+            );
+          }
+        }
+      }
+    }
+  });
+
   test('attention: keyLength defaults to every key; unused slots do not matter (NaN there)', async (h) => {
     const q = h.input([1, 2, 2, 4]);
     const k = h.input([1, 3, 1, 4]);
