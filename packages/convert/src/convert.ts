@@ -265,7 +265,13 @@ export async function convertToRecursive(
       storedLayers: layout.storedLayers.length,
       ...(loopNorms.length > 0 ? { loopNorms } : {}),
     };
-    checkLayerTypes(config, recursion, source.configFile);
+    // Effective depth i runs source layer keptLayers[i] (all of them unless subsampled).
+    const keptWindows = layout.keptLayers.map((layer) => config.layerWindows[layer]);
+    checkLayerTypes(
+      { layerWindows: keptWindows, numHiddenLayers: layout.effectiveLayers },
+      recursion,
+      source.configFile,
+    );
 
     // Everything the conversion reads is checked before anything is written.
     const sourceDtype = checkDecoderTensors(source, layout.keptLayers);
@@ -295,6 +301,14 @@ export async function convertToRecursive(
       {
         ...source.rawConfig,
         num_hidden_layers: layout.effectiveLayers,
+        // A subsampled model keeps its kept layers' types, written out: a family's rule (Gemma 2's
+        // alternation, say) applied to the new layer count would give other layers the window.
+        ...(layout.effectiveLayers !== layout.sourceLayers && keptWindows.some((w) => w !== undefined)
+          ? {
+              layer_types: keptWindows.map((w) => (w === undefined ? 'full_attention' : 'sliding_attention')),
+              sliding_window: keptWindows.find((w) => w !== undefined),
+            }
+          : {}),
         torch_dtype: torchDtypeNames[outputDtype],
       },
       {
@@ -347,7 +361,11 @@ export async function convertToRecursive(
  * every effective depth that runs one stored layer must have the same window. Running a sliding layer's
  * weights at a full depth (or the reverse) would not reproduce the original even at full rank.
  */
-function checkLayerTypes(config: ModelConfig, recursion: RecursionConfig, file: string): void {
+function checkLayerTypes(
+  config: Pick<ModelConfig, 'layerWindows' | 'numHiddenLayers'>,
+  recursion: RecursionConfig,
+  file: string,
+): void {
   try {
     checkLoopsRepeatLayerTypes(config, recursion, file);
   } catch (cause) {

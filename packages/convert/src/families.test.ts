@@ -203,6 +203,29 @@ for (const { spec: baseSpec, layouts, refusedLoops, loopNorms } of cases) {
       });
     }
 
+    if (spec.modelType === 'gemma2') {
+      it('subsampled to layers 0, 2, 3, 5, the output writes their types out (local, local, global, global) and loads', async () => {
+        const out = outDir();
+        await convertToRecursive(sourceDir, out, { blockSize: 4, loops: 1, subsample: true, ranks: 0 });
+        const config = JSON.parse(await readFile(join(out, 'config.json'), 'utf8'));
+        expect(config.recursion.kept_layers).toEqual([0, 2, 3, 5]);
+        // Gemma 2's alternation re-derived for 4 layers would make layer 1 global and layer 2 local.
+        expect(config.layer_types).toEqual([
+          'sliding_attention',
+          'sliding_attention',
+          'full_attention',
+          'full_attention',
+        ]);
+        const model = await loadModel(out, backend);
+        expect(model.config.layerWindows).toEqual([3, 3, undefined, undefined]);
+        model.dispose();
+        // K = 2 would loop layer 0's weights (local) at depth 2 (global, source layer 3).
+        await expect(
+          convertToRecursive(sourceDir, outDir(), { blockSize: 2, loops: 2, subsample: true, ranks: 0 }),
+        ).rejects.toThrow(/option "blockSize".*depths 0, sliding 3, and 2, full/);
+      });
+    }
+
     if (refusedLoops > 0) {
       it(`L = ${refusedLoops} (cycle) would run local and global depths on one stored layer: refused, naming blockSize`, async () => {
         const attempt = convertToRecursive(sourceDir, outDir(), { loops: refusedLoops, ranks: 4 });
