@@ -49,7 +49,7 @@ export interface RaggedRows {
   readonly localCos?: Tensor;
   /** Gemma 3: the local layers' RoPE sines of each row. */
   readonly localSin?: Tensor;
-  /** Frees `cos` and `sin`. */
+  /** Frees `cos` and `sin` (and the local tables). */
   dispose(): void;
 }
 
