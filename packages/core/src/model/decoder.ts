@@ -1,4 +1,4 @@
-import { type KeyValues, type KVCache, KVCacheError } from '@rrt/kv-cache';
+import { type KeyValues, type KVCache, KVCacheError, type PagedKeyValues } from '@rrt/kv-cache';
 import type { Backend, Tensor } from '@rrt/tensor';
 import type { ModelConfig } from './config.js';
 import { ropeTables } from './rope.js';
@@ -16,6 +16,12 @@ import {
 export interface LayerKV {
   /** Appends `[batch, newLength, kvHeads, headDim]` keys and values; returns everything cached, them included. */
   updateAndFetch(keys: Tensor, values: Tensor): KeyValues;
+  /**
+   * Appends like {@link updateAndFetch} but returns where the history lives in a paged pool instead of a
+   * copy (a `PagedLayer` has it). When every span of a layer call has one, the spans attend in one
+   * `Backend.pagedAttention` call per pool.
+   */
+  appendPaged?(keys: Tensor, values: Tensor): PagedKeyValues;
 }
 
 /** `batch × length` consecutive rows of a ragged step, at positions `offset … offset + length − 1`. */
@@ -369,6 +375,12 @@ export class Decoder {
       sin,
     );
     const { keys, values } = this.keysAndValues(x, weights, step);
+    const scale = 1 / Math.sqrt(headDim);
+    const oLoras = step.loras.map((l) => l?.o_proj);
+    if (spans.every((span, index) => span.batch === 1 && step.caches[index]?.appendPaged)) {
+      const joined = this.pagedAttention(step, queries, keys, values, scale);
+      return this.project(joined, weights.linears.o_proj, oLoras, spanRows);
+    }
     // Attention runs per span, each against its own history ([B, T, heads, hD] after a free reshape).
     const mixed = this.forEachSpan(step, keys, values, (span, index, spanKeys, spanValues, part) => {
       const { batch, length, offset } = span;
@@ -377,15 +389,60 @@ export class Decoder {
         ? cache.updateAndFetch(spanKeys, spanValues)
         : { keys: spanKeys, values: spanValues, length };
       const out = backend.attention(part(queries), cached.keys, cached.values, {
-        scale: 1 / Math.sqrt(headDim),
+        scale,
         queryOffset: offset,
         keyLength: cached.length,
       }); // [B, T, H, hD]
       return backend.reshape(out, [batch * length, heads * headDim]);
     });
     const joined = mixed.length === 1 ? mixed[0]! : backend.concat(mixed, 0);
-    const oLoras = step.loras.map((l) => l?.o_proj);
     return this.project(joined, weights.linears.o_proj, oLoras, spanRows);
+  }
+
+  /**
+   * Attention of spans whose caches are all paged (`appendPaged`): each span's keys and values appended,
+   * then one `pagedAttention` call over every run of consecutive spans that share a pool (all of them for
+   * a `PagedKVCache`, whose pool holds every depth). `queries: [1, M, heads, hD]` → `[M, heads·hD]`.
+   */
+  private pagedAttention(
+    step: LayerStep,
+    queries: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    scale: number,
+  ): Tensor {
+    const { backend, config } = this;
+    const { spans, count } = step.rows;
+    const { numAttentionHeads: heads, headDim } = config;
+    const histories = this.forEachSpan(step, keys, values, (_span, index, spanKeys, spanValues) =>
+      step.caches[index]!.appendPaged!(spanKeys, spanValues),
+    );
+    const mixed: Tensor[] = [];
+    let start = 0;
+    for (let i = 0; i < spans.length; ) {
+      const { keyPool, valuePool } = histories[i]!;
+      let end = i;
+      let rows = 0;
+      const group = [];
+      while (
+        end < spans.length &&
+        histories[end]!.keyPool === keyPool &&
+        histories[end]!.valuePool === valuePool
+      ) {
+        const { pages, length } = histories[end]!;
+        const { length: spanRows, offset } = spans[end]!;
+        group.push({ rows: spanRows, queryOffset: offset, keyLength: length, pages });
+        rows += spanRows;
+        end++;
+      }
+      const groupQueries =
+        rows === count ? queries : backend.slice(queries, [0, start, 0, 0], [1, rows, heads, headDim]);
+      const out = backend.pagedAttention(groupQueries, keyPool, valuePool, group, { scale });
+      mixed.push(backend.reshape(out, [rows, heads * headDim]));
+      start += rows;
+      i = end;
+    }
+    return mixed.length === 1 ? mixed[0]! : backend.concat(mixed, 0);
   }
 
   private mlp(x: Tensor, weights: LayerWeights, step: LayerStep): Tensor {
