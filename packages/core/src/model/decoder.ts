@@ -2,7 +2,13 @@ import { type KeyValues, type KVCache, KVCacheError, type PagedKeyValues } from 
 import type { Backend, Tensor } from '@rrt/tensor';
 import type { ModelConfig } from './config.js';
 import { ropeTables } from './rope.js';
-import { type EffectiveLayer, exitDepths, type LinearModule, layerSchedule } from './recursion.js';
+import {
+  type EffectiveLayer,
+  exitDepths,
+  type LinearModule,
+  layerSchedule,
+  linearModules,
+} from './recursion.js';
 import {
   disposeWeights,
   type LayerWeights,
@@ -54,6 +60,23 @@ export interface SpanLayer {
   depth: number;
   /** The span's KV history at this depth; without one the span attends only to its own rows. */
   cache?: LayerKV;
+}
+
+/**
+ * How a layer call whose rows run at different loops applies the loops' LoRAs ({@link DecoderOptions}):
+ * - `segment`: rows grouped by LoRA (runs of spans at one loop), one small product per segment, joined;
+ * - `masked`: the paper's concatenation (Bae et al. §3.3): every loop's `Aᵀ` side by side `[in, L·r]` and
+ *   `Bᵀ` stacked `[L·r, out]`, `x·A_cat` times a per-row mask that keeps only the row's own loop's `r`
+ *   columns, then `·B_cat`: two products for any mix of loops.
+ *
+ * A call whose rows all run at one loop uses that loop's LoRA alone either way.
+ */
+export type LoRAMode = 'segment' | 'masked';
+
+/** Options of the {@link Decoder} constructor (and of `loadModel`). */
+export interface DecoderOptions {
+  /** Default `masked` (faster in bench/multi-lora.ts on wasm for stories260K's relaxed 1×5). */
+  loraMode?: LoRAMode;
 }
 
 /** Options of {@link Decoder.forward}. */
@@ -109,11 +132,16 @@ export class Decoder {
   private readonly exitAfter: ReadonlySet<number>;
   private readonly ropeCos: Tensor;
   private readonly ropeSin: Tensor;
+  /** How mixed-loop layer calls apply LoRAs. */
+  readonly loraMode: LoRAMode;
+  /** `masked` mode: each LoRA's concatenation (its stored layer and module, every loop) and its columns. */
+  private readonly loraColumns = new Map<LoRA, { group: LoRAConcat; start: number }>();
 
   constructor(
     readonly backend: Backend,
     readonly config: ModelConfig,
     readonly weights: ModelWeights,
+    options: DecoderOptions = {},
   ) {
     this.schedule = layerSchedule(config.recursion, config.numHiddenLayers);
     this.exitAfter = new Set(exitDepths(config.recursion, config.numHiddenLayers));
@@ -121,6 +149,54 @@ export class Decoder {
     const shape = [config.maxPositionEmbeddings, config.headDim / 2];
     this.ropeCos = backend.fromArray(cos, shape);
     this.ropeSin = backend.fromArray(sin, shape);
+    this.loraMode = options.loraMode ?? 'masked';
+    if (this.loraMode === 'masked') this.concatenateLoras();
+  }
+
+  /**
+   * `masked` mode: for every stored layer and module, its loops' LoRAs concatenated once (`Aᵀ` along
+   * columns, `Bᵀ` along rows, loop order), kept for the model's lifetime.
+   */
+  private concatenateLoras(): void {
+    const { backend, weights } = this;
+    for (let blockLayer = 0; blockLayer < weights.layers.length; blockLayer++) {
+      const loops = [
+        ...new Set(
+          this.schedule.filter((l) => l.shared && l.blockLayer === blockLayer).map((l) => l.loopIndex),
+        ),
+      ];
+      for (const module of linearModules) {
+        const loras = loops
+          .map((loop) => weights.loras.get(loraKey(loop, blockLayer))?.[module])
+          .filter((lora): lora is LoRA => lora !== undefined);
+        if (loras.length < 2) continue;
+        const scales = new Set(loras.map((lora) => lora.scale));
+        const group: LoRAConcat = {
+          a: backend.keep(
+            backend.concat(
+              loras.map((lora) => lora.a),
+              1,
+            ),
+          ),
+          b: backend.keep(
+            backend.concat(
+              loras.map((lora) => lora.b),
+              0,
+            ),
+          ),
+          width: 0,
+          scale: scales.size === 1 ? loras[0]!.scale : undefined,
+          layout: '',
+        };
+        group.layout = loras
+          .map((lora) => `${lora.a.shape[1]}:${group.scale === undefined ? lora.scale : 1}`)
+          .join(',');
+        for (const lora of loras) {
+          this.loraColumns.set(lora, { group, start: group.width });
+          group.width += lora.a.shape[1]!;
+        }
+      }
+    }
   }
 
   /**
@@ -278,6 +354,8 @@ export class Decoder {
   dispose(): void {
     disposeWeights(this.backend, this.weights);
     this.backend.dispose([this.ropeCos, this.ropeSin]);
+    for (const { group } of this.loraColumns.values()) this.backend.dispose([group.a, group.b]);
+    this.loraColumns.clear();
   }
 
   /** forward's readout: `[B·T, d]` → `[B, T, vocab]` (or `[B, 1, vocab]` with `lastPositionOnly`). */
@@ -322,7 +400,7 @@ export class Decoder {
     );
     return {
       weights: this.weights.layers[blockLayer]!,
-      step: { rows, loras, caches: spanLayers.map((s) => s.cache) },
+      step: { rows, loras, caches: spanLayers.map((s) => s.cache), masks: new Map() },
     };
   }
 
@@ -334,8 +412,12 @@ export class Decoder {
     const loras = (module: LinearModule) => step.loras.map((l) => l?.[module]);
     const split = (y: Tensor) => backend.reshape(y, [1, count, config.numKeyValueHeads, config.headDim]);
     return {
-      keys: backend.rope(split(this.project(x, weights.linears.k_proj, loras('k_proj'), spanRows)), cos, sin),
-      values: split(this.project(x, weights.linears.v_proj, loras('v_proj'), spanRows)),
+      keys: backend.rope(
+        split(this.project(x, weights.linears.k_proj, loras('k_proj'), spanRows, step.masks)),
+        cos,
+        sin,
+      ),
+      values: split(this.project(x, weights.linears.v_proj, loras('v_proj'), spanRows, step.masks)),
     };
   }
 
@@ -370,7 +452,12 @@ export class Decoder {
     const qLoras = step.loras.map((l) => l?.q_proj);
     // [M, heads·hD] → [1, M, heads, hD]: a free reshape; RoPE is per row, by each row's own position.
     const queries = backend.rope(
-      backend.reshape(this.project(x, weights.linears.q_proj, qLoras, spanRows), [1, count, heads, headDim]),
+      backend.reshape(this.project(x, weights.linears.q_proj, qLoras, spanRows, step.masks), [
+        1,
+        count,
+        heads,
+        headDim,
+      ]),
       cos,
       sin,
     );
@@ -379,7 +466,7 @@ export class Decoder {
     const oLoras = step.loras.map((l) => l?.o_proj);
     if (spans.every((span, index) => span.batch === 1 && step.caches[index]?.appendPaged)) {
       const joined = this.pagedAttention(step, queries, keys, values, scale);
-      return this.project(joined, weights.linears.o_proj, oLoras, spanRows);
+      return this.project(joined, weights.linears.o_proj, oLoras, spanRows, step.masks);
     }
     // Attention runs per span, each against its own history ([B, T, heads, hD] after a free reshape).
     const mixed = this.forEachSpan(step, keys, values, (span, index, spanKeys, spanValues, part) => {
@@ -396,7 +483,7 @@ export class Decoder {
       return backend.reshape(out, [batch * length, heads * headDim]);
     });
     const joined = mixed.length === 1 ? mixed[0]! : backend.concat(mixed, 0);
-    return this.project(joined, weights.linears.o_proj, oLoras, spanRows);
+    return this.project(joined, weights.linears.o_proj, oLoras, spanRows, step.masks);
   }
 
   /**
@@ -449,10 +536,10 @@ export class Decoder {
     const { backend, config } = this;
     const loras = (module: LinearModule) => step.loras.map((l) => l?.[module]);
     const spanRows = step.rows.spans.map((s) => s.batch * s.length);
-    const gate = this.project(x, weights.linears.gate_proj, loras('gate_proj'), spanRows);
-    const up = this.project(x, weights.linears.up_proj, loras('up_proj'), spanRows);
+    const gate = this.project(x, weights.linears.gate_proj, loras('gate_proj'), spanRows, step.masks);
+    const up = this.project(x, weights.linears.up_proj, loras('up_proj'), spanRows, step.masks);
     const activated = backend.gatedActivation(gate, up, config.hiddenAct === 'silu' ? 'silu' : 'gelu-tanh');
-    return this.project(activated, weights.linears.down_proj, loras('down_proj'), spanRows);
+    return this.project(activated, weights.linears.down_proj, loras('down_proj'), spanRows, step.masks);
   }
 
   /**
@@ -465,12 +552,15 @@ export class Decoder {
     linear: Linear,
     loras: readonly (LoRA | undefined)[],
     spanRows: readonly number[],
+    masks?: Map<string, Tensor>,
   ): Tensor {
     const { backend } = this;
     let y = backend.matmul(x, linear.weight);
     if (linear.bias) y = backend.add(y, linear.bias);
     if (loras.every((lora) => lora === undefined)) return y;
     if (loras.every((lora) => lora === loras[0])) return backend.add(y, this.loraDelta(x, loras[0]!));
+    const masked = masks && this.maskedLoraDelta(x, loras, spanRows, masks);
+    if (masked) return backend.add(y, masked);
     // Segments: runs of spans with the same LoRA, each its own small product; rows without one get 0.
     const deltas: Tensor[] = [];
     let start = 0;
@@ -487,6 +577,50 @@ export class Decoder {
     return backend.add(y, backend.concat(deltas, 0));
   }
 
+  /**
+   * `masked` mode's delta of mixed-loop rows: `((x·A_cat) ⊙ mask)·B_cat`, the mask `[rows, L·r]` holding
+   * for each row 1 on its own LoRA's columns and 0 elsewhere (0 on every column for rows without one),
+   * then `·scale` when the loops share one scale (else each row's scale is in its mask). One mask per
+   * column layout and layer call, shared by the modules whose concatenations have that layout. Undefined where the LoRAs have no
+   * common concatenation (segment mode then serves the call).
+   *
+   * NOTE: with one common scale the products add exact zeros for the other loops' columns and multiply
+   * by the same scale, which gave bit-identical results to per-row application on cpu and wasm in the
+   * tests (`masked-lora.test.ts`).
+   */
+  private maskedLoraDelta(
+    x: Tensor,
+    loras: readonly (LoRA | undefined)[],
+    spanRows: readonly number[],
+    masks: Map<string, Tensor>,
+  ): Tensor | undefined {
+    const { backend } = this;
+    const columns = loras.map((lora) => (lora ? this.loraColumns.get(lora) : undefined));
+    const group = columns.find((c) => c !== undefined)?.group;
+    if (!group || columns.some((c, i) => loras[i] !== undefined && c?.group !== group)) return undefined;
+    let mask = masks.get(group.layout);
+    if (!mask) {
+      const rows = spanRows.reduce((n, r) => n + r, 0);
+      const values = new Float32Array(rows * group.width);
+      let row = 0;
+      for (const [i, count] of spanRows.entries()) {
+        const column = columns[i];
+        if (column) {
+          const value = group.scale === undefined ? loras[i]!.scale : 1;
+          const rank = loras[i]!.a.shape[1]!;
+          for (let r = row; r < row + count; r++) {
+            values.fill(value, r * group.width + column.start, r * group.width + column.start + rank);
+          }
+        }
+        row += count;
+      }
+      mask = backend.fromArray(values, [rows, group.width]);
+      masks.set(group.layout, mask);
+    }
+    const delta = backend.matmul(backend.mul(backend.matmul(x, group.a), mask), group.b);
+    return group.scale === undefined ? delta : backend.mul(delta, group.scale);
+  }
+
   /** `scale·(x·Aᵀ)·Bᵀ` of one LoRA on `x: [rows, in]`. */
   private loraDelta(x: Tensor, lora: LoRA): Tensor {
     const { backend } = this;
@@ -501,4 +635,20 @@ interface LayerStep {
   rows: RaggedRows;
   loras: readonly LoRAs[];
   caches: readonly (LayerKV | undefined)[];
+  /** `masked` mode: the row masks of this call, one per column layout (made on first use). */
+  masks: Map<string, Tensor>;
+}
+
+/** One stored layer and module's LoRAs of every loop, concatenated (`masked` mode). */
+interface LoRAConcat {
+  /** `[in, Σ rank]`: each loop's `Aᵀ`, loop order. */
+  a: Tensor;
+  /** `[Σ rank, out]`: each loop's `Bᵀ`, loop order. */
+  b: Tensor;
+  /** `Σ rank`. */
+  width: number;
+  /** The loops' one scale, or undefined when they differ (then each row's is in its mask). */
+  scale: number | undefined;
+  /** The ranks (and mask values) per loop: concatenations with one layout share a row mask. */
+  layout: string;
 }
