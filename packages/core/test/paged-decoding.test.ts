@@ -131,7 +131,7 @@ describe('paged per-loop decoding (wasm)', () => {
         attention,
       });
       const sequences = tokens.map(() => paged.open());
-      expect(sequences[0]!.layer(0).appendPaged === undefined, attention).toBe(attention === 'gather');
+      expect(sequences[0]!.layer(0).appendSlots === undefined, attention).toBe(attention === 'gather');
       const exact = await decode(model, tokens, (s, depth) => sequences[s]!.layer(depth));
       expect(sequences.map((sequence) => sequence.blockTable.length)).toEqual([4, 3]);
       expect(paged.usedBytes()).toBe(7 * paged.pageBytes);

@@ -11,17 +11,23 @@ export type KVSharing = 'per-loop' | 'recursive';
 
 /**
  * How a decoder's attention reads a paged sequence's history: `paged` straight from the pool by block
- * table ({@link PagedLayer.appendPaged}, `Backend.pagedAttention`, one call for all spans of a layer);
+ * table ({@link PagedLayer.appendSlots}, `Backend.pagedAttention`, one call for all spans of a layer);
  * `gather` through {@link PagedLayer.updateAndFetch}'s gathered copy (the earlier path, kept to measure
  * against).
  */
 export type PagedAttentionPath = 'paged' | 'gather';
 
 /**
- * What {@link PagedLayer.appendPaged} returns: where a sequence's keys and values at one depth live, for
- * `Backend.pagedAttention` (nothing copied; the pools belong to the cache).
+ * What {@link PagedLayer.appendSlots} returns: where a sequence's new keys and values at one depth go and
+ * where its history lives, for `Backend.pagedAttention` (nothing copied; the pools belong to the cache).
  */
 export interface PagedKeyValues {
+  /**
+   * Rows of the pools (seen as `[depths·pages·pageSize, kvHeads, headDim]`) that the new positions'
+   * keys and values must be written to with `Backend.writeRows`, in position order; empty when this depth
+   * writes nothing (a loop > 0 under `recursive` sharing).
+   */
+  writeRows: Int32Array;
   /** The keys of every stored depth, `[depths·pages, pageSize, kvHeads, headDim]` (one tensor for all). */
   keyPool: Tensor;
   /** The values, laid out as {@link keyPool}. */
@@ -242,12 +248,13 @@ export class PagedSequence {
 /** One (sequence, effective depth) of a {@link PagedKVCache}, in the shape a decoder layer uses. */
 export class PagedLayer {
   /**
-   * Appends `keys`/`values` `[1, T, kvHeads, headDim]` like {@link updateAndFetch} and returns where the
-   * history lives instead of a copy of it: the pools, this depth's block table and the filled length
-   * (for `Backend.pagedAttention`). Absent when the cache was made with `attention: 'gather'`, so that a
-   * decoder takes the gathered path.
+   * Takes the next `newLength` positions of this depth (pages as needed) and returns the pool rows the
+   * caller must write their keys and values to (`writeRows`, before anything reads them), the pools,
+   * this depth's block table and the filled length, the new positions included: for a decoder that
+   * writes every sequence's rows in one `Backend.writeRows` and attends with `Backend.pagedAttention`.
+   * Absent when the cache was made with `attention: 'gather'`, so that a decoder takes the gathered path.
    */
-  readonly appendPaged?: (keys: Tensor, values: Tensor) => PagedKeyValues;
+  readonly appendSlots?: (newLength: number) => PagedKeyValues;
 
   constructor(
     private readonly cache: PagedKVCache,
@@ -256,37 +263,33 @@ export class PagedLayer {
     readonly depth: number,
   ) {
     if ((cache.options.attention ?? 'paged') === 'paged') {
-      this.appendPaged = (keys, values) => this.append(keys, values);
+      this.appendSlots = (newLength) => this.slots(newLength);
     }
   }
 
-  /** The append of {@link appendPaged} and {@link updateAndFetch}. */
-  private append(keys: Tensor, values: Tensor): PagedKeyValues {
+  /** The positions of {@link appendSlots}. */
+  private slots(newLength: number): PagedKeyValues {
     const { cache, sequence, depth } = this;
-    const { backend } = cache;
-    const [batch, newLength] = keys.shape as [number, number, number, number];
-    if (batch !== 1) throw new KVCacheError(`a paged sequence takes keys [1, T, …]; got [${keys.shape}]`);
     const writes = cache.storedDepth(depth) === depth;
     const pool = cache.pool(depth);
     const { pageSize } = cache.options;
     let length = sequence.length(depth);
+    let writeRows = new Int32Array(0);
     if (writes) {
       sequence.reserve(length + newLength);
-      const indices = new Int32Array(newLength);
+      writeRows = new Int32Array(newLength);
       for (let t = 0; t < newLength; t++) {
         const position = length + t;
         const page = pool.firstPage + sequence.blockTable[Math.floor(position / pageSize)]!;
-        indices[t] = page * pageSize + (position % pageSize);
+        writeRows[t] = page * pageSize + (position % pageSize);
       }
-      backend.writeRows(pool.keys, indices, keys);
-      backend.writeRows(pool.values, indices, values);
       length += newLength;
       sequence.setLength(depth, length);
     }
     const pages = sequence.blockTable
       .slice(0, Math.ceil(length / pageSize))
       .map((page) => pool.firstPage + page);
-    return { keyPool: pool.keys, valuePool: pool.values, pages, length };
+    return { writeRows, keyPool: pool.keys, valuePool: pool.values, pages, length };
   }
 
   /**
@@ -297,8 +300,13 @@ export class PagedLayer {
    */
   updateAndFetch(keys: Tensor, values: Tensor): KeyValues {
     const { backend, options } = this.cache;
-    const [, , kvHeads, headDim] = keys.shape as [number, number, number, number];
-    const { keyPool, valuePool, pages, length } = this.append(keys, values);
+    const [batch, newLength, kvHeads, headDim] = keys.shape as [number, number, number, number];
+    if (batch !== 1) throw new KVCacheError(`a paged sequence takes keys [1, T, …]; got [${keys.shape}]`);
+    const { writeRows, keyPool, valuePool, pages, length } = this.slots(newLength);
+    if (writeRows.length > 0) {
+      backend.writeRows(keyPool, writeRows, keys);
+      backend.writeRows(valuePool, writeRows, values);
+    }
     const table = backend.fromArray(Int32Array.from(pages), [pages.length], 'int32');
     const view = (pooled: Tensor) =>
       backend.reshape(backend.gather(pooled, table), [1, pages.length * options.pageSize, kvHeads, headDim]);

@@ -23,11 +23,12 @@ export interface LayerKV {
   /** Appends `[batch, newLength, kvHeads, headDim]` keys and values; returns everything cached, them included. */
   updateAndFetch(keys: Tensor, values: Tensor): KeyValues;
   /**
-   * Appends like {@link updateAndFetch} but returns where the history lives in a paged pool instead of a
-   * copy (a `PagedLayer` has it). When every span of a layer call has one, the spans attend in one
-   * `Backend.pagedAttention` call per pool.
+   * Takes `newLength` positions in a paged pool and says which pool rows to write them to and where the
+   * history lives, instead of a copy of it (a `PagedLayer` has it). When every span of a layer call has
+   * one, the decoder writes all spans' keys and values in one `Backend.writeRows` per pool and attends
+   * in one `Backend.pagedAttention` call per pool.
    */
-  appendPaged?(keys: Tensor, values: Tensor): PagedKeyValues;
+  appendSlots?(newLength: number): PagedKeyValues;
 }
 
 /** `batch × length` consecutive rows of a ragged step, at positions `offset … offset + length − 1`. */
@@ -335,6 +336,11 @@ export class Decoder {
     backend.tidy(() => {
       const x = backend.rmsNorm(hidden, weights.inputNorm, config.rmsNormEps);
       const { keys, values } = this.keysAndValues(x, weights, step);
+      if (this.allPaged(step)) {
+        // Paged caches take the rows in place, without gathering the history back (nothing reads it here).
+        this.writePaged(step, this.pagedSlots(step), keys, values);
+        return;
+      }
       this.forEachSpan(step, keys, values, (_span, index, spanKeys, spanValues) => {
         step.caches[index]?.updateAndFetch(spanKeys, spanValues);
       });
@@ -464,7 +470,7 @@ export class Decoder {
     const { keys, values } = this.keysAndValues(x, weights, step);
     const scale = 1 / Math.sqrt(headDim);
     const oLoras = step.loras.map((l) => l?.o_proj);
-    if (spans.every((span, index) => span.batch === 1 && step.caches[index]?.appendPaged)) {
+    if (this.allPaged(step)) {
       const joined = this.pagedAttention(step, queries, keys, values, scale);
       return this.project(joined, weights.linears.o_proj, oLoras, spanRows, step.masks);
     }
@@ -487,7 +493,7 @@ export class Decoder {
   }
 
   /**
-   * Attention of spans whose caches are all paged (`appendPaged`): each span's keys and values appended,
+   * Attention of spans whose caches are all paged (`appendSlots`): every span's keys and values written,
    * then one `pagedAttention` call over every run of consecutive spans that share a pool (all of them for
    * a `PagedKVCache`, whose pool holds every depth). `queries: [1, M, heads, hD]` → `[M, heads·hD]`.
    */
@@ -501,9 +507,8 @@ export class Decoder {
     const { backend, config } = this;
     const { spans, count } = step.rows;
     const { numAttentionHeads: heads, headDim } = config;
-    const histories = this.forEachSpan(step, keys, values, (_span, index, spanKeys, spanValues) =>
-      step.caches[index]!.appendPaged!(spanKeys, spanValues),
-    );
+    const histories = this.pagedSlots(step);
+    this.writePaged(step, histories, keys, values);
     const mixed: Tensor[] = [];
     let start = 0;
     for (let i = 0; i < spans.length; ) {
@@ -530,6 +535,49 @@ export class Decoder {
       i = end;
     }
     return mixed.length === 1 ? mixed[0]! : backend.concat(mixed, 0);
+  }
+
+  /** Whether every span is one sequence with a paged cache ({@link LayerKV.appendSlots}). */
+  private allPaged(step: LayerStep): boolean {
+    return step.rows.spans.every((span, index) => span.batch === 1 && step.caches[index]?.appendSlots);
+  }
+
+  /** Each span's new positions in its paged cache. */
+  private pagedSlots(step: LayerStep): PagedKeyValues[] {
+    return step.rows.spans.map((span, index) => step.caches[index]!.appendSlots!(span.length));
+  }
+
+  /**
+   * Writes the spans' new keys and values `[1, M, kvHeads, hD]` to their pool rows: all rows in one
+   * `writeRows` per tensor when every span writes into one pool, else span by span.
+   */
+  private writePaged(step: LayerStep, slots: readonly PagedKeyValues[], keys: Tensor, values: Tensor): void {
+    const { backend } = this;
+    const { spans, count } = step.rows;
+    const [first] = slots;
+    const onePool = slots.every(
+      (slot, index) =>
+        slot.keyPool === first!.keyPool &&
+        slot.valuePool === first!.valuePool &&
+        slot.writeRows.length === spans[index]!.length,
+    );
+    if (onePool) {
+      const rows = new Int32Array(count);
+      let at = 0;
+      for (const slot of slots) {
+        rows.set(slot.writeRows, at);
+        at += slot.writeRows.length;
+      }
+      backend.writeRows(first!.keyPool, rows, keys);
+      backend.writeRows(first!.valuePool, rows, values);
+      return;
+    }
+    this.forEachSpan(step, keys, values, (_span, index, spanKeys, spanValues) => {
+      const slot = slots[index]!;
+      if (slot.writeRows.length === 0) return;
+      backend.writeRows(slot.keyPool, slot.writeRows, spanKeys);
+      backend.writeRows(slot.valuePool, slot.writeRows, spanValues);
+    });
   }
 
   private mlp(x: Tensor, weights: LayerWeights, step: LayerStep): Tensor {
