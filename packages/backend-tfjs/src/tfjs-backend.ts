@@ -6,7 +6,8 @@
  * one fused kernel each on tfjs's cpu and wasm backends (`host-kernels.ts`), and as composites of tfjs
  * ops elsewhere. While gradients are being taken, attention and RoPE stay fused (they have gradient
  * kernels) and RMSNorm and the gated activation run as composites, whose gradients are the
- * conformance-checked ones of `gradients.ts`.
+ * conformance-checked ones of `gradients.ts`. Paged attention has fused kernels on cpu and wasm and a WGSL
+ * kernel on webgpu (`webgpu-kernels.ts`), and no gradient: it runs as its composite inside `valueAndGrad`.
  *
  * @module
  */
@@ -38,6 +39,7 @@ import {
 import * as tf from '@tensorflow/tfjs-core';
 import { BackendNotActiveError, TensorDataError } from './errors.js';
 import { registerMissingGradients } from './gradients.js';
+import { registerWebgpuKernels, webgpuPagedAttentionKernel, webgpuRowInfo } from './webgpu-kernels.js';
 import {
   fusedKernelNames,
   registerHostKernels,
@@ -80,6 +82,8 @@ export class TfjsBackend implements Backend {
   readonly hasFusedKernels: boolean;
   /** How many {@link valueAndGrad} calls are running: the fused kernels, which have no gradients, wait. */
   private gradientDepth = 0;
+  /** Whether the WGSL paged attention kernel of `webgpu-kernels.ts` is registered (tfjs `webgpu`). */
+  private readonly hasWebgpuKernels: boolean;
 
   /**
    * @param kind - the rrt backend kind.
@@ -93,6 +97,7 @@ export class TfjsBackend implements Backend {
     // valueAndGrad needs gradient functions that tfjs-core's bundles do not register (see gradients.ts).
     registerMissingGradients();
     this.hasFusedKernels = registerHostKernels(tfjsName);
+    this.hasWebgpuKernels = registerWebgpuKernels(tfjsName);
   }
 
   /** Whether an op without a fused gradient runs its fused kernel now (not while a gradient is taken). */
@@ -490,12 +495,24 @@ export class TfjsBackend implements Backend {
     }
     // The fused kernels know the scale only: an option they do not implement takes the composite.
     const onlyScale = Object.entries(options).every(([key, value]) => key === 'scale' || value === undefined);
+    const table: number[] = [];
+    for (const span of spans) {
+      const needed = Math.ceil(span.keyLength / pageSize);
+      table.push(span.rows, span.queryOffset, span.keyLength, ...span.pages.slice(0, needed));
+    }
+    if (this.hasWebgpuKernels && this.gradientDepth === 0 && onlyScale) {
+      const rowInfo = tf.tensor1d(webgpuRowInfo(spans.length, table, pageSize), 'int32');
+      const output = tf
+        .engine()
+        .runKernel(
+          webgpuPagedAttentionKernel,
+          { queries: tq, keyPool: tk, valuePool: tv, rowInfo },
+          { scale: options.scale },
+        ) as tf.Tensor;
+      rowInfo.dispose();
+      return ours(output);
+    }
     if (this.fused() && onlyScale) {
-      const table: number[] = [];
-      for (const span of spans) {
-        const needed = Math.ceil(span.keyLength / pageSize);
-        table.push(span.rows, span.queryOffset, span.keyLength, ...span.pages.slice(0, needed));
-      }
       const attrs = { scale: options.scale, spans: spans.length, table };
       return ours(
         tf
