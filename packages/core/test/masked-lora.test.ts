@@ -3,11 +3,14 @@
  * by the paper's concatenation with a per-row mask. Each must equal per-row application: every span alone
  * (one row, or a chunk of rows of one sequence at one loop), which uses its own loop's LoRA only. On a
  * relaxed recursive model (K = 2, L = 3, a LoRA on every module, one scale α/r), cpu and wasm, fresh seed.
+ * And `appendKV` (CALM propagation) over spans at different loops in one call into a paged cache writes
+ * what one call per span into contiguous caches writes.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createBackend } from '@rrt/backend-tfjs';
+import { createKVCache, createPagedKVCache } from '@rrt/kv-cache';
 import type { Backend } from '@rrt/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Decoder, type LoRAMode, loadModel, type RowSpan } from '../src/index.js';
@@ -124,3 +127,81 @@ for (const kind of ['cpu', 'wasm'] as const) {
     });
   });
 }
+
+describe('appendKV over spans at different loops (wasm)', () => {
+  it('one call writes the keys and values that one call per span writes, bit for bit', async () => {
+    const { backend } = await createBackend('wasm');
+    const workDir = await mkdtemp(join(tmpdir(), 'rrt-append-kv-'));
+    try {
+      const seed = 1000 + Math.floor(Math.random() * 1e6);
+      const { blockSize } = await writeRelaxedModel(join(workDir, 'relaxed'), seed);
+      const baseline = backend.numTensors();
+      const model = await loadModel(join(workDir, 'relaxed'), backend);
+      const { hiddenSize, numKeyValueHeads: kvHeads, headDim } = model.config;
+      const depths = model.schedule.length;
+      // Spans [rows, loop] of stored layer 1, each its own sequence at position 0 (CALM propagation's shape).
+      const spansAt: [number, number][] = [
+        [1, 1],
+        [2, 0],
+        [1, 2],
+        [3, 1],
+      ];
+      const rowCount = spansAt.reduce((n, [rows]) => n + rows, 0);
+      const input = backend.fromArray(
+        Float32Array.from({ length: rowCount * hiddenSize }, (_, i) => Math.sin(seed + 0.37 * i)),
+        [rowCount, hiddenSize],
+      );
+      const spans = spansAt.map(([rows]) => ({ batch: 1, length: rows, offset: 0 }));
+      const spanDepths = spansAt.map(([, loop]) => loop * blockSize + 1);
+      const paged = createPagedKVCache(backend, {
+        depths,
+        blockSize,
+        kvHeads,
+        headDim,
+        pageSize: 2,
+        bytes: 16 * 2 * 4 * depths * 2 * kvHeads * headDim,
+      });
+      const sequences = spans.map(() => paged.open());
+      backend.tidy(() => {
+        model.appendKV(
+          input,
+          model.rows(spans),
+          spanDepths.map((depth, s) => ({ depth, cache: sequences[s]!.layer(depth) })),
+        );
+      });
+      const alone = spans.map(() => createKVCache(backend, { depths, capacity: 4 }));
+      let row = 0;
+      for (const [s, span] of spans.entries()) {
+        const from = row;
+        backend.tidy(() => {
+          const hidden = backend.slice(input, [from, 0], [span.length, -1]);
+          const depth = spanDepths[s]!;
+          model.appendKV(hidden, model.rows([span]), [{ depth, cache: alone[s]!.layers[depth]! }]);
+        });
+        row += span.length;
+      }
+      const width = kvHeads * headDim;
+      for (const [s, span] of spans.entries()) {
+        const depth = spanDepths[s]!;
+        const empty = backend.fill([1, 0, kvHeads, headDim], 0);
+        const got = sequences[s]!.layer(depth).updateAndFetch(empty, empty);
+        const want = alone[s]!.layers[depth]!.updateAndFetch(empty, empty);
+        expect(got.length, `span ${s}`).toBe(span.length);
+        for (const part of ['keys', 'values'] as const) {
+          const a = (await backend.read(got[part])).subarray(0, span.length * width);
+          const b = (await backend.read(want[part])).subarray(0, span.length * width);
+          expect(maxAbsDifference(a, b), `span ${s} ${part}, seed ${seed}`).toBe(0);
+        }
+        backend.dispose([empty, got.keys, got.values]);
+      }
+      for (const sequence of sequences) sequence.free();
+      paged.dispose();
+      for (const cache of alone) cache.dispose();
+      backend.dispose(input);
+      model.dispose();
+      expect(backend.numTensors()).toBe(baseline);
+    } finally {
+      await rm(workDir, { recursive: true, force: true });
+    }
+  });
+});

@@ -307,12 +307,19 @@ export class PagedLayer {
       backend.writeRows(keyPool, writeRows, keys);
       backend.writeRows(valuePool, writeRows, values);
     }
-    const table = backend.fromArray(Int32Array.from(pages), [pages.length], 'int32');
-    const view = (pooled: Tensor) =>
-      backend.reshape(backend.gather(pooled, table), [1, pages.length * options.pageSize, kvHeads, headDim]);
-    const result = { keys: view(keyPool), values: view(valuePool), length };
-    backend.dispose(table);
-    return result;
+    // In a scope: the gather's result under the reshape is freed even when the caller has no tidy.
+    const gathered = backend.tidy(() => {
+      const table = backend.fromArray(Int32Array.from(pages), [pages.length], 'int32');
+      const view = (pooled: Tensor) =>
+        backend.reshape(backend.gather(pooled, table), [
+          1,
+          pages.length * options.pageSize,
+          kvHeads,
+          headDim,
+        ]);
+      return { keys: view(keyPool), values: view(valuePool) };
+    });
+    return { keys: gathered['keys']!, values: gathered['values']!, length };
   }
 }
 
