@@ -41,12 +41,16 @@ for (const kind of ['cpu', 'wasm'] as const) {
       await rm(workDir, { recursive: true, force: true });
     });
 
-    /** The worst |Δ| of one ragged layer call against each span alone, over every stored layer. */
-    async function worstAgainstAlone(model: Decoder, blockSize: number, seed: number): Promise<number> {
+    /**
+     * The worst |Δ| of one ragged layer call against each span alone, over every stored layer, and the
+     * largest |output| of the spans alone.
+     */
+    async function againstAlone(model: Decoder, blockSize: number, seed: number) {
       const { hiddenSize } = model.config;
       const rowCount = layout.reduce((n, [rows]) => n + rows, 0);
       const spans: RowSpan[] = layout.map(([rows]) => ({ batch: 1, length: rows, offset: 0 }));
       let worst = 0;
+      let peak = 0;
       for (let blockLayer = 0; blockLayer < blockSize; blockLayer++) {
         const depths = layout.map(([, loop]) => loop * blockSize + blockLayer);
         const input = new Float32Array(rowCount * hiddenSize);
@@ -77,10 +81,11 @@ for (const kind of ['cpu', 'wasm'] as const) {
             }),
           );
           worst = Math.max(worst, maxAbsDifference(alone, together, row * hiddenSize));
+          for (const value of alone) peak = Math.max(peak, Math.abs(value));
           row += span.length;
         }
       }
-      return worst;
+      return { worst, peak };
     }
 
     for (const loraMode of ['segment', 'masked'] as const satisfies readonly LoRAMode[]) {
@@ -92,13 +97,13 @@ for (const kind of ['cpu', 'wasm'] as const) {
         const model = await loadModel(dir, backend, { loraMode });
         expect(model.loraMode).toBe(loraMode);
         // Observed: 0 on cpu and wasm for both modes (the masked products add exact zeros).
-        expect(await worstAgainstAlone(model, blockSize, seed), `seed ${seed}`).toBe(0);
+        expect((await againstAlone(model, blockSize, seed)).worst, `seed ${seed}`).toBe(0);
         model.dispose();
         expect(backend.numTensors()).toBe(baseline);
       });
     }
 
-    it('masked, loops with different scales (each in its row mask): within 6e-5 of each span alone', async () => {
+    it('masked, loops with different scales (each in its row mask): within 1e-5 of the largest output of each span alone', async () => {
       const seed = 1000 + Math.floor(Math.random() * 1e6);
       const dir = join(workDir, `relaxed-scales-${seed}`);
       const { blockSize } = await writeRelaxedModel(dir, seed);
@@ -118,9 +123,11 @@ for (const kind of ['cpu', 'wasm'] as const) {
         }),
       );
       const model = new Decoder(backend, loaded.config, { ...loaded.weights, loras }, { loraMode: 'masked' });
-      // Observed: 7.6e-6 to 2.9e-5 over 8 seeds (cpu and wasm): the scale multiplies before the second
-      // product instead of after it, so its rounding differs; layer outputs include the residual (|x| ≤ 2).
-      expect(await worstAgainstAlone(model, blockSize, seed), `seed ${seed}`).toBeLessThan(6e-5);
+      // Observed over 24 seeds: |Δ| 5.7e-6 to 1.4e-4 on outputs of magnitude 45–210, |Δ| / max|output|
+      // 8.4e-8 to 2.5e-6: the scale multiplies before the second product instead of after it, and the
+      // rounding difference grows through the layer.
+      const { worst, peak } = await againstAlone(model, blockSize, seed);
+      expect(worst / peak, `seed ${seed}: |Δ| ${worst}, max |output| ${peak}`).toBeLessThan(1e-5);
       model.dispose();
       loaded.dispose();
       expect(backend.numTensors()).toBe(baseline);
