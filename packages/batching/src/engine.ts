@@ -1,5 +1,10 @@
 import { type Decoder, yieldToEventLoop } from '@rrt/core';
-import { createPagedKVCache, type KVSharing, type PagedKVCache } from '@rrt/kv-cache';
+import {
+  createPagedKVCache,
+  type KVSharing,
+  type PagedAttentionPath,
+  type PagedKVCache,
+} from '@rrt/kv-cache';
 import { QueueFullError, RequestError } from './errors.js';
 import { type ExitPolicy, exitRule } from './exit.js';
 import { Executor } from './executor.js';
@@ -23,6 +28,11 @@ export interface EngineOptions {
   maxQueue?: number;
   /** KV sharing across loops (default `per-loop`). */
   sharing?: KVSharing;
+  /**
+   * How attention reads the paged history (default `paged`: one `Backend.pagedAttention` call per layer
+   * over all rows; `gather`: a gathered copy and one attention call per sequence, the earlier path).
+   */
+  attention?: PagedAttentionPath;
 }
 
 /** Options of {@link Engine.generate}. */
@@ -104,6 +114,7 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
     pageSize: options.pageSize ?? 16,
     bytes: options.kvBytes,
     ...(options.sharing ? { sharing: options.sharing } : {}),
+    ...(options.attention ? { attention: options.attention } : {}),
   });
   const scheduler = new Scheduler(cache, modeRule(options.mode), exitRule(options.exit ?? { kind: 'none' }), {
     maxSlots: options.maxSlots,

@@ -97,27 +97,47 @@ export class Executor {
   }
 
   /** Fills each exited token's skipped depths from its exit hidden state, one call per depth. */
+  /**
+   * CALM propagation: each exited token's hidden state through the K/V projections of every depth it
+   * skipped. One `appendKV` call per stored layer, over every (token, depth) pair whose depth maps to it
+   * (spans of one row, at different loops: the masked LoRA serves them in one product).
+   */
   private propagate(plan: StepPlan, previous: ReadonlyMap<number, Tensor>): void {
-    if (!this.propagates) return;
+    if (!this.propagates || plan.propagations.length === 0) return;
     const { model } = this;
     const { backend } = model;
-    const depths = model.schedule.length;
-    for (let depth = 0; depth < depths; depth++) {
-      const entries = plan.propagations.filter((p) => p.fromLoop * this.blockSize <= depth);
-      if (entries.length === 0) continue;
+    const byStoredLayer = new Map<number, { entry: number; depth: number }[]>();
+    for (const layer of model.schedule) {
+      plan.propagations.forEach((p, entry) => {
+        if (p.fromLoop * this.blockSize > layer.depth) return;
+        const pairs = byStoredLayer.get(layer.blockLayer) ?? [];
+        pairs.push({ entry, depth: layer.depth });
+        byStoredLayer.set(layer.blockLayer, pairs);
+      });
+    }
+    for (const pairs of byStoredLayer.values()) {
       backend.tidy(() => {
-        const rows = model.rows(entries.map((p) => ({ batch: 1, length: 1, offset: p.position })));
-        const hidden = backend.concat(
+        const entries = plan.propagations;
+        const rows = model.rows(
+          pairs.map(({ entry }) => ({ batch: 1, length: 1, offset: entries[entry]!.position })),
+        );
+        const exits = backend.concat(
           entries.map((p) => {
             const h = previous.get(p.id)!;
             return backend.slice(h, [h.shape[0]! - 1, 0], [1, -1]);
           }),
           0,
         );
+        const index = backend.fromArray(
+          Int32Array.from(pairs.map(({ entry }) => entry)),
+          [pairs.length],
+          'int32',
+        );
         model.appendKV(
-          hidden,
+          backend.gather(exits, index),
           rows,
-          entries.map((p) => {
+          pairs.map(({ entry, depth }) => {
+            const p = entries[entry]!;
             const sequence = this.sequenceOf(p.id);
             if (sequence.length(depth) !== p.position) {
               throw new Error(

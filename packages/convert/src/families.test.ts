@@ -8,7 +8,7 @@
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createBackend } from '@rrt/backend-tfjs';
-import { loadModel } from '@rrt/core';
+import { type LoRAMode, loadModel } from '@rrt/core';
 import type { Backend } from '@rrt/tensor';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { convertToRecursive } from './convert.js';
@@ -112,11 +112,13 @@ afterAll(async () => {
 
 /**
  * One ragged layer call whose two spans run stored layer 0 at loops 0 and 1 (depths 0 and `blockSize`),
- * each with its own LoRA and per-loop norms, equals each span run alone, bit for bit (the promise of
- * `Decoder.layer`).
+ * each with its own LoRA and per-loop norms, equals each span run alone: bit for bit with `segment` LoRAs
+ * (the promise of `Decoder.layer`); with `masked` LoRAs the expand product sums over every loop's rank
+ * (zeros included), so at full rank its float32 blocking differs from one loop's alone: observed
+ * 2.4e-7–4.8e-7 absolute (outputs of order 1), bound 2e-6.
  */
-async function expectRaggedStepExact(dir: string, blockSize: number): Promise<void> {
-  const model = await loadModel(dir, backend);
+async function expectRaggedStepExact(dir: string, blockSize: number, loraMode: LoRAMode): Promise<void> {
+  const model = await loadModel(dir, backend, { loraMode });
   const width = model.config.hiddenSize;
   const spans = [
     { batch: 1, length: 3, offset: 0 },
@@ -146,7 +148,10 @@ async function expectRaggedStepExact(dir: string, blockSize: number): Promise<vo
     alone.dispose();
     backend.dispose([part, output]);
     const got = together.subarray(start * width, (start + span.length) * width);
-    expect(maxAbsDifference(got, expected), `span ${index} at depth ${depths[index]}`).toBe(0);
+    const difference = maxAbsDifference(got, expected);
+    const message = `${loraMode}: span ${index} at depth ${depths[index]}`;
+    if (loraMode === 'segment') expect(difference, message).toBe(0);
+    else expect(difference, message).toBeLessThanOrEqual(2e-6);
     start += span.length;
   }
   backend.dispose(hidden);
@@ -190,7 +195,10 @@ for (const { spec: baseSpec, layouts, refusedLoops, loopNorms } of cases) {
         // Gemma 3 (float32 factors of full-rank residuals), their unrolled exports 3.2e-6 and 3.1e-6.
         expect(maxAbsDifference(relaxed, originalLogits), `seed ${seed}`).toBeLessThanOrEqual(2e-5);
 
-        if (layout.strategy === 'cycle') await expectRaggedStepExact(out, 6 / layout.loops);
+        if (layout.strategy === 'cycle') {
+          await expectRaggedStepExact(out, 6 / layout.loops, 'segment');
+          await expectRaggedStepExact(out, 6 / layout.loops, 'masked');
+        }
 
         const unrolled = outDir();
         await exportUnrolled(out, unrolled);

@@ -53,10 +53,12 @@ export {
 } from './model/config.js';
 export {
   Decoder,
+  type DecoderOptions,
   type ForwardOptions,
   type ForwardOutput,
   type LayerKV,
   type LoopOutput,
+  type LoRAMode,
   type RaggedRows,
   type RowSpan,
   type SpanLayer,

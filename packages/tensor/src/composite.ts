@@ -5,7 +5,14 @@
  *
  * @module
  */
-import type { AttentionOptions, Backend, GateActivation, Tensor } from './backend.js';
+import type {
+  AttentionOptions,
+  Backend,
+  GateActivation,
+  PagedAttentionOptions,
+  PagedAttentionSpan,
+  Tensor,
+} from './backend.js';
 
 /**
  * {@link compositeAttention} runs over key lengths padded to a multiple of this, with the padding masked
@@ -64,6 +71,42 @@ export function compositeAttention(
     }
     const mixed = b.matmul(b.softmax(scores), allValues); // [B, kvH, G·T, D]
     return b.transpose(b.reshape(mixed, [batch, heads, length, headDim]), [0, 2, 1, 3]);
+  });
+}
+
+/**
+ * {@link Backend.pagedAttention} by its definition: for each span, its pages gathered in table order
+ * into `[1, pages·pageSize, kvH, D]` (a copy of its history) and {@link Backend.attention} over them;
+ * the spans' outputs joined along the rows. The reference the fused paged kernels are checked against,
+ * and what a backend without one runs.
+ */
+export function compositePagedAttention(
+  b: Backend,
+  queries: Tensor,
+  keyPool: Tensor,
+  valuePool: Tensor,
+  spans: readonly PagedAttentionSpan[],
+  options: PagedAttentionOptions,
+): Tensor {
+  const [, , heads, headDim] = queries.shape as [number, number, number, number];
+  const [, pageSize, kvHeads] = keyPool.shape as [number, number, number, number];
+  return b.tidy(() => {
+    let start = 0;
+    const outputs = spans.map((span) => {
+      const pages = Math.ceil(span.keyLength / pageSize);
+      const table = b.fromArray(Int32Array.from(span.pages.slice(0, pages)), [pages], 'int32');
+      const history = (pool: Tensor) =>
+        b.reshape(b.gather(pool, table), [1, pages * pageSize, kvHeads, headDim]);
+      const spanQueries =
+        spans.length === 1 ? queries : b.slice(queries, [0, start, 0, 0], [1, span.rows, heads, headDim]);
+      start += span.rows;
+      return b.attention(spanQueries, history(keyPool), history(valuePool), {
+        ...options,
+        queryOffset: span.queryOffset,
+        keyLength: span.keyLength,
+      });
+    });
+    return outputs.length === 1 ? outputs[0]! : b.concat(outputs, 1);
   });
 }
 

@@ -10,6 +10,8 @@ export type {
   DType,
   GateActivation,
   MatmulOptions,
+  PagedAttentionOptions,
+  PagedAttentionSpan,
   Shape,
   StorageDType,
   Tensor,
@@ -30,5 +32,10 @@ export {
   numberToBfloat16Bits,
   numberToFloat16Bits,
 } from './half.js';
-export { compositeAttention, compositeGatedActivation, keyBlock } from './composite.js';
+export {
+  compositeAttention,
+  compositeGatedActivation,
+  compositePagedAttention,
+  keyBlock,
+} from './composite.js';
 export { formatShape, sameShape, sizeOf } from './shape.js';

@@ -147,7 +147,8 @@ export class TrainableModel {
     source.dispose();
     this.parameters = parameters;
     this.weights = { embedding, layers, finalNorm, lmHead, loras, ...(loopNorms ? { loopNorms } : {}) };
-    this.decoder = new Decoder(backend, config, this.weights);
+    // Segment LoRAs: masked mode would keep concatenated copies of the LoRA variables, stale after a step.
+    this.decoder = new Decoder(backend, config, this.weights, { loraMode: 'segment' });
   }
 
   private readonly weights: ModelWeights;

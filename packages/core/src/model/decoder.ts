@@ -1,5 +1,5 @@
-import { type KeyValues, type KVCache, KVCacheError } from '@rrt/kv-cache';
-import type { Backend, Tensor } from '@rrt/tensor';
+import { type KeyValues, type KVCache, KVCacheError, type PagedKeyValues } from '@rrt/kv-cache';
+import type { Backend, PagedAttentionOptions, Tensor } from '@rrt/tensor';
 import type { ModelConfig } from './config.js';
 import { ropeTables } from './rope.js';
 import {
@@ -8,6 +8,7 @@ import {
   type LinearModule,
   type LoopNorm,
   layerSchedule,
+  linearModules,
 } from './recursion.js';
 import {
   disposeWeights,
@@ -23,6 +24,13 @@ import {
 export interface LayerKV {
   /** Appends `[batch, newLength, kvHeads, headDim]` keys and values; returns everything cached, them included. */
   updateAndFetch(keys: Tensor, values: Tensor): KeyValues;
+  /**
+   * Takes `newLength` positions in a paged pool and says which pool rows to write them to and where the
+   * history lives, instead of a copy of it (a `PagedLayer` has it). When every span of a layer call has
+   * one, the decoder writes all spans' keys and values in one `Backend.writeRows` per pool and attends
+   * in one `Backend.pagedAttention` call per pool.
+   */
+  appendSlots?(newLength: number): PagedKeyValues;
 }
 
 /** `batch × length` consecutive rows of a ragged step, at positions `offset … offset + length − 1`. */
@@ -59,6 +67,23 @@ export interface SpanLayer {
   depth: number;
   /** The span's KV history at this depth; without one the span attends only to its own rows. */
   cache?: LayerKV;
+}
+
+/**
+ * How a layer call whose rows run at different loops applies the loops' LoRAs ({@link DecoderOptions}):
+ * - `segment`: rows grouped by LoRA (runs of spans at one loop), one small product per segment, joined;
+ * - `masked`: the paper's concatenation (Bae et al. §3.3): every loop's `Aᵀ` side by side `[in, L·r]` and
+ *   `Bᵀ` stacked `[L·r, out]`, `x·A_cat` times a per-row mask that keeps only the row's own loop's `r`
+ *   columns, then `·B_cat`: two products for any mix of loops.
+ *
+ * A call whose rows all run at one loop uses that loop's LoRA alone either way.
+ */
+export type LoRAMode = 'segment' | 'masked';
+
+/** Options of the {@link Decoder} constructor (and of `loadModel`). */
+export interface DecoderOptions {
+  /** Default `masked` (faster in bench/multi-lora.ts on wasm for stories260K's relaxed 1×5). */
+  loraMode?: LoRAMode;
 }
 
 /** Options of {@link Decoder.forward}. */
@@ -116,11 +141,16 @@ export class Decoder {
   private readonly ropeCos: Tensor;
   private readonly ropeSin: Tensor;
   private readonly localRope: { cos: Tensor; sin: Tensor } | undefined;
+  /** How mixed-loop layer calls apply LoRAs. */
+  readonly loraMode: LoRAMode;
+  /** `masked` mode: each LoRA's concatenation (its stored layer and module, every loop) and its columns. */
+  private readonly loraColumns = new Map<LoRA, { group: LoRAConcat; start: number }>();
 
   constructor(
     readonly backend: Backend,
     readonly config: ModelConfig,
     readonly weights: ModelWeights,
+    options: DecoderOptions = {},
   ) {
     this.schedule = layerSchedule(config.recursion, config.numHiddenLayers);
     this.exitAfter = new Set(exitDepths(config.recursion, config.numHiddenLayers));
@@ -136,6 +166,54 @@ export class Decoder {
         ropeScaling: { type: 'none' },
       });
       this.localRope = { cos: backend.fromArray(local.cos, shape), sin: backend.fromArray(local.sin, shape) };
+    }
+    this.loraMode = options.loraMode ?? 'masked';
+    if (this.loraMode === 'masked') this.concatenateLoras();
+  }
+
+  /**
+   * `masked` mode: for every stored layer and module, its loops' LoRAs concatenated once (`Aᵀ` along
+   * columns, `Bᵀ` along rows, loop order), kept for the model's lifetime.
+   */
+  private concatenateLoras(): void {
+    const { backend, weights } = this;
+    for (let blockLayer = 0; blockLayer < weights.layers.length; blockLayer++) {
+      const loops = [
+        ...new Set(
+          this.schedule.filter((l) => l.shared && l.blockLayer === blockLayer).map((l) => l.loopIndex),
+        ),
+      ];
+      for (const module of linearModules) {
+        const loras = loops
+          .map((loop) => weights.loras.get(loraKey(loop, blockLayer))?.[module])
+          .filter((lora): lora is LoRA => lora !== undefined);
+        if (loras.length < 2) continue;
+        const scales = new Set(loras.map((lora) => lora.scale));
+        const group: LoRAConcat = {
+          a: backend.keep(
+            backend.concat(
+              loras.map((lora) => lora.a),
+              1,
+            ),
+          ),
+          b: backend.keep(
+            backend.concat(
+              loras.map((lora) => lora.b),
+              0,
+            ),
+          ),
+          width: 0,
+          scale: scales.size === 1 ? loras[0]!.scale : undefined,
+          layout: '',
+        };
+        group.layout = loras
+          .map((lora) => `${lora.a.shape[1]}:${group.scale === undefined ? lora.scale : 1}`)
+          .join(',');
+        for (const lora of loras) {
+          this.loraColumns.set(lora, { group, start: group.width });
+          group.width += lora.a.shape[1]!;
+        }
+      }
     }
   }
 
@@ -253,7 +331,10 @@ export class Decoder {
    * same stored layer: the shared weights run once over all rows, the LoRAs by segment.
    *
    * NOTE: each row's result depends only on its own row and its own span's keys, so a span gets bit for
-   * bit what {@link Decoder.forward} computes for that sequence alone (asserted on cpu and wasm).
+   * bit what {@link Decoder.forward} computes for that sequence alone (asserted on cpu and wasm) with
+   * `segment` LoRAs, and with `masked` ones while the loops' summed rank fits one block of the backend's
+   * matmul; beyond that (a full-rank relaxation) the expand product's float32 summation order differs,
+   * ~1e-7 relative (asserted ≤ 2e-6 in convert's families test).
    */
   layer(hidden: Tensor, rows: RaggedRows, spanLayers: readonly SpanLayer[]): Tensor {
     const { backend, config } = this;
@@ -292,6 +373,11 @@ export class Decoder {
     backend.tidy(() => {
       const x = backend.rmsNorm(hidden, weights.inputNorm, config.rmsNormEps);
       const { keys, values } = this.keysAndValues(x, weights, step);
+      if (this.allPaged(step)) {
+        // Paged caches take the rows in place, without gathering the history back (nothing reads it here).
+        this.writePaged(step, this.pagedSlots(step), keys, values);
+        return;
+      }
       this.forEachSpan(step, keys, values, (_span, index, spanKeys, spanValues) => {
         step.caches[index]?.updateAndFetch(spanKeys, spanValues);
       });
@@ -315,6 +401,8 @@ export class Decoder {
     disposeWeights(this.backend, this.weights);
     this.backend.dispose([this.ropeCos, this.ropeSin]);
     if (this.localRope) this.backend.dispose([this.localRope.cos, this.localRope.sin]);
+    for (const { group } of this.loraColumns.values()) this.backend.dispose([group.a, group.b]);
+    this.loraColumns.clear();
   }
 
   /** forward's readout: `[B·T, d]` → `[B, T, vocab]` (or `[B, 1, vocab]` with `lastPositionOnly`). */
@@ -373,6 +461,7 @@ export class Decoder {
         window,
         cos: local ? rows.localCos! : rows.cos,
         sin: local ? rows.localSin! : rows.sin,
+        masks: new Map(),
       },
     };
   }
@@ -384,7 +473,7 @@ export class Decoder {
     const spanRows = spans.map((s) => s.batch * s.length);
     const loras = (module: LinearModule) => step.loras.map((l) => l?.[module]);
     const split = (y: Tensor) => backend.reshape(y, [count, config.numKeyValueHeads, config.headDim]);
-    let keys = split(this.project(x, weights.linears.k_proj, loras('k_proj'), spanRows));
+    let keys = split(this.project(x, weights.linears.k_proj, loras('k_proj'), spanRows, step.masks));
     if (weights.kNorm) keys = this.normBySpan(keys, step, 'k_norm', weights.kNorm);
     return {
       keys: backend.rope(
@@ -392,12 +481,10 @@ export class Decoder {
         step.cos,
         step.sin,
       ),
-      values: backend.reshape(this.project(x, weights.linears.v_proj, loras('v_proj'), spanRows), [
-        1,
-        count,
-        config.numKeyValueHeads,
-        config.headDim,
-      ]),
+      values: backend.reshape(
+        this.project(x, weights.linears.v_proj, loras('v_proj'), spanRows, step.masks),
+        [1, count, config.numKeyValueHeads, config.headDim],
+      ),
     };
   }
 
@@ -456,7 +543,7 @@ export class Decoder {
     const spanRows = spans.map((s) => s.batch * s.length);
     const qLoras = step.loras.map((l) => l?.q_proj);
     // [M, heads·hD] → [1, M, heads, hD]: a free reshape; RoPE is per row, by each row's own position.
-    let projected = backend.reshape(this.project(x, weights.linears.q_proj, qLoras, spanRows), [
+    let projected = backend.reshape(this.project(x, weights.linears.q_proj, qLoras, spanRows, step.masks), [
       count,
       heads,
       headDim,
@@ -464,6 +551,17 @@ export class Decoder {
     if (weights.qNorm) projected = this.normBySpan(projected, step, 'q_norm', weights.qNorm);
     const queries = backend.rope(backend.reshape(projected, [1, count, heads, headDim]), step.cos, step.sin);
     const { keys, values } = this.keysAndValues(x, weights, step);
+    const oLoras = step.loras.map((l) => l?.o_proj);
+    // The options every span shares: the query scale, the stored layer's window, the score soft-cap.
+    const shared = {
+      scale: config.attentionScale,
+      ...(step.window !== undefined ? { window: step.window } : {}),
+      ...(config.attentionSoftCap !== undefined ? { softCap: config.attentionSoftCap } : {}),
+    };
+    if (this.allPaged(step)) {
+      const joined = this.pagedAttention(step, queries, keys, values, shared);
+      return this.project(joined, weights.linears.o_proj, oLoras, spanRows, step.masks);
+    }
     // Attention runs per span, each against its own history ([B, T, heads, hD] after a free reshape).
     const mixed = this.forEachSpan(step, keys, values, (span, index, spanKeys, spanValues, part) => {
       const { batch, length, offset } = span;
@@ -472,27 +570,112 @@ export class Decoder {
         ? cache.updateAndFetch(spanKeys, spanValues)
         : { keys: spanKeys, values: spanValues, length };
       const out = backend.attention(part(queries), cached.keys, cached.values, {
-        scale: config.attentionScale,
+        ...shared,
         queryOffset: offset,
         keyLength: cached.length,
-        ...(step.window !== undefined ? { window: step.window } : {}),
-        ...(config.attentionSoftCap !== undefined ? { softCap: config.attentionSoftCap } : {}),
       }); // [B, T, H, hD]
       return backend.reshape(out, [batch * length, heads * headDim]);
     });
     const joined = mixed.length === 1 ? mixed[0]! : backend.concat(mixed, 0);
-    const oLoras = step.loras.map((l) => l?.o_proj);
-    return this.project(joined, weights.linears.o_proj, oLoras, spanRows);
+    return this.project(joined, weights.linears.o_proj, oLoras, spanRows, step.masks);
+  }
+
+  /**
+   * Attention of spans whose caches are all paged (`appendSlots`): every span's keys and values written,
+   * then one `pagedAttention` call over every run of consecutive spans that share a pool (all of them for
+   * a `PagedKVCache`, whose pool holds every depth). `queries: [1, M, heads, hD]` → `[M, heads·hD]`.
+   */
+  private pagedAttention(
+    step: LayerStep,
+    queries: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    options: PagedAttentionOptions,
+  ): Tensor {
+    const { backend, config } = this;
+    const { spans, count } = step.rows;
+    const { numAttentionHeads: heads, headDim } = config;
+    const histories = this.pagedSlots(step);
+    this.writePaged(step, histories, keys, values);
+    const mixed: Tensor[] = [];
+    let start = 0;
+    for (let i = 0; i < spans.length; ) {
+      const { keyPool, valuePool } = histories[i]!;
+      let end = i;
+      let rows = 0;
+      const group = [];
+      while (
+        end < spans.length &&
+        histories[end]!.keyPool === keyPool &&
+        histories[end]!.valuePool === valuePool
+      ) {
+        const { pages, length } = histories[end]!;
+        const { length: spanRows, offset } = spans[end]!;
+        group.push({ rows: spanRows, queryOffset: offset, keyLength: length, pages });
+        rows += spanRows;
+        end++;
+      }
+      const groupQueries =
+        rows === count ? queries : backend.slice(queries, [0, start, 0, 0], [1, rows, heads, headDim]);
+      const out = backend.pagedAttention(groupQueries, keyPool, valuePool, group, options);
+      mixed.push(backend.reshape(out, [rows, heads * headDim]));
+      start += rows;
+      i = end;
+    }
+    return mixed.length === 1 ? mixed[0]! : backend.concat(mixed, 0);
+  }
+
+  /** Whether every span is one sequence with a paged cache ({@link LayerKV.appendSlots}). */
+  private allPaged(step: LayerStep): boolean {
+    return step.rows.spans.every((span, index) => span.batch === 1 && step.caches[index]?.appendSlots);
+  }
+
+  /** Each span's new positions in its paged cache. */
+  private pagedSlots(step: LayerStep): PagedKeyValues[] {
+    return step.rows.spans.map((span, index) => step.caches[index]!.appendSlots!(span.length));
+  }
+
+  /**
+   * Writes the spans' new keys and values `[1, M, kvHeads, hD]` to their pool rows: all rows in one
+   * `writeRows` per tensor when every span writes into one pool, else span by span.
+   */
+  private writePaged(step: LayerStep, slots: readonly PagedKeyValues[], keys: Tensor, values: Tensor): void {
+    const { backend } = this;
+    const { spans, count } = step.rows;
+    const [first] = slots;
+    const onePool = slots.every(
+      (slot, index) =>
+        slot.keyPool === first!.keyPool &&
+        slot.valuePool === first!.valuePool &&
+        slot.writeRows.length === spans[index]!.length,
+    );
+    if (onePool) {
+      const rows = new Int32Array(count);
+      let at = 0;
+      for (const slot of slots) {
+        rows.set(slot.writeRows, at);
+        at += slot.writeRows.length;
+      }
+      backend.writeRows(first!.keyPool, rows, keys);
+      backend.writeRows(first!.valuePool, rows, values);
+      return;
+    }
+    this.forEachSpan(step, keys, values, (_span, index, spanKeys, spanValues) => {
+      const slot = slots[index]!;
+      if (slot.writeRows.length === 0) return;
+      backend.writeRows(slot.keyPool, slot.writeRows, spanKeys);
+      backend.writeRows(slot.valuePool, slot.writeRows, spanValues);
+    });
   }
 
   private mlp(x: Tensor, weights: LayerWeights, step: LayerStep): Tensor {
     const { backend, config } = this;
     const loras = (module: LinearModule) => step.loras.map((l) => l?.[module]);
     const spanRows = step.rows.spans.map((s) => s.batch * s.length);
-    const gate = this.project(x, weights.linears.gate_proj, loras('gate_proj'), spanRows);
-    const up = this.project(x, weights.linears.up_proj, loras('up_proj'), spanRows);
+    const gate = this.project(x, weights.linears.gate_proj, loras('gate_proj'), spanRows, step.masks);
+    const up = this.project(x, weights.linears.up_proj, loras('up_proj'), spanRows, step.masks);
     const activated = backend.gatedActivation(gate, up, config.hiddenAct === 'silu' ? 'silu' : 'gelu-tanh');
-    return this.project(activated, weights.linears.down_proj, loras('down_proj'), spanRows);
+    return this.project(activated, weights.linears.down_proj, loras('down_proj'), spanRows, step.masks);
   }
 
   /**
@@ -505,12 +688,15 @@ export class Decoder {
     linear: Linear,
     loras: readonly (LoRA | undefined)[],
     spanRows: readonly number[],
+    masks?: Map<string, Tensor>,
   ): Tensor {
     const { backend } = this;
     let y = backend.matmul(x, linear.weight);
     if (linear.bias) y = backend.add(y, linear.bias);
     if (loras.every((lora) => lora === undefined)) return y;
     if (loras.every((lora) => lora === loras[0])) return backend.add(y, this.loraDelta(x, loras[0]!));
+    const masked = masks && this.maskedLoraDelta(x, loras, spanRows, masks);
+    if (masked) return backend.add(y, masked);
     // Segments: runs of spans with the same LoRA, each its own small product; rows without one get 0.
     const deltas: Tensor[] = [];
     let start = 0;
@@ -525,6 +711,50 @@ export class Decoder {
       i = end;
     }
     return backend.add(y, backend.concat(deltas, 0));
+  }
+
+  /**
+   * `masked` mode's delta of mixed-loop rows: `((x·A_cat) ⊙ mask)·B_cat`, the mask `[rows, L·r]` holding
+   * for each row 1 on its own LoRA's columns and 0 elsewhere (0 on every column for rows without one),
+   * then `·scale` when the loops share one scale (else each row's scale is in its mask). One mask per
+   * column layout and layer call, shared by the modules whose concatenations have that layout. Undefined where the LoRAs have no
+   * common concatenation (segment mode then serves the call).
+   *
+   * NOTE: with one common scale the products add exact zeros for the other loops' columns and multiply
+   * by the same scale, which gave bit-identical results to per-row application on cpu and wasm in the
+   * tests (`masked-lora.test.ts`).
+   */
+  private maskedLoraDelta(
+    x: Tensor,
+    loras: readonly (LoRA | undefined)[],
+    spanRows: readonly number[],
+    masks: Map<string, Tensor>,
+  ): Tensor | undefined {
+    const { backend } = this;
+    const columns = loras.map((lora) => (lora ? this.loraColumns.get(lora) : undefined));
+    const group = columns.find((c) => c !== undefined)?.group;
+    if (!group || columns.some((c, i) => loras[i] !== undefined && c?.group !== group)) return undefined;
+    let mask = masks.get(group.layout);
+    if (!mask) {
+      const rows = spanRows.reduce((n, r) => n + r, 0);
+      const values = new Float32Array(rows * group.width);
+      let row = 0;
+      for (const [i, count] of spanRows.entries()) {
+        const column = columns[i];
+        if (column) {
+          const value = group.scale === undefined ? loras[i]!.scale : 1;
+          const rank = loras[i]!.a.shape[1]!;
+          for (let r = row; r < row + count; r++) {
+            values.fill(value, r * group.width + column.start, r * group.width + column.start + rank);
+          }
+        }
+        row += count;
+      }
+      mask = backend.fromArray(values, [rows, group.width]);
+      masks.set(group.layout, mask);
+    }
+    const delta = backend.matmul(backend.mul(backend.matmul(x, group.a), mask), group.b);
+    return group.scale === undefined ? delta : backend.mul(delta, group.scale);
   }
 
   /** `scale·(x·Aᵀ)·Bᵀ` of one LoRA on `x: [rows, in]`. */
@@ -547,4 +777,20 @@ interface LayerStep {
   /** The RoPE rows this layer rotates by (Gemma 3's local layers have their own). */
   cos: Tensor;
   sin: Tensor;
+  /** `masked` mode: the row masks of this call, one per column layout (made on first use). */
+  masks: Map<string, Tensor>;
+}
+
+/** One stored layer and module's LoRAs of every loop, concatenated (`masked` mode). */
+interface LoRAConcat {
+  /** `[in, Σ rank]`: each loop's `Aᵀ`, loop order. */
+  a: Tensor;
+  /** `[Σ rank, out]`: each loop's `Bᵀ`, loop order. */
+  b: Tensor;
+  /** `Σ rank`. */
+  width: number;
+  /** The loops' one scale, or undefined when they differ (then each row's is in its mask). */
+  scale: number | undefined;
+  /** The ranks (and mask values) per loop: concatenations with one layout share a row mask. */
+  layout: string;
 }

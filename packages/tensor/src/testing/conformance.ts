@@ -11,7 +11,7 @@ import { decodeBfloat16, decodeFloat16, encodeBfloat16, encodeFloat16 } from '..
 import { sizeOf } from '../shape.js';
 import { expectClose, expectExact, expectShape, expectWithin, type Tolerance } from './compare.js';
 import { SeededRandom } from './random.js';
-import { compositeAttention, compositeGatedActivation } from '../composite.js';
+import { compositeAttention, compositeGatedActivation, compositePagedAttention } from '../composite.js';
 import {
   argmaxRef,
   attentionRef,
@@ -25,6 +25,7 @@ import {
   matmulRef,
   maxRef,
   meanRef,
+  pagedAttentionRef,
   type RefArray,
   refArray,
   rmsNormRef,
@@ -1027,6 +1028,78 @@ function registerFusedOps(test: Register): void {
       'attention ignores slots ≥ keyLength',
       h.b.attention(q.t, poisoned(k).t, poisoned(v).t, { scale: 0.5, queryOffset: 0, keyLength: 2 }),
       attentionRef(q.r, k.r, v.r, 0.5, 0, 2),
+      h.tol.normalization,
+    );
+  });
+
+  test('pagedAttention: ragged spans over a paged pool, against float64 and the composite', async (h) => {
+    // [H, kvH, D, pageSize, pages] and spans { rows, queryOffset, keyLength, pages }: block tables out of
+    // page order, partial last pages, a table longer than needed, prefill chunks and decode rows.
+    const cases = [
+      {
+        heads: 4,
+        kvHeads: 2,
+        headDim: 8,
+        pageSize: 3,
+        pages: 9,
+        spans: [
+          { rows: 1, queryOffset: 6, keyLength: 7, pages: [5, 0, 7] }, // decode row, last page 1 of 3
+          { rows: 4, queryOffset: 0, keyLength: 4, pages: [2, 8] }, // a whole prompt of 4
+          { rows: 3, queryOffset: 5, keyLength: 8, pages: [6, 1, 3, 4] }, // a chunk after 5; table longer
+          { rows: 1, queryOffset: 0, keyLength: 1, pages: [4] }, // the first token of a sequence
+        ],
+      },
+      {
+        heads: 6,
+        kvHeads: 2,
+        headDim: 4,
+        pageSize: 4,
+        pages: 5,
+        spans: [{ rows: 2, queryOffset: 9, keyLength: 11, pages: [3, 0, 4] }],
+      },
+      {
+        heads: 2,
+        kvHeads: 1,
+        headDim: 6, // not a multiple of 4: the SIMD kernel's fallback
+        pageSize: 2,
+        pages: 4,
+        spans: [
+          { rows: 2, queryOffset: 1, keyLength: 3, pages: [3, 1] },
+          { rows: 1, queryOffset: 4, keyLength: 5, pages: [0, 2, 1] },
+        ],
+      },
+    ];
+    for (const { heads, kvHeads, headDim, pageSize, pages, spans } of cases) {
+      const rows = spans.reduce((n, span) => n + span.rows, 0);
+      const q = h.input([1, rows, heads, headDim], -2, 2);
+      const k = h.input([pages, pageSize, kvHeads, headDim], -2, 2);
+      const v = h.input([pages, pageSize, kvHeads, headDim]);
+      const options = { scale: 1 / Math.sqrt(headDim) };
+      const want = pagedAttentionRef(q.r, k.r, v.r, spans, options.scale);
+      const label = `pagedAttention H=${heads} kvH=${kvHeads} D=${headDim} pageSize=${pageSize} spans=${spans.length}`;
+      await h.within(label, h.b.pagedAttention(q.t, k.t, v.t, spans, options), want, h.tol.normalization);
+      await h.within(
+        `${label} (composite)`,
+        compositePagedAttention(h.b, q.t, k.t, v.t, spans, options),
+        want,
+        h.tol.normalization,
+      );
+    }
+  });
+
+  test('pagedAttention: positions past keyLength and pages outside the table are not read (NaN there)', async (h) => {
+    const data = h.rng.floats(4 * 2 * 1 * 4, -1, 1);
+    const poisoned = Float32Array.from(data);
+    poisoned.fill(Number.NaN, (1 * 2 + 1) * 4, (1 * 2 + 2) * 4); // page 1 slot 1: past keyLength 3
+    poisoned.fill(Number.NaN, 2 * 2 * 4, 3 * 2 * 4); // page 2: in no table
+    const pool = h.from([4, 2, 1, 4], poisoned);
+    const clean = refArray([4, 2, 1, 4], data);
+    const q = h.input([1, 2, 2, 4]);
+    const spans = [{ rows: 2, queryOffset: 1, keyLength: 3, pages: [3, 1] }];
+    await h.within(
+      'pagedAttention ignores unread slots',
+      h.b.pagedAttention(q.t, pool.t, pool.t, spans, { scale: 0.5 }),
+      pagedAttentionRef(q.r, clean, clean, spans, 0.5),
       h.tol.normalization,
     );
   });

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Shape } from '../backend.js';
+import type { PagedAttentionSpan, Shape } from '../backend.js';
 import { sizeOf } from '../shape.js';
 
 /** A float64 n-dimensional array: row-major `data` of `shape`. */
@@ -432,6 +432,44 @@ export function attentionRef(
         }
       }
     }
+  }
+  return { shape: q.shape, data };
+}
+
+/**
+ * Paged attention: each span's key and value positions read one by one from the pools `[pages, pageSize,
+ * kvH, D]` through its block table into a contiguous history, then {@link attentionRef} over it; the spans'
+ * rows `[1, M, H, D]` in order.
+ */
+export function pagedAttentionRef(
+  q: RefArray,
+  keyPool: RefArray,
+  valuePool: RefArray,
+  spans: readonly PagedAttentionSpan[],
+  scale: number,
+): RefArray {
+  const [, , heads, headDim] = q.shape as [number, number, number, number];
+  const [, pageSize, kvHeads] = keyPool.shape as [number, number, number, number];
+  const width = kvHeads * headDim;
+  const data = new Float64Array(q.data.length);
+  let firstRow = 0;
+  for (const span of spans) {
+    const history = (pool: RefArray) => {
+      const rows = new Float64Array(span.keyLength * width);
+      for (let j = 0; j < span.keyLength; j++) {
+        const at = (span.pages[Math.floor(j / pageSize)]! * pageSize + (j % pageSize)) * width;
+        rows.set(pool.data.subarray(at, at + width), j * width);
+      }
+      return refArray([1, span.keyLength, kvHeads, headDim], rows);
+    };
+    const rowWidth = heads * headDim;
+    const queries = refArray(
+      [1, span.rows, heads, headDim],
+      q.data.subarray(firstRow * rowWidth, (firstRow + span.rows) * rowWidth),
+    );
+    const out = attentionRef(queries, history(keyPool), history(valuePool), scale, span.queryOffset);
+    data.set(out.data, firstRow * rowWidth);
+    firstRow += span.rows;
   }
   return { shape: q.shape, data };
 }
