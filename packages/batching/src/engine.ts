@@ -2,6 +2,7 @@ import { type Decoder, yieldToEventLoop } from '@rrt/core';
 import { createPagedKVCache, type KVSharing, type PagedKVCache } from '@rrt/kv-cache';
 import { QueueFullError, RequestError } from './errors.js';
 import { type ExitPolicy, exitRule } from './exit.js';
+import { type ExitKV, exitKVRule } from './exit-kv.js';
 import { Executor } from './executor.js';
 import { type BatchingMode, modeRule } from './modes.js';
 import { type FinishReason, Scheduler } from './scheduler.js';
@@ -23,6 +24,18 @@ export interface EngineOptions {
   maxQueue?: number;
   /** KV sharing across loops (default `per-loop`). */
   sharing?: KVSharing;
+  /**
+   * Most tokens one step runs across every request (default unlimited): rows in flight first, then
+   * decode tokens, then prompt chunks (each at most `chunkSize`) in what is left, as vLLM's chunked
+   * prefill does. A token counts once per step, however many loops it runs in it.
+   */
+  maxStepTokens?: number;
+  /**
+   * What fills an early-exited token's skipped depths under per-loop KV (default `propagate`, CALM state
+   * propagation; `complete` runs the token's remaining loops in the background, FREE-style). Recursive
+   * sharing needs neither and refuses `complete`.
+   */
+  exitKV?: ExitKV;
 }
 
 /** Options of {@link Engine.generate}. */
@@ -55,6 +68,10 @@ export interface EngineStats {
   meanOccupancy: number;
   /** Most KV bytes held at once. */
   peakKVBytes: number;
+  /** Most tokens (rows of every request) one step ran. */
+  peakStepTokens: number;
+  /** Tokens run by all steps together (a token counts once per step it runs in; propagations not counted). */
+  stepTokens: number;
 }
 
 /**
@@ -105,11 +122,24 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
     bytes: options.kvBytes,
     ...(options.sharing ? { sharing: options.sharing } : {}),
   });
-  const scheduler = new Scheduler(cache, modeRule(options.mode), exitRule(options.exit ?? { kind: 'none' }), {
-    maxSlots: options.maxSlots,
-    loops,
-    chunkSize: options.chunkSize ?? 32,
-  });
+  if (options.exitKV === 'complete' && cache.sharing === 'recursive') {
+    cache.dispose();
+    throw new RequestError(
+      "exitKV 'complete' fills per-loop KV; under recursive sharing loop 0's entries serve every loop",
+    );
+  }
+  const scheduler = new Scheduler(
+    cache,
+    modeRule(options.mode),
+    exitRule(options.exit ?? { kind: 'none' }),
+    {
+      maxSlots: options.maxSlots,
+      loops,
+      chunkSize: options.chunkSize ?? 32,
+      ...(options.maxStepTokens === undefined ? {} : { maxStepTokens: options.maxStepTokens }),
+    },
+    exitKVRule(options.exitKV ?? 'propagate'),
+  );
   const executor = new Executor(
     model,
     blockSize,
@@ -117,7 +147,7 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
     cache.sharing === 'per-loop',
   );
   const maxQueue = options.maxQueue ?? 1024;
-  const counters = { steps: 0, rows: 0, peakKVBytes: 0 };
+  const counters = { steps: 0, rows: 0, peakKVBytes: 0, peakStepTokens: 0, stepTokens: 0 };
   let nextId = 0;
   /** Whether the step loop runs (one loop serves every request). */
   let driving = false;
@@ -132,6 +162,9 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
         const output = await executor.run(plan);
         counters.steps++;
         counters.rows += plan.rows.length;
+        const tokens = plan.rows.reduce((total, row) => total + row.tokens.length, 0);
+        counters.peakStepTokens = Math.max(counters.peakStepTokens, tokens);
+        counters.stepTokens += tokens;
         scheduler.update(plan, output);
       }
     } catch (error) {
@@ -218,6 +251,8 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
       steps: counters.steps,
       meanOccupancy: counters.steps > 0 ? counters.rows / counters.steps : 0,
       peakKVBytes: counters.peakKVBytes,
+      peakStepTokens: counters.peakStepTokens,
+      stepTokens: counters.stepTokens,
     }),
     dispose: () => cache.dispose(),
   };
