@@ -46,6 +46,8 @@ export interface EngineGenerateOptions {
   stopTokens?: readonly number[];
   /** Cancels the request: its slot and pages are freed at the next step. */
   signal?: AbortSignal;
+  /** Called as each token is decided, before it is yielded, with the loop it exited at (0-based). */
+  onToken?: (token: number, exitLoop: number) => void;
 }
 
 /** What a finished request reports. */
@@ -208,6 +210,7 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
         times.push(performance.now());
         exitLoops.push(exitLoop);
         pending.push(token);
+        generateOptions.onToken?.(token, exitLoop);
         wake?.();
       },
       onFinish: (reason, error) => {
