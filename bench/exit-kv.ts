@@ -9,7 +9,7 @@
  * (compute: a token counts once per step it runs in; propagations are not rows).
  *
  *   node --import tsx bench/exit-kv.ts [--backend wasm] [--requests 32] [--slots 8] [--thresholds 0.9,0.99]
- *     [--min-loops 1] [--repeats 1]
+ *     [--min-loops 1] [--repeats 1] [--clock cpu|wall]
  *
  * `--repeats n` runs the whole list n times, interleaved (row 1, row 2, …, row 1, …), so that load from
  * other processes falls on every row alike; token outputs are deterministic and taken from the first round.
@@ -18,7 +18,10 @@
  * mostly at loop 0 the KV method hardly shows in the tokens (`--min-loops 2` makes every token read loop 1).
  *
  * NOTE: arrivals are Poisson in event-loop turns (mean 2), prompts of 4–32 tokens, outputs of 8–48, all
- * from one seeded stream, every request runs to its max tokens; the clock is wall time.
+ * from one seeded stream, every request runs to its max tokens. The clock is this process's CPU time by
+ * default (other processes' load stays out; the wasm backend runs one thread), `--clock wall` for elapsed.
+ * "reads filled KV" is the share of emitted tokens whose row attends, at some depth, to an earlier token's
+ * keys and values that the KV method filled (an earlier token of the request exited at a lower loop).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -28,7 +31,7 @@ import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
 import { createEngine, type EngineOptions, type ExitPolicy } from '@rrt/batching';
 import { convertToRecursive } from '@rrt/convert';
 import { type Decoder, loadModel, seededRandom, yieldToEventLoop } from '@rrt/core';
-import { importStories260K, stories260KAssetsOrExit } from './common.js';
+import { clockMs, importStories260K, stories260KAssetsOrExit } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -38,10 +41,12 @@ const { values } = parseArgs({
     thresholds: { type: 'string', default: '0.9,0.99' },
     repeats: { type: 'string', default: '1' },
     'min-loops': { type: 'string', default: '1' },
+    clock: { type: 'string', default: 'cpu' },
     seed: { type: 'string', default: '7' },
   },
 });
 const assets = stories260KAssetsOrExit('exit-kv');
+const now = clockMs(values.clock);
 
 interface TraceRequest {
   prompt: number[];
@@ -62,6 +67,8 @@ function makeTrace(count: number, seed: number, vocab: number): TraceRequest[] {
 
 interface Run {
   tokens: number[][];
+  /** Per request, each token's exit loop. */
+  exits: number[][];
   exitLoops: number[];
   seconds: number;
   stepTokens: number;
@@ -79,7 +86,7 @@ async function runTrace(
     maxQueue: 4096,
     ...options,
   });
-  const started = performance.now();
+  const started = now();
   const runs: Promise<{ tokens: number[]; exitLoops: number[] }>[] = [];
   for (const request of trace) {
     for (let turn = 0; turn < request.gap; turn++) await yieldToEventLoop();
@@ -96,15 +103,32 @@ async function runTrace(
     );
   }
   const results = await Promise.all(runs);
-  const seconds = (performance.now() - started) / 1000;
+  const seconds = (now() - started) / 1000;
   const { stepTokens } = engine.stats();
   engine.dispose();
   return {
     tokens: results.map((r) => r.tokens),
+    exits: results.map((r) => r.exitLoops),
     exitLoops: results.flatMap((r) => r.exitLoops),
     seconds,
     stepTokens,
   };
+}
+
+/**
+ * Tokens whose row reads filled KV: token t comes from the row of token t − 1, which attends to the
+ * positions of tokens 0 … t − 2 at every depth up to its exit; one of them that exited lower was filled.
+ */
+function readsFilled(run: Run): number {
+  let count = 0;
+  for (const exits of run.exits) {
+    let lowest = Number.POSITIVE_INFINITY;
+    exits.forEach((loop, t) => {
+      if (t >= 2) lowest = Math.min(lowest, exits[t - 2]!);
+      if (lowest < loop) count++;
+    });
+  }
+  return count;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -140,9 +164,9 @@ try {
     );
   }
   console.log(
-    '| exit | KV of exited tokens | tokens/s | / no exit | changed tokens | vs propagation | mean exit loop | rows per token |',
+    '| exit | KV of exited tokens | tokens/s | / no exit | changed tokens | vs propagation | mean exit loop | reads filled KV | rows per token |',
   );
-  console.log('|---|---|---:|---:|---:|---:|---:|---:|');
+  console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|');
   const runs: Run[][] = rows.map(() => []);
   for (let round = 0; round < repeats; round++) {
     for (const [index, [, , options]] of rows.entries())
@@ -166,7 +190,7 @@ try {
     console.log(
       `| ${exitLabel} | ${kvLabel} | ${rate(index).toFixed(1)} | ${(rate(index) / rate(0)).toFixed(2)}× | ` +
         `${differing(run, runs[0]![0]!)} | ${exitLabel === 'none' ? '–' : differing(run, propagation!)} | ` +
-        `${meanExit.toFixed(2)} | ${(run.stepTokens / emitted).toFixed(2)} |`,
+        `${meanExit.toFixed(2)} | ${((100 * readsFilled(run)) / emitted).toFixed(1)} % | ${(run.stepTokens / emitted).toFixed(2)} |`,
     );
   }
   model.dispose();
