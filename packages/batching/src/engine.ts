@@ -66,7 +66,7 @@ export interface RequestStats {
 /** What the engine has done so far. */
 export interface EngineStats {
   steps: number;
-  /** Mean rows (slots) per step. */
+  /** Mean rows per step (a slot's row, plus its background completion rows under `exitKV: 'complete'`). */
   meanOccupancy: number;
   /** Most KV bytes held at once. */
   peakKVBytes: number;

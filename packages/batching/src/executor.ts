@@ -2,7 +2,7 @@ import { argmax, type Decoder } from '@rrt/core';
 import type { PagedSequence } from '@rrt/kv-cache';
 import type { Tensor } from '@rrt/tensor';
 import type { LoopReadout } from './exit.js';
-import type { StepOutput, StepPlan } from './plan.js';
+import type { Propagation, StepOutput, StepPlan } from './plan.js';
 
 /**
  * Where a row's hidden state is kept between steps: a request may have several rows in flight (a decode
@@ -112,28 +112,45 @@ export class Executor {
     this.hidden.clear();
   }
 
-  /** Fills each exited token's skipped depths from its exit hidden state, one call per depth. */
+  /**
+   * Fills each exited token's skipped depths from its exit hidden state: one call per stored layer, over
+   * every (token, skipped depth) pair that layer serves (rows grouped by depth, so each loop's LoRA is one
+   * segment). A `cycle` model's depths `k, K + k, 2K + k, …` all run stored layer `k`.
+   */
   private propagate(plan: StepPlan, previous: ReadonlyMap<string, Tensor>): void {
-    if (!this.propagates) return;
-    const { model } = this;
+    if (!this.propagates || plan.propagations.length === 0) return;
+    const { model, blockSize } = this;
     const { backend } = model;
     const depths = model.schedule.length;
-    for (let depth = 0; depth < depths; depth++) {
-      const entries = plan.propagations.filter((p) => p.fromLoop * this.blockSize <= depth);
-      if (entries.length === 0) continue;
+    for (let layer = 0; layer < blockSize; layer++) {
+      const pairs: { propagation: Propagation; depth: number }[] = [];
+      for (let depth = layer; depth < depths; depth += blockSize) {
+        for (const propagation of plan.propagations) {
+          if (propagation.fromLoop * blockSize <= depth) pairs.push({ propagation, depth });
+        }
+      }
+      if (pairs.length === 0) continue;
       backend.tidy(() => {
-        const rows = model.rows(entries.map((p) => ({ batch: 1, length: 1, offset: p.position })));
+        const rows = model.rows(
+          pairs.map(({ propagation }) => ({ batch: 1, length: 1, offset: propagation.position })),
+        );
+        const exitStates = new Map<number, Tensor>();
         const hidden = backend.concat(
-          entries.map((p) => {
-            const h = previous.get(rowKey({ id: p.id, offset: p.position }))!;
-            return backend.slice(h, [h.shape[0]! - 1, 0], [1, -1]);
+          pairs.map(({ propagation: p }) => {
+            let state = exitStates.get(p.id);
+            if (!state) {
+              const h = previous.get(rowKey({ id: p.id, offset: p.position }))!;
+              state = backend.slice(h, [h.shape[0]! - 1, 0], [1, -1]);
+              exitStates.set(p.id, state);
+            }
+            return state;
           }),
           0,
         );
         model.appendKV(
           hidden,
           rows,
-          entries.map((p) => {
+          pairs.map(({ propagation: p, depth }) => {
             const sequence = this.sequenceOf(p.id);
             if (sequence.length(depth) !== p.position) {
               throw new Error(

@@ -220,6 +220,102 @@ describe('token budget and FREE-style completion (wasm)', () => {
     expect(backend.numTensors()).toBe(withModel);
   });
 
+  /**
+   * One sequence alone through the step API, the way CALM propagation is specified: loops one at a
+   * time, exit where two loops in a row agree, then each skipped depth's K/V from the exit hidden state,
+   * one appendKV call per depth (the engine batches them per stored layer, across requests).
+   */
+  async function propagatingReference(prompt: readonly number[], maxTokens: number) {
+    const { config } = model;
+    const blockSize = config.recursion!.blockSize;
+    const loops = config.recursion!.loops;
+    const depths = blockSize * loops;
+    const cache = createPagedKVCache(backend, {
+      depths,
+      blockSize,
+      kvHeads: config.numKeyValueHeads,
+      headDim: config.headDim,
+      pageSize: 4,
+      bytes: 1 << 20,
+    });
+    const sequence = cache.open();
+    const read = async (hidden: import('@rrt/tensor').Tensor) => {
+      const logits = model.readout(hidden);
+      const values = (await backend.read(logits)) as Float32Array;
+      backend.dispose(logits);
+      return argmax(values);
+    };
+    // The prompt runs every loop (its chunk has several positions, or is read out at the last loop).
+    let hidden = backend.tidy(() => {
+      const rows = model.rows([{ batch: 1, length: prompt.length, offset: 0 }]);
+      let h = model.embed(backend.fromArray(Int32Array.from(prompt), [prompt.length], 'int32'));
+      for (let depth = 0; depth < depths; depth++)
+        h = model.layer(h, rows, [{ depth, cache: sequence.layer(depth) }]);
+      rows.dispose();
+      return backend.slice(h, [prompt.length - 1, 0], [1, -1]);
+    });
+    const tokens = [await read(hidden)];
+    const exitLoops = [loops - 1];
+    backend.dispose(hidden);
+    for (let position = prompt.length; tokens.length < maxTokens; position++) {
+      const rows = model.rows([{ batch: 1, length: 1, offset: position }]);
+      hidden = backend.tidy(() =>
+        model.embed(backend.fromArray(Int32Array.from([tokens.at(-1)!]), [1], 'int32')),
+      );
+      const seen: number[] = [];
+      let loop = 0;
+      for (; loop < loops; loop++) {
+        for (let layer = 0; layer < blockSize; layer++) {
+          const depth = loop * blockSize + layer;
+          const next = model.layer(hidden, rows, [{ depth, cache: sequence.layer(depth) }]);
+          backend.dispose(hidden);
+          hidden = next;
+        }
+        seen.push(await read(hidden));
+        if (loop < loops - 1 && seen.length >= 2 && seen.at(-1) === seen.at(-2)) break;
+      }
+      for (let depth = (loop + 1) * blockSize; depth < depths; depth++) {
+        model.appendKV(hidden, rows, [{ depth, cache: sequence.layer(depth) }]);
+      }
+      backend.dispose(hidden);
+      rows.dispose();
+      tokens.push(seen.at(-1)!);
+      exitLoops.push(Math.min(loop, loops - 1));
+    }
+    sequence.free();
+    cache.dispose();
+    return { tokens, exitLoops };
+  }
+
+  it('propagate: batched propagation gives each request what one sequence alone gets by propagating depth by depth', async () => {
+    const vocab = model.config.vocabSize;
+    const random = seededRandom(seed + 9);
+    const int = (low: number, high: number) => low + Math.floor(random() * (high - low + 1));
+    const prompts = Array.from({ length: 8 }, () =>
+      Array.from({ length: int(1, 6) }, () => int(0, vocab - 1)),
+    );
+    const engine = createEngine(model, {
+      mode: 'depth',
+      maxSlots: 4,
+      kvBytes: 1 << 20,
+      pageSize: 3,
+      exit: { kind: 'agreement' },
+    });
+    const results = await Promise.all(
+      prompts.map((prompt) => collect(engine.generate(prompt, { maxTokens: 30, stopTokens: [] }))),
+    );
+    engine.dispose();
+    let early = 0;
+    for (const [index, prompt] of prompts.entries()) {
+      const expected = await propagatingReference(prompt, 30);
+      expect(results[index]!.tokens, `request ${index}, seed ${seed}`).toEqual(expected.tokens);
+      expect(results[index]!.stats.exitLoops).toEqual(expected.exitLoops);
+      early += expected.exitLoops.filter((loop) => loop < 2).length;
+    }
+    expect(early).toBeGreaterThan(6);
+    expect(backend.numTensors()).toBe(withModel);
+  });
+
   it('complete under recursive sharing is refused with a typed error and allocates nothing', () => {
     const before = backend.numTensors();
     expect(() =>
