@@ -145,7 +145,7 @@ describe('1,000 random request lifecycles through the engine (wasm)', () => {
                   ? { tokens: int(1, 2) }
                   : undefined;
             const { tokens, stats } = await consume(stream, stopAfter);
-            expect(kind).not.toBe('too-big');
+            expect(kind, `seed ${seed}`).not.toBe('too-big');
             expect(tokens.length).toBeLessThanOrEqual(maxTokens);
             if (stats) {
               expect(stats.tokens).toBe(tokens.length);
@@ -167,7 +167,7 @@ describe('1,000 random request lifecycles through the engine (wasm)', () => {
               counts.set('queue-full', (counts.get('queue-full') ?? 0) + 1);
               return;
             }
-            expect(kind).toBe('too-big');
+            expect(kind, `seed ${seed}: ${String(error)}`).toBe('too-big');
             expect(error).toBeInstanceOf(RequestError);
             expect((error as Error).cause).toBeInstanceOf(KVCapacityError);
             counts.set(kind, (counts.get(kind) ?? 0) + 1);
@@ -183,10 +183,10 @@ describe('1,000 random request lifecycles through the engine (wasm)', () => {
       }
       // A consumer that stopped reading cancels at the engine's next step: let the last one run.
       for (let turn = 0; turn < 100 && engine.cache.openSequences > 0; turn++) await yieldToEventLoop();
-      expect(engine.cache.usedBytes()).toBe(0);
+      expect(engine.cache.usedBytes(), `seed ${seed}`).toBe(0);
       expect(engine.cache.freePageCount).toBe(engine.cache.pages);
       expect(engine.cache.openSequences).toBe(0);
-      expect(backend.numTensors()).toBe(withEngine);
+      expect(backend.numTensors(), `seed ${seed}`).toBe(withEngine);
       // Still serving: the probe request alone again gives what it gave on the fresh engine.
       const again = await consume(engine.generate(probePrompt, { maxTokens: 12, stopTokens: [] }));
       expect(again.tokens).toEqual(first.tokens);
