@@ -21,3 +21,40 @@ export { type BatchingMode, type ModeRule, modeRule } from './modes.js';
 export type { Propagation, StepOutput, StepPlan, StepRow } from './plan.js';
 export { type FinishReason, type Request, Scheduler } from './scheduler.js';
 export { Executor } from './executor.js';
+export {
+  type CalibrationOptions,
+  calibrateExit,
+  chooseThreshold,
+  type ExitCalibration,
+  type ExitOutcome,
+  type ExitProfile,
+  type ExitProfileOptions,
+  exitOutcome,
+  exitProfile,
+} from './calibrate.js';
+export { CalibrationError } from './errors.js';
+export { type ReplayPolicy, replayRule } from './replay.js';
+export {
+  generateTrace,
+  type RequestResult,
+  runTrace,
+  type TraceOptions,
+  type TraceRequest,
+  type TraceRun,
+} from './trace.js';
+export {
+  changedTokenShare,
+  identicalRequestShare,
+  type Percentiles,
+  percentile,
+  type RunSummary,
+  summarizeRun,
+} from './metrics.js';
+export {
+  type MeasureOptions,
+  measureStepTimes,
+  type SimulateOptions,
+  type StepTimes,
+  simulateTrace,
+  stepTimeAt,
+} from './simulate.js';
