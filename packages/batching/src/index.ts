@@ -58,3 +58,12 @@ export {
   simulateTrace,
   stepTimeAt,
 } from './simulate.js';
+export {
+  runServingSuite,
+  type ServingRow,
+  type ServingSuiteOptions,
+  type ServingSuiteResult,
+  type SimulatedRow,
+  type SuiteModel,
+  servingTables,
+} from './suite.js';

@@ -63,11 +63,13 @@ export async function measureStepTimes(model: Decoder, options: MeasureOptions =
   if (batchSizes.some((b) => !Number.isInteger(b) || b < 1)) {
     throw new CalibrationError('batchSizes', `positive integers (got ${batchSizes.join(', ')})`);
   }
-  const positions = context + chunk + 2 * (rounds + 1) + 2;
+  // Every decode call appends one position to each of its rows' sequences (row 0 is in every batch size);
+  // the chunk sequence gets a chunk per round.
+  const positions = context + Math.max(batchSizes.length * (2 * rounds + 1), chunk * rounds);
   if (positions > config.maxPositionEmbeddings) {
     throw new CalibrationError(
       'context',
-      `at most ${config.maxPositionEmbeddings - chunk - 2 * rounds - 4} for this model`,
+      `context + appended positions (${positions}) within the model's ${config.maxPositionEmbeddings}`,
     );
   }
   const largest = batchSizes[batchSizes.length - 1]!;
