@@ -183,7 +183,7 @@ export async function runServingSuite(
         await measure(
           'depth',
           { kind: 'confidence', threshold: calibration.threshold, minLoops: calibration.minLoops },
-          `confidence ≥ ${calibration.threshold.toPrecision(4)} (calibrated)`,
+          `confidence ≥ ${calibration.threshold.toPrecision(6)} (calibrated)`,
         );
       }
       for (const threshold of entry.contrastThresholds ?? []) {
@@ -294,7 +294,7 @@ export function servingTables(result: ServingSuiteResult): string {
   const calibrations = result.models.flatMap(({ name, calibration }) =>
     calibration
       ? [
-          `${name}: calibrated τ ${Number.isFinite(calibration.threshold) ? calibration.threshold.toPrecision(4) : 'none (no τ keeps the change within budget)'} ` +
+          `${name}: calibrated τ ${Number.isFinite(calibration.threshold) ? calibration.threshold.toPrecision(6) : 'none (no τ keeps the change within budget)'} ` +
             `at max change ${percent(calibration.maxChange)} over ${calibration.positions} held-out positions: ` +
             `changed ${percent(calibration.changedShare)}, mean exit loop ${calibration.meanExitLoop.toFixed(2)}, ` +
             `perplexity with exits ${calibration.perplexity.toFixed(2)} (full depth ${calibration.fullDepthPerplexity.toFixed(2)})`,
