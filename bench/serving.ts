@@ -8,8 +8,8 @@
  *   and `depth` at τ `--contrast` (uncalibrated);
  * - a synthetic 10-layer, width-512 model (random weights, relaxed 5×2: a block of K = 2 layers looped
  *   L = 5 times, LoRA rank 8) in the same modes, its exit loops replayed from the exit-loop shares
- *   measured on the relaxed stories260K model's calibrated row (10 layers rather than 12 so that its
- *   5 loops replay stories260K's loop for loop);
+ *   measured on the early-exit-trained model's calibrated row (the converted one's when that model is
+ *   skipped; 10 layers rather than 12 so that its 5 loops replay stories260K's loop for loop);
  * - the early-exit-trained relaxed 1×5 model (rank 16): loaded from `--early-exit-model <dir>`, or trained
  *   in this run for `--early-exit-steps` steps (default 60; 0 skips it) with `@rrt/train`'s early-exit loss
  *   and distillation from stories260K on the other 90 % of tinystories_val.txt's documents.
@@ -128,57 +128,6 @@ try {
   original.dispose();
   relaxed.dispose();
 
-  if (!values['no-synthetic']) {
-    // Replay the exit loops the relaxed stories260K model took under its calibrated exits.
-    const calibrated = results[0]!.rows.find(
-      (row) => row.model === 'relaxed 1×5' && row.exit.includes('calibrated'),
-    );
-    const shares = calibrated?.exitLoopShares ?? [0, 0, 0, 0, 1];
-    log(`synthetic model: replaying exit-loop shares ${shares.map((s) => s.toFixed(3)).join(', ')}`);
-    const plainDir = join(workDir, 'synthetic');
-    await writeRandomModel(
-      plainDir,
-      {
-        architectures: ['LlamaForCausalLM'],
-        model_type: 'llama',
-        vocab_size: original.config.vocabSize,
-        hidden_size: 512,
-        intermediate_size: 1376,
-        num_hidden_layers: 10,
-        num_attention_heads: 8,
-        num_key_value_heads: 8,
-        max_position_embeddings: 512,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10000,
-        tie_word_embeddings: false,
-        bos_token_id: 1,
-        eos_token_id: 2,
-      },
-      { seed: 5 },
-    );
-    const syntheticDir = join(workDir, 'synthetic-5x2');
-    await convertToRecursive(plainDir, syntheticDir, {
-      loops: 5,
-      init: 'average',
-      ranks: 8,
-      svd: { backend },
-      onWarning: () => {},
-    });
-    const synthetic = await loadModel(syntheticDir, backend);
-    // On a loaded machine the wide model serves a few tokens per second: it may take the trace's first
-    // requests only (the table says how many).
-    const syntheticRequests = Number(values['synthetic-requests'] ?? trace.length);
-    log(`synthetic model: the trace's first ${syntheticRequests} requests`);
-    results.push(
-      await runServingSuite([{ name: 'synthetic 10L·512 (5×2)', model: synthetic, replayShares: shares }], {
-        ...suiteOptions,
-        trace: trace.slice(0, syntheticRequests),
-        replaySeed: Number(values.seed),
-      }),
-    );
-    synthetic.dispose();
-  }
-
   let earlyExitDir = values['early-exit-model'];
   const steps = Number(values['early-exit-steps']);
   if (!earlyExitDir && steps > 0) {
@@ -226,6 +175,61 @@ try {
       ),
     );
     earlyExit.dispose();
+  }
+
+  if (!values['no-synthetic']) {
+    // Replay the exit loops a relaxed stories260K model took under its calibrated exits: the early-exit
+    // trained one when it ran (its exits mean something), else the converted one.
+    const source = earlyExitDir ? 'relaxed 1×5, early-exit trained' : 'relaxed 1×5';
+    const calibrated = results
+      .flatMap((result) => result.rows)
+      .find((row) => row.model === source && row.exit.includes('calibrated'));
+    const shares = calibrated?.exitLoopShares ?? [0, 0, 0, 0, 1];
+    log(
+      `synthetic model: replaying the exit-loop shares of ${source}'s calibrated row: ${shares.map((s) => s.toFixed(3)).join(', ')}`,
+    );
+    const plainDir = join(workDir, 'synthetic');
+    await writeRandomModel(
+      plainDir,
+      {
+        architectures: ['LlamaForCausalLM'],
+        model_type: 'llama',
+        vocab_size: original.config.vocabSize,
+        hidden_size: 512,
+        intermediate_size: 1376,
+        num_hidden_layers: 10,
+        num_attention_heads: 8,
+        num_key_value_heads: 8,
+        max_position_embeddings: 512,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10000,
+        tie_word_embeddings: false,
+        bos_token_id: 1,
+        eos_token_id: 2,
+      },
+      { seed: 5 },
+    );
+    const syntheticDir = join(workDir, 'synthetic-5x2');
+    await convertToRecursive(plainDir, syntheticDir, {
+      loops: 5,
+      init: 'average',
+      ranks: 8,
+      svd: { backend },
+      onWarning: () => {},
+    });
+    const synthetic = await loadModel(syntheticDir, backend);
+    // On a loaded machine the wide model serves a few tokens per second: it may take the trace's first
+    // requests only (the table says how many).
+    const syntheticRequests = Number(values['synthetic-requests'] ?? trace.length);
+    log(`synthetic model: the trace's first ${syntheticRequests} requests`);
+    results.push(
+      await runServingSuite([{ name: 'synthetic 10L·512 (5×2)', model: synthetic, replayShares: shares }], {
+        ...suiteOptions,
+        trace: trace.slice(0, syntheticRequests),
+        replaySeed: Number(values.seed),
+      }),
+    );
+    synthetic.dispose();
   }
 
   const merged: ServingSuiteResult = {

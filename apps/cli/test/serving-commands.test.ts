@@ -176,6 +176,8 @@ describe.skipIf(!haveAssets)(
       }
       const depthNone = result.rows[4];
       expect(depthNone.summary.meanExitLoop).toBe(4);
+      // Exit none: depth-wise batching serves exactly the sequence-wise tokens.
+      expect(depthNone.changedTokenShare).toBe(0);
       expect(depthNone.overStatic).toBeGreaterThan(0);
       const contrast = result.rows.at(-1);
       expect(contrast.changedTokenShare).toBeGreaterThanOrEqual(0);

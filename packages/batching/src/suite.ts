@@ -57,7 +57,7 @@ export interface ServingRow {
   summary: RunSummary;
   /** Share of exit-loop counts per loop over the run's tokens. */
   exitLoopShares: number[];
-  /** Against the same model's no-exit run (free-running: a changed token changes what follows). */
+  /** Against the same model's sequence-mode no-exit run (free-running: a changed token changes what follows); 0 for every no-exit row. */
   changedTokenShare?: number;
   /** Share of requests whose tokens all equal the no-exit run's. */
   identicalRequestShare?: number;
@@ -152,7 +152,7 @@ export async function runServingSuite(
         exitLoopShares: shares(all, loops),
       };
       const reference = runs.find((r) => r.row.mode === 'sequence' && r.policy.kind === 'none');
-      if (reference && mode !== 'static' && policy.kind !== 'none') {
+      if (reference) {
         row.changedTokenShare = changedTokenShare(result.requests, reference.run.requests);
         row.identicalRequestShare = identicalRequestShare(result.requests, reference.run.requests);
       }
