@@ -24,7 +24,7 @@ export interface StepTimes {
   batchSizes: number[];
   /** One pass of the block (embed, K layers, readout of every row) at each batch size: a depth-wise step. */
   passMs: number[];
-  /** Every loop (embed, L passes, readout after each): a sequence-wise or static step. */
+  /** Every loop (embed, L passes, readout after the last): a sequence-wise or static step. */
   fullMs: number[];
   /** Extra milliseconds per prefill token beyond a chunk's first, per pass over the block. */
   prefillTokenPassMs: number;
@@ -47,8 +47,8 @@ const best = (values: number[]) => Math.min(...values);
 
 /**
  * Times the engine's executor on `model` (wall clock, the fastest of `rounds`): decode steps of `b` rows at
- * loop 0 running one pass and all loops, and one prefill chunk. Each row reads out after every pass, as
- * confidence exits do.
+ * loop 0 running one pass (read out, as confidence exits need) and all loops (read out after the last, as
+ * exit `none` does), and one prefill chunk.
  */
 export async function measureStepTimes(model: Decoder, options: MeasureOptions = {}): Promise<StepTimes> {
   const { config } = model;
@@ -112,7 +112,9 @@ export async function measureStepTimes(model: Decoder, options: MeasureOptions =
         tokens: [token(offset + id)],
         offset,
         loop: 0,
-        readouts: Array.from({ length: perStep }, () => true),
+        // A depth-wise pass reads out (its exit decision needs it); a sequence-wise step, as with exit
+        // `none`, reads out after its last loop only.
+        readouts: Array.from({ length: perStep }, (_, pass) => pass === perStep - 1),
       })),
       loops: perStep,
       propagations: [],
