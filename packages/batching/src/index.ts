@@ -5,6 +5,11 @@
  * oracle) are values handed to it. Tokens that exit early get their skipped depths' keys and values by
  * CALM-style state propagation.
  *
+ * For benchmarks and tuning: {@link calibrateExit} picks a confidence threshold on held-out text (at most
+ * a given share of changed greedy tokens, with the perplexity with exits), {@link generateTrace} and
+ * {@link runTrace} replay a seeded request trace, {@link simulateTrace} is the paper-style simulation from
+ * {@link measureStepTimes}, and {@link runServingSuite} composes them into the serving benchmark.
+ *
  * @packageDocumentation
  */
 export {
