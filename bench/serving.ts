@@ -1,190 +1,270 @@
 /**
- * One seeded request trace through the serving engine's modes, in one run, on one backend (default
- * wasm): stories260K (imported from ../shared/assets) in `static` and `sequence` mode, and its relaxed 1×5
- * conversion (average init, LoRA rank 8, not uptrained) in `static`, `sequence` and `depth` mode with
- * exit `none` and with confidence exits at `--threshold`. Prints tokens/s, mean TTFT and TPOT, mean exit
- * loop, the share of tokens that differ from the same model's no-exit greedy tokens, and the ratios
- * depth/static and depth/sequence.
+ * The serving benchmark of issue 7, in one run on one backend (default wasm): one seeded trace (Poisson
+ * arrivals, prompt and output lengths uniform from a seeded stream, prompts cut from held-out text)
+ * through
+ * - stories260K (imported from ../shared/assets) in `static` and `sequence` mode;
+ * - its relaxed 1×5 conversion (Average init, LoRA rank 16, not uptrained) in `static`, `sequence`,
+ *   `depth` without exits, `depth` with confidence exits calibrated on held-out text at `--max-change`,
+ *   and `depth` at τ `--contrast` (uncalibrated);
+ * - a synthetic 10-layer, width-512 model (random weights, relaxed 5×2: a block of K = 2 layers looped
+ *   L = 5 times, LoRA rank 8) in the same modes, its exit loops replayed from the exit-loop shares
+ *   measured on the early-exit-trained model's calibrated row (the converted one's when that model is
+ *   skipped; 10 layers rather than 12 so that its 5 loops replay stories260K's loop for loop);
+ * - the early-exit-trained relaxed 1×5 model (rank 16): loaded from `--early-exit-model <dir>`, or trained
+ *   in this run for `--early-exit-steps` steps (default 60; 0 skips it) with `@rrt/train`'s early-exit loss
+ *   and distillation from stories260K on the other 90 % of tinystories_val.txt's documents.
  *
- *   node --import tsx bench/serving.ts [--backend wasm] [--requests 32] [--slots 8] [--threshold 0.9]
- *     [--attention paged|gather]
+ * Prints tokens/s, TTFT and TPOT p50/p90/p99, mean exit loop, depth/static and depth/sequence, the
+ * changed-token share against the model's own no-exit run, the teacher-forced changed share and
+ * perplexity with exits, and the paper-style simulation of the same trace. `--json <file>` writes the
+ * whole result.
  *
- * `--attention gather` runs the paged cache's earlier path (a gathered copy of each sequence's history
- * and one attention call per sequence per layer) instead of `Backend.pagedAttention`.
+ *   node --import tsx bench/serving.ts [--backend wasm] [--requests 256] [--slots 8] [--rate 100] [--seed 7]
+ *        [--attention paged|gather]
+ *        [--max-change 0.01] [--contrast 0.9] [--calibration-tokens 4096] [--early-exit-model <dir>]
+ *        [--early-exit-steps 60] [--no-synthetic] [--synthetic-requests N] [--no-simulate] [--json <file>]
  *
- * NOTE: arrivals are Poisson in engine steps (a request joins after a seeded number of event-loop
- * turns), prompt lengths 4–32 and output lengths 8–48 from the same seeded stream.
+ * `--attention gather` runs the paged cache's earlier path (a gathered copy of each sequence's history and
+ * one attention call per sequence per layer) instead of `Backend.pagedAttention`.
+ *
+ * `--synthetic-requests N` serves the synthetic model only the trace's first N requests (a wide model on
+ * wasm is slow; the synthetic rows then have their own request count, printed above their table).
+ *
+ * Held-out text: tinystories_val.txt split into documents at blank lines; the last 10 % of the documents
+ * calibrate the exits and give the prompts, the first 90 % train the early-exit model.
  */
-import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
-import { type BatchingMode, createEngine, type ExitPolicy } from '@rrt/batching';
+import {
+  exitProfile,
+  generateTrace,
+  runServingSuite,
+  type ServingSuiteOptions,
+  type ServingSuiteResult,
+  servingTables,
+} from '@rrt/batching';
 import { convertToRecursive } from '@rrt/convert';
-import { type Decoder, loadModel, seededRandom, yieldToEventLoop } from '@rrt/core';
-import { importStories260K } from './common.js';
+import { loadModel, loadTokenizer } from '@rrt/core';
+import { splitDocuments, TextDataset, train, writeRandomModel } from '@rrt/train';
+import { importStories260K, stories260KAssetsOrExit } from './common.js';
 
 const { values } = parseArgs({
   options: {
     backend: { type: 'string', default: 'wasm' },
-    requests: { type: 'string', default: '32' },
+    requests: { type: 'string', default: '256' },
     slots: { type: 'string', default: '8' },
-    threshold: { type: 'string', default: '0.9' },
+    rate: { type: 'string', default: '100' },
     seed: { type: 'string', default: '7' },
     attention: { type: 'string', default: 'paged' },
+    'max-change': { type: 'string', default: '0.01' },
+    contrast: { type: 'string', default: '0.9' },
+    'calibration-tokens': { type: 'string', default: '4096' },
+    'early-exit-model': { type: 'string' },
+    'early-exit-steps': { type: 'string', default: '60' },
+    'no-synthetic': { type: 'boolean', default: false },
+    'synthetic-requests': { type: 'string' },
+    'no-simulate': { type: 'boolean', default: false },
+    json: { type: 'string' },
   },
 });
-const assets = resolve(import.meta.dirname, '../../shared/assets/stories260K');
-if (!existsSync(join(assets, 'stories260K.bin'))) {
-  console.log('bench/serving: skipped, ../shared/assets/stories260K is absent');
-  process.exit(0);
-}
-
-interface TraceRequest {
-  prompt: number[];
-  maxTokens: number;
-  /** Event-loop turns after the previous arrival. */
-  gap: number;
-}
-
-/** The seeded trace: Poisson gaps (mean 2 turns), prompts of 4–32 tokens after BOS, outputs of 8–48. */
-function makeTrace(count: number, seed: number, vocab: number): TraceRequest[] {
-  const random = seededRandom(seed);
-  const int = (low: number, high: number) => low + Math.floor(random() * (high - low + 1));
-  return Array.from({ length: count }, () => ({
-    prompt: [1, ...Array.from({ length: int(3, 31) }, () => int(3, vocab - 1))],
-    maxTokens: int(8, 48),
-    gap: Math.round(-2 * Math.log(1 - random())),
-  }));
-}
-
-interface RunResult {
-  tokens: number[][];
-  seconds: number;
-  ttft: number;
-  tpot: number;
-  meanExitLoop: number;
-}
-
-async function runTrace(
-  model: Decoder,
-  trace: readonly TraceRequest[],
-  mode: BatchingMode,
-  exit: ExitPolicy,
-): Promise<RunResult> {
-  const engine = createEngine(model, {
-    mode,
-    maxSlots: Number(values.slots),
-    kvBytes: 64 << 20,
-    exit,
-    maxQueue: 4096,
-    attention: values.attention === 'gather' ? 'gather' : 'paged',
-  });
-  const started = performance.now();
-  const runs: Promise<{ tokens: number[]; ttft: number; tpot: number; exits: number[] }>[] = [];
-  for (const request of trace) {
-    for (let turn = 0; turn < request.gap; turn++) await yieldToEventLoop();
-    runs.push(
-      (async () => {
-        const stream = engine.generate(request.prompt, { maxTokens: request.maxTokens, stopTokens: [] });
-        const tokens: number[] = [];
-        while (true) {
-          const next = await stream.next();
-          if (next.done) {
-            const stats = next.value;
-            return {
-              tokens,
-              ttft: stats.timeToFirstTokenMs,
-              tpot: stats.timePerOutputTokenMs,
-              exits: stats.exitLoops,
-            };
-          }
-          tokens.push(next.value);
-        }
-      })(),
-    );
-  }
-  const results = await Promise.all(runs);
-  const seconds = (performance.now() - started) / 1000;
-  engine.dispose();
-  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-  const exits = results.flatMap((r) => r.exits);
-  return {
-    tokens: results.map((r) => r.tokens),
-    seconds,
-    ttft: mean(results.map((r) => r.ttft)),
-    tpot: mean(results.map((r) => r.tpot).filter((x) => Number.isFinite(x))),
-    meanExitLoop: mean(exits),
-  };
-}
+const assets = stories260KAssetsOrExit('serving');
+const started = performance.now();
+const log = (message: string) =>
+  console.error(`[${((performance.now() - started) / 1000).toFixed(0)} s] ${message}`);
 
 const workDir = await mkdtemp(join(tmpdir(), 'rrt-bench-serving-'));
 try {
+  const { backend, kind, reason } = await createBackend(values.backend as BackendKind);
+  console.log(`backend ${kind}: ${reason}`);
   const originalDir = await importStories260K(assets, workDir);
   const relaxedDir = join(workDir, 'relaxed-1x5');
-  await convertToRecursive(originalDir, relaxedDir, { loops: 5, init: 'average', ranks: 8 });
-  const { backend, kind, reason } = await createBackend(values.backend as BackendKind);
+  await convertToRecursive(originalDir, relaxedDir, { loops: 5, init: 'average', ranks: 16 });
+  const tokenizer = await loadTokenizer(originalDir);
+  const documents = splitDocuments(await readFile(resolve(assets, '../text/tinystories_val.txt'), 'utf8'));
+  const heldOutStart = Math.floor(documents.length * 0.9);
+  const encode = (text: string) => tokenizer.encode(text, { addBos: false, parseSpecialTokens: false });
+  const heldOut = documents.slice(heldOutStart).map((text) => [tokenizer.bosId!, ...encode(text)]);
+  const calibrationTokens = Number(values['calibration-tokens']);
+
   const original = await loadModel(originalDir, backend);
   const relaxed = await loadModel(relaxedDir, backend);
-  const trace = makeTrace(Number(values.requests), Number(values.seed), original.config.vocabSize);
-  const outputTokens = trace.reduce((total, r) => total + r.maxTokens, 0);
-  console.log(`backend ${kind}: ${reason}; attention ${values.attention}`);
+  const trace = generateTrace({
+    requests: Number(values.requests),
+    seed: Number(values.seed),
+    ratePerSecond: Number(values.rate),
+    promptLength: [4, 32],
+    outputLength: [8, 48],
+    vocabSize: original.config.vocabSize,
+    text: heldOut.flatMap((ids) => ids.slice(1)),
+    bosId: tokenizer.bosId!,
+  });
+  const suiteOptions: ServingSuiteOptions = {
+    trace,
+    maxSlots: Number(values.slots),
+    kvBytes: 64 << 20,
+    maxChange: Number(values['max-change']),
+    simulate: !values['no-simulate'],
+    engine: { attention: values.attention === 'gather' ? 'gather' : 'paged' },
+    onRow: (row) =>
+      log(`${row.model}, ${row.mode}, exit ${row.exit}: ${row.summary.tokensPerSecond.toFixed(1)} tokens/s`),
+  };
   console.log(
-    `trace: ${trace.length} requests (seed ${values.seed}), ${outputTokens} output tokens, ${values.slots} slots\n`,
+    `trace: ${trace.length} requests (seed ${values.seed}, Poisson ${values.rate}/s), prompts 4–32 tokens, outputs 8–48\n`,
   );
-  const none: ExitPolicy = { kind: 'none' };
-  const confidence: ExitPolicy = { kind: 'confidence', threshold: Number(values.threshold) };
-  const rows: [string, Decoder, BatchingMode, ExitPolicy][] = [
-    ['original', original, 'static', none],
-    ['original', original, 'sequence', none],
-    ['relaxed 1×5', relaxed, 'static', none],
-    ['relaxed 1×5', relaxed, 'sequence', none],
-    ['relaxed 1×5', relaxed, 'depth', none],
-    ['relaxed 1×5', relaxed, 'depth', confidence],
-  ];
-  const results: RunResult[] = [];
-  console.log(
-    '| model | mode | exit | tokens/s | mean TTFT ms | mean TPOT ms | mean exit loop | changed tokens |',
-  );
-  console.log('|---|---|---|---:|---:|---:|---:|---:|');
-  for (const [name, model, mode, exit] of rows) {
-    const result = await runTrace(model, trace, mode, exit);
-    results.push(result);
-    // Changed tokens: against the same model's first no-exit run (the property test makes all modes equal).
-    const reference = results[name === 'original' ? 0 : 2]!.tokens;
-    let changed = 0;
-    result.tokens.forEach((tokens, i) => {
-      tokens.forEach((token, t) => {
-        if (reference[i]![t] !== token) changed++;
-      });
-    });
-    const label = exit.kind === 'none' ? 'none' : `confidence ≥ ${values.threshold}`;
-    console.log(
-      `| ${name} | ${mode} | ${label} | ${(outputTokens / result.seconds).toFixed(1)} | ${result.ttft.toFixed(1)} | ` +
-        `${result.tpot.toFixed(1)} | ${result.meanExitLoop.toFixed(2)} | ${((100 * changed) / outputTokens).toFixed(1)} % |`,
-    );
-  }
-  const rate = (r: RunResult) => outputTokens / r.seconds;
-  const [, , staticR, sequenceR, depthNone, depthExit] = results as [
-    RunResult,
-    RunResult,
-    RunResult,
-    RunResult,
-    RunResult,
-    RunResult,
-  ];
-  console.log(
-    `\nrelaxed 1×5, depth (exit none) / static: ${(rate(depthNone) / rate(staticR)).toFixed(2)}×, ` +
-      `/ sequence: ${(rate(depthNone) / rate(sequenceR)).toFixed(2)}×`,
-  );
-  console.log(
-    `relaxed 1×5, depth (confidence) / static: ${(rate(depthExit) / rate(staticR)).toFixed(2)}×, ` +
-      `/ sequence: ${(rate(depthExit) / rate(sequenceR)).toFixed(2)}×`,
+  log('calibrating the relaxed model');
+  const relaxedProfile = await exitProfile(relaxed, heldOut, { maxTokens: calibrationTokens });
+  const results: ServingSuiteResult[] = [];
+  results.push(
+    await runServingSuite(
+      [
+        { name: 'original', model: original },
+        {
+          name: 'relaxed 1×5',
+          model: relaxed,
+          profile: relaxedProfile,
+          contrastThresholds: [Number(values.contrast)],
+        },
+      ],
+      suiteOptions,
+    ),
   );
   original.dispose();
   relaxed.dispose();
+
+  let earlyExitDir = values['early-exit-model'];
+  const steps = Number(values['early-exit-steps']);
+  if (!earlyExitDir && steps > 0) {
+    log(`training the early-exit model (${steps} steps)`);
+    const dataset = TextDataset.create({
+      documents: documents.slice(0, heldOutStart),
+      encode,
+      bosId: tokenizer.bosId!,
+      heldOutFraction: 0.1,
+      seed: 0,
+      source: 'tinystories_val.txt (first 90 % of documents)',
+    });
+    earlyExitDir = join(workDir, 'relaxed-1x5-early-exit');
+    const trained = await train(backend, {
+      modelDir: relaxedDir,
+      outDir: earlyExitDir,
+      dataset,
+      steps,
+      batchSize: 4,
+      sequenceLength: 128,
+      learningRate: 1e-3,
+      warmupSteps: Math.max(1, Math.round(steps / 10)),
+      teacherDir: originalDir,
+      earlyExit: true,
+      seed: 1,
+    });
+    const losses = trained.heldOutLosses.map(([step, loss]) => `step ${step}: ${loss.toFixed(4)}`).join(', ');
+    log(`trained in ${trained.seconds.toFixed(0)} s; held-out loss ${losses}`);
+  }
+  if (earlyExitDir) {
+    const earlyExit = await loadModel(earlyExitDir, backend);
+    log('calibrating the early-exit model');
+    const profile = await exitProfile(earlyExit, heldOut, { maxTokens: calibrationTokens });
+    results.push(
+      await runServingSuite(
+        [
+          {
+            name: 'relaxed 1×5, early-exit trained',
+            model: earlyExit,
+            profile,
+            contrastThresholds: [Number(values.contrast)],
+          },
+        ],
+        suiteOptions,
+      ),
+    );
+    earlyExit.dispose();
+  }
+
+  if (!values['no-synthetic']) {
+    // Replay the exit loops a relaxed stories260K model took under its calibrated exits: the early-exit
+    // trained one when it ran (its exits mean something), else the converted one.
+    const source = earlyExitDir ? 'relaxed 1×5, early-exit trained' : 'relaxed 1×5';
+    const calibrated = results
+      .flatMap((result) => result.rows)
+      .find((row) => row.model === source && row.exit.includes('calibrated'));
+    const shares = calibrated?.exitLoopShares ?? [0, 0, 0, 0, 1];
+    log(
+      `synthetic model: replaying the exit-loop shares of ${source}'s calibrated row: ${shares.map((s) => s.toFixed(3)).join(', ')}`,
+    );
+    const plainDir = join(workDir, 'synthetic');
+    await writeRandomModel(
+      plainDir,
+      {
+        architectures: ['LlamaForCausalLM'],
+        model_type: 'llama',
+        vocab_size: original.config.vocabSize,
+        hidden_size: 512,
+        intermediate_size: 1376,
+        num_hidden_layers: 10,
+        num_attention_heads: 8,
+        num_key_value_heads: 8,
+        max_position_embeddings: 512,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10000,
+        tie_word_embeddings: false,
+        bos_token_id: 1,
+        eos_token_id: 2,
+      },
+      { seed: 5 },
+    );
+    const syntheticDir = join(workDir, 'synthetic-5x2');
+    await convertToRecursive(plainDir, syntheticDir, {
+      loops: 5,
+      init: 'average',
+      ranks: 8,
+      svd: { backend },
+      onWarning: () => {},
+    });
+    const synthetic = await loadModel(syntheticDir, backend);
+    // On a loaded machine the wide model serves a few tokens per second: it may take the trace's first
+    // requests only (the table says how many).
+    const syntheticRequests = Number(values['synthetic-requests'] ?? trace.length);
+    log(`synthetic model: the trace's first ${syntheticRequests} requests`);
+    results.push(
+      await runServingSuite([{ name: 'synthetic 10L·512 (5×2)', model: synthetic, replayShares: shares }], {
+        ...suiteOptions,
+        trace: trace.slice(0, syntheticRequests),
+        replaySeed: Number(values.seed),
+      }),
+    );
+    synthetic.dispose();
+  }
+
+  const merged: ServingSuiteResult = {
+    ...results[0]!,
+    rows: results.flatMap((r) => r.rows),
+    simulated: results.flatMap((r) => r.simulated),
+    models: results.flatMap((r) => r.models),
+  };
+  // One table per distinct request count (the synthetic model may serve a prefix of the trace).
+  const groups = new Map<number, ServingSuiteResult[]>();
+  for (const result of results) groups.set(result.requests, [...(groups.get(result.requests) ?? []), result]);
+  for (const group of groups.values()) {
+    console.log(
+      `${servingTables({
+        ...group[0]!,
+        rows: group.flatMap((r) => r.rows),
+        simulated: group.flatMap((r) => r.simulated),
+        models: group.flatMap((r) => r.models),
+      })}\n`,
+    );
+  }
+  if (values.json) {
+    await writeFile(
+      values.json,
+      `${JSON.stringify({ backend: kind, args: values, ...merged, parts: results.map((r) => ({ requests: r.requests, outputTokens: r.outputTokens, models: r.models.map((m) => m.name) })) }, null, 2)}\n`,
+    );
+    console.log(`\nwrote ${values.json}`);
+  }
+  log('done');
 } finally {
   await rm(workDir, { recursive: true, force: true });
 }

@@ -7,6 +7,8 @@ import { readFileSync } from 'node:fs';
 import { InterruptedError, RrtError } from '@rrt/core';
 import { type CliIO, type Command, Interruption, UsageError } from './cli-io.js';
 import { backendCommand } from './commands/backend.js';
+import { benchCommand } from './commands/bench.js';
+import { calibrateExitCommand } from './commands/calibrate-exit.js';
 import { convertCommand } from './commands/convert.js';
 import { demoCommand } from './commands/demo.js';
 import { evalCommand } from './commands/eval.js';
@@ -30,6 +32,8 @@ const commands: Command[] = [
   pullCommand,
   evalCommand,
   trainCommand,
+  calibrateExitCommand,
+  benchCommand,
 ];
 
 function usage(): string {

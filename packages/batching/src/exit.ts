@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { type ReplayPolicy, replayRule } from './replay.js';
 
 /** Which exit rule to use (a value handed to the engine). */
 export type ExitPolicy =
@@ -17,7 +18,9 @@ export type ExitPolicy =
    * Runs every loop and records the earliest loop whose argmax equals the last one's (for analysis and
    * the simulation: it saves no compute).
    */
-  | { kind: 'oracle' };
+  | { kind: 'oracle' }
+  /** Benchmarks only: exit loops drawn from a given distribution (see {@link ReplayPolicy}). */
+  | ReplayPolicy;
 
 /** What a policy sees after loop `loop` (0-based) of one token. */
 export interface LoopReadout {
@@ -69,5 +72,7 @@ export function exitRule(policy: ExitPolicy): ExitRule {
         exits: () => false,
         exitLoop: (history) => history.find((readout) => readout.argmax === last(history).argmax)!.loop,
       };
+    case 'replay':
+      return replayRule(policy);
   }
 }

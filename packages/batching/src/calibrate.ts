@@ -1,0 +1,256 @@
+/**
+ * Exit calibration: the confidence threshold τ of a `confidence` exit policy, chosen on held-out text.
+ * Teacher-forced over the text, every position is read out after every loop; under τ a position exits at
+ * the first loop (from `minLoops`) whose max softmax probability is ≥ τ. The chosen τ is the smallest one
+ * at which (and at every larger τ) the share of positions whose exit-loop argmax differs from the last
+ * loop's stays within `maxChange`. "Perplexity with exits" scores each position's target under the
+ * distribution of its exit loop.
+ *
+ * @module
+ */
+import { type Decoder, exitDepths, InterruptedError, yieldToEventLoop } from '@rrt/core';
+import type { Tensor } from '@rrt/tensor';
+import { CalibrationError } from './errors.js';
+
+/** Every position's readout after every loop, teacher-forced (see {@link exitProfile}). */
+export interface ExitProfile {
+  /** Loops of the model (readouts per position). */
+  loops: number;
+  /** Positions scored (each with a next-token target). */
+  positions: number;
+  /** `[position · loops + loop]`: argmax of that loop's logits. */
+  argmax: Int32Array;
+  /** `[position · loops + loop]`: its softmax probability (as the engine computes it). */
+  maxProbability: Float64Array;
+  /** `[position · loops + loop]`: log-probability of the position's next token (the target). */
+  targetLogProbability: Float64Array;
+}
+
+/** Options of {@link exitProfile} and {@link calibrateExit}. */
+export interface ExitProfileOptions {
+  /** Most positions to score, over all sequences in order (default 4096). */
+  maxTokens?: number;
+  /** Longest window run at once; longer sequences are cut into windows (default the model's positions, at most 512). */
+  context?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * Runs each token sequence (teacher-forced, from its own start) with a readout after every loop, and keeps
+ * per position and loop the argmax, its probability and the target's log-probability.
+ *
+ * @example
+ * ```ts
+ * const profile = await exitProfile(model, [[1, 403, 76, 9], [1, 28, 5]]);
+ * ```
+ */
+export async function exitProfile(
+  model: Decoder,
+  sequences: readonly (readonly number[])[],
+  options: ExitProfileOptions = {},
+): Promise<ExitProfile> {
+  const { backend, config } = model;
+  const loops = exitDepths(config.recursion, config.numHiddenLayers).length;
+  const maxTokens = options.maxTokens ?? 4096;
+  const context = options.context ?? Math.min(config.maxPositionEmbeddings, 512);
+  if (!Number.isInteger(maxTokens) || maxTokens < 1) {
+    throw new CalibrationError('maxTokens', `a positive integer (got ${maxTokens})`);
+  }
+  if (!Number.isInteger(context) || context < 2 || context > config.maxPositionEmbeddings) {
+    throw new CalibrationError('context', `an integer in 2…${config.maxPositionEmbeddings} (got ${context})`);
+  }
+  const windows: number[][] = [];
+  let planned = 0;
+  for (const sequence of sequences) {
+    for (let start = 0; start + 1 < sequence.length && planned < maxTokens; start += context) {
+      // A window of n tokens scores n − 1 positions.
+      const length = Math.min(context, sequence.length - start, maxTokens - planned + 1);
+      if (length < 2) break;
+      windows.push(sequence.slice(start, start + length) as number[]);
+      planned += length - 1;
+    }
+  }
+  if (planned === 0) throw new CalibrationError('tokenIds', 'at least one sequence of two or more tokens');
+  const vocab = config.vocabSize;
+  const argmaxes = new Int32Array(planned * loops);
+  const maxProbability = new Float64Array(planned * loops);
+  const targetLogProbability = new Float64Array(planned * loops);
+  let position = 0;
+  for (const window of windows) {
+    await yieldToEventLoop();
+    if (options.signal?.aborted) throw new InterruptedError('calibration', { cause: options.signal.reason });
+    for (const id of window) {
+      if (!Number.isInteger(id) || id < 0 || id >= vocab) {
+        throw new CalibrationError('tokenIds', `ids in 0…${vocab - 1} (got ${id})`);
+      }
+    }
+    const ids = backend.fromArray(Int32Array.from(window), [1, window.length], 'int32');
+    const output = model.forward(ids, { loopOutputs: true });
+    const tensors: Tensor[] = [ids, output.logits, ...output.loops.flatMap((l) => [l.hidden, l.logits])];
+    try {
+      for (const [loop, readout] of output.loops.entries()) {
+        const logits = (await backend.read(readout.logits)) as Float32Array;
+        for (let t = 0; t + 1 < window.length; t++) {
+          const row = logits.subarray(t * vocab, (t + 1) * vocab);
+          let best = 0;
+          for (let v = 1; v < vocab; v++) if (row[v]! > row[best]!) best = v;
+          let total = 0;
+          for (const value of row) total += Math.exp(value - row[best]!);
+          const at = (position + t) * loops + loop;
+          argmaxes[at] = best;
+          // The same float64 arithmetic as the executor's readback, so τ = a profile value reproduces there.
+          maxProbability[at] = 1 / total;
+          targetLogProbability[at] = row[window[t + 1]!]! - row[best]! - Math.log(total);
+        }
+      }
+    } finally {
+      backend.dispose(tensors);
+    }
+    position += window.length - 1;
+  }
+  return { loops, positions: planned, argmax: argmaxes, maxProbability, targetLogProbability };
+}
+
+/** What one threshold gives over a profile. */
+export interface ExitOutcome {
+  threshold: number;
+  /** Share of positions whose exit-loop argmax differs from the last loop's. */
+  changedShare: number;
+  /** Mean 0-based exit loop. */
+  meanExitLoop: number;
+  /** Perplexity with each position scored at its exit loop. */
+  perplexity: number;
+  /** Share of positions exiting at each loop (sums to 1). */
+  exitLoopShares: number[];
+}
+
+function exitLoopOf(profile: ExitProfile, position: number, threshold: number, minLoops: number): number {
+  const { loops, maxProbability } = profile;
+  for (let loop = Math.max(0, minLoops - 1); loop < loops - 1; loop++) {
+    if (maxProbability[position * loops + loop]! >= threshold) return loop;
+  }
+  return loops - 1;
+}
+
+/** The outcome of exit policy `confidence` at `threshold` (and `minLoops`, default 1) over `profile`. */
+export function exitOutcome(profile: ExitProfile, threshold: number, minLoops = 1): ExitOutcome {
+  const { loops, positions, argmax, targetLogProbability } = profile;
+  const counts = new Array<number>(loops).fill(0);
+  let changed = 0;
+  let loopSum = 0;
+  let nll = 0;
+  for (let p = 0; p < positions; p++) {
+    const loop = exitLoopOf(profile, p, threshold, minLoops);
+    counts[loop]!++;
+    loopSum += loop;
+    if (argmax[p * loops + loop] !== argmax[p * loops + loops - 1]) changed++;
+    nll -= targetLogProbability[p * loops + loop]!;
+  }
+  return {
+    threshold,
+    changedShare: changed / positions,
+    meanExitLoop: loopSum / positions,
+    perplexity: Math.exp(nll / positions),
+    exitLoopShares: counts.map((count) => count / positions),
+  };
+}
+
+/** Options of {@link chooseThreshold} and {@link calibrateExit}. */
+export interface CalibrationOptions {
+  /** Largest share of changed tokens allowed (default 0.01). */
+  maxChange?: number;
+  /** Loops every token runs before it may exit (default 1). */
+  minLoops?: number;
+  /** Thresholds whose outcome is reported as the curve (default 0.5 … 0.999); the chosen τ is added. */
+  curveThresholds?: readonly number[];
+}
+
+/** The chosen threshold, what it gives, and the curve around it. */
+export interface ExitCalibration extends ExitOutcome {
+  maxChange: number;
+  minLoops: number;
+  /** Positions the profile scored. */
+  positions: number;
+  /** Perplexity at full depth (no exits). */
+  fullDepthPerplexity: number;
+  /** Outcomes at the curve's thresholds and the chosen one, highest τ first. */
+  curve: ExitOutcome[];
+}
+
+const defaultCurve = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999];
+
+/**
+ * Picks the smallest τ such that at τ and at every larger threshold the changed share is within
+ * `maxChange` (the changed share need not fall monotonically with τ; this stops at the first breach from
+ * above). Exact: it sweeps every probability at which some position's exit loop moves. `threshold` is
+ * `Infinity` (never exit) when even the highest breakpoint changes too many tokens.
+ */
+export function chooseThreshold(profile: ExitProfile, options: CalibrationOptions = {}): ExitCalibration {
+  const maxChange = options.maxChange ?? 0.01;
+  const minLoops = options.minLoops ?? 1;
+  if (!(maxChange >= 0 && maxChange <= 1))
+    throw new CalibrationError('maxChange', `in 0…1 (got ${maxChange})`);
+  if (!Number.isInteger(minLoops) || minLoops < 1) {
+    throw new CalibrationError('minLoops', `a positive integer (got ${minLoops})`);
+  }
+  const { loops, positions, argmax, maxProbability } = profile;
+  // Lowering τ past a prefix maximum of a position's probabilities moves its exit to that loop.
+  const events: { threshold: number; position: number; loop: number }[] = [];
+  for (let p = 0; p < positions; p++) {
+    let best = -1;
+    for (let loop = Math.max(0, minLoops - 1); loop < loops - 1; loop++) {
+      const probability = maxProbability[p * loops + loop]!;
+      if (probability > best) {
+        events.push({ threshold: probability, position: p, loop });
+        best = probability;
+      }
+    }
+  }
+  events.sort((a, b) => b.threshold - a.threshold || a.loop - b.loop);
+  const exitLoop = new Int32Array(positions).fill(loops - 1);
+  const changedAt = (p: number) => argmax[p * loops + exitLoop[p]!] !== argmax[p * loops + loops - 1];
+  let changed = 0;
+  let chosen = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < events.length; ) {
+    const threshold = events[i]!.threshold;
+    for (; i < events.length && events[i]!.threshold === threshold; i++) {
+      const { position, loop } = events[i]!;
+      if (loop >= exitLoop[position]!) continue; // ties: the earliest loop at this τ wins
+      if (changedAt(position)) changed--;
+      exitLoop[position] = loop;
+      if (changedAt(position)) changed++;
+    }
+    if (changed > maxChange * positions) break;
+    chosen = threshold;
+  }
+  const outcome = exitOutcome(profile, chosen, minLoops);
+  const thresholds = [...new Set([...(options.curveThresholds ?? defaultCurve), chosen])]
+    .filter(Number.isFinite)
+    .sort((a, b) => b - a);
+  return {
+    ...outcome,
+    maxChange,
+    minLoops,
+    positions,
+    fullDepthPerplexity: exitOutcome(profile, Number.POSITIVE_INFINITY).perplexity,
+    curve: thresholds.map((threshold) => exitOutcome(profile, threshold, minLoops)),
+  };
+}
+
+/**
+ * Calibrates a `confidence` exit policy on held-out token sequences: {@link exitProfile}, then
+ * {@link chooseThreshold}.
+ *
+ * @example
+ * ```ts
+ * const { threshold, changedShare, meanExitLoop } = await calibrateExit(model, documents, { maxChange: 0.01 });
+ * const engine = createEngine(model, { mode: 'depth', maxSlots: 8, kvBytes: 64 << 20, exit: { kind: 'confidence', threshold } });
+ * ```
+ */
+export async function calibrateExit(
+  model: Decoder,
+  sequences: readonly (readonly number[])[],
+  options: CalibrationOptions & ExitProfileOptions = {},
+): Promise<ExitCalibration> {
+  return chooseThreshold(await exitProfile(model, sequences, options), options);
+}
