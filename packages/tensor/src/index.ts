@@ -30,5 +30,12 @@ export {
   numberToBfloat16Bits,
   numberToFloat16Bits,
 } from './half.js';
-export { compositeAttention, compositeGatedActivation, keyBlock } from './composite.js';
+export {
+  compositeAttention,
+  compositeGatedActivation,
+  compositeGelu,
+  compositeLayerNorm,
+  erfcCoefficients,
+  keyBlock,
+} from './composite.js';
 export { formatShape, sameShape, sizeOf } from './shape.js';
