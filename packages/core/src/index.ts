@@ -43,6 +43,7 @@ export {
   type HiddenActivation,
   type ModelConfig,
   type ModelFamily,
+  type NormType,
   type ResolvedConfig,
   recursiveModelConfig,
   recursiveModelTypePrefix,
@@ -61,6 +62,7 @@ export {
   type SpanLayer,
 } from './model/decoder.js';
 export { type RopeScaling, ropeFrequencies, ropeTables } from './model/rope.js';
+export { fuseQkvRows, neoxCheckpointView, neoxEmbeddingName, neoxTensorName } from './model/neox.js';
 export { type LoadModelOptions, loadModel, readConfig } from './model/load.js';
 export {
   type EffectiveLayer,
@@ -76,6 +78,8 @@ export {
   type SharingStrategy,
 } from './model/recursion.js';
 export {
+  configLinearModules,
+  type LayerLinears,
   type LayerWeights,
   type Linear,
   type LoRA,

@@ -3,10 +3,13 @@ import { type LinearModule, type RecursionConfig, resolveRecursion } from './rec
 import type { RopeScaling } from './rope.js';
 
 /** Architecture families that the decoder implements; `model_type` values map onto these. */
-export type ModelFamily = 'llama' | 'gemma';
+export type ModelFamily = 'llama' | 'gemma' | 'gpt_neox';
 
-/** Activation of the gated feed-forward network. */
-export type HiddenActivation = 'silu' | 'gelu_tanh';
+/** Activation of the feed-forward network (of its gate, when it is gated). */
+export type HiddenActivation = 'silu' | 'gelu_tanh' | 'gelu';
+
+/** The norm of the residual stream: RMSNorm (weight only) or LayerNorm (mean removed; weight and bias). */
+export type NormType = 'rms' | 'layer';
 
 /**
  * A decoder's configuration, resolved from a Hugging Face `config.json`: field names follow the HF ones in
@@ -34,7 +37,7 @@ export interface ModelConfig {
   numKeyValueHeads: number;
   /** Per-head dimension; Gemma sets it independently of `hiddenSize / numAttentionHeads`. */
   headDim: number;
-  /** RMSNorm epsilon. */
+  /** Epsilon of the norms: `rms_norm_eps`, or `layer_norm_eps` where {@link ModelConfig.normType} is `layer`. */
   rmsNormEps: number;
   /** RoPE base θ. */
   ropeTheta: number;
@@ -61,6 +64,20 @@ export interface ModelConfig {
   eosTokenIds: number[];
   /** Present for recursive and relaxed models: how the stored block is looped. */
   recursion: RecursionConfig | undefined;
+  /** RMSNorm, or LayerNorm with a bias (GPT-NeoX). */
+  normType: NormType;
+  /**
+   * Attention and feed-forward read the same layer input and add to it together,
+   * `x + attn(ln₁(x)) + mlp(ln₂(x))` (GPT-NeoX `use_parallel_residual`), rather than one after the other.
+   */
+  parallelResidual: boolean;
+  /**
+   * Leading dimensions of each query/key head that RoPE rotates (rotate-half within them); the rest pass
+   * through. `headDim` except for GPT-NeoX, `⌊headDim · rotary_pct⌋`.
+   */
+  rotaryDim: number;
+  /** The feed-forward network is gated, `down(act(gate(x)) · up(x))`; else `down(act(up(x)))` (GPT-NeoX). */
+  gatedMlp: boolean;
 }
 
 const familyByModelType: Record<string, ModelFamily> = {
@@ -68,6 +85,7 @@ const familyByModelType: Record<string, ModelFamily> = {
   mistral: 'llama',
   qwen2: 'llama',
   gemma: 'gemma',
+  gpt_neox: 'gpt_neox',
 };
 
 /** `model_type` values the decoder supports. */
@@ -155,6 +173,13 @@ const knownKeys = new Set([
   'sliding_window',
   'use_sliding_window',
   'max_window_layers',
+  // GPT-NeoX
+  'layer_norm_eps',
+  'use_parallel_residual',
+  'rotary_pct',
+  'rotary_emb_base',
+  'hidden_dropout',
+  'classifier_dropout',
 ]);
 
 function biasedModules(fields: Record<string, unknown>, file: string, modelType: string): LinearModule[] {
@@ -220,6 +245,7 @@ export function resolveConfig(raw: unknown, file: string): ResolvedConfig {
       `one of ${supportedModelTypes.join(', ')} (got "${modelType}")`,
     );
   }
+  if (family === 'gpt_neox') return resolveNeoxConfig(fields, file);
   const isGemma = family === 'gemma';
   const hiddenSize = positiveInt(fields, 'hidden_size', file);
   const numAttentionHeads = positiveInt(fields, 'num_attention_heads', file);
@@ -258,6 +284,87 @@ export function resolveConfig(raw: unknown, file: string): ResolvedConfig {
     eosTokenIds: tokenIds(fields.eos_token_id, file),
     recursion:
       fields.recursion === undefined ? undefined : resolveRecursion(fields.recursion, numHiddenLayers, file),
+    normType: 'rms',
+    parallelResidual: false,
+    rotaryDim: headDim,
+    gatedMlp: true,
+  };
+  const ignoredKeys = Object.keys(fields).filter((key) => !knownKeys.has(key));
+  return { config, ignoredKeys };
+}
+
+/**
+ * GPT-NeoX / Pythia (`gpt_neox`), following Hugging Face's `GPTNeoXConfig` defaults: LayerNorms with a
+ * bias (`layer_norm_eps`), parallel residual unless `use_parallel_residual` is false, RoPE on the first
+ * `⌊headDim · rotary_pct⌋` dimensions of each head with base `rotary_emb_base`, biases on every
+ * projection (`attention_bias`, default true, for the fused QKV and `dense`; the MLP's always), a
+ * non-gated MLP with exact GELU, an untied `embed_out` head, and no grouped-query attention.
+ */
+function resolveNeoxConfig(fields: Record<string, unknown>, file: string): ResolvedConfig {
+  const hiddenSize = positiveInt(fields, 'hidden_size', file);
+  const numAttentionHeads = positiveInt(fields, 'num_attention_heads', file);
+  if (hiddenSize % numAttentionHeads !== 0) {
+    throw new ConfigError(
+      file,
+      'num_attention_heads',
+      `a divisor of hidden_size ${hiddenSize} (got ${numAttentionHeads})`,
+    );
+  }
+  const headDim = hiddenSize / numAttentionHeads;
+  const rotaryPct = fields.rotary_pct ?? 0.25;
+  if (typeof rotaryPct !== 'number' || !(rotaryPct > 0 && rotaryPct <= 1)) {
+    throw new ConfigError(
+      file,
+      'rotary_pct',
+      `a number in (0, 1] (got ${JSON.stringify(fields.rotary_pct)})`,
+    );
+  }
+  // HF: rotary_ndims = int(head_size * rotary_pct); rotate-half needs it even.
+  const rotaryDim = Math.floor(headDim * rotaryPct);
+  if (rotaryDim < 2 || rotaryDim % 2 !== 0) {
+    throw new ConfigError(
+      file,
+      'rotary_pct',
+      `a share of head_dim ${headDim} that rotates an even number ≥ 2 of dimensions (got ${rotaryPct}: ${rotaryDim})`,
+    );
+  }
+  const act = fields.hidden_act ?? 'gelu';
+  if (act !== 'gelu') {
+    throw new ConfigError(file, 'hidden_act', `"gelu" for gpt_neox (got ${JSON.stringify(act)})`);
+  }
+  const numHiddenLayers = positiveInt(fields, 'num_hidden_layers', file);
+  const attentionBias = booleanField(fields, 'attention_bias', file, true);
+  const config: ModelConfig = {
+    modelType: 'gpt_neox',
+    family: 'gpt_neox',
+    vocabSize: positiveInt(fields, 'vocab_size', file),
+    hiddenSize,
+    intermediateSize: positiveInt(fields, 'intermediate_size', file),
+    numHiddenLayers,
+    numAttentionHeads,
+    numKeyValueHeads: numAttentionHeads,
+    headDim,
+    rmsNormEps: positiveNumber(fields, 'layer_norm_eps', file, 1e-5),
+    ropeTheta: positiveNumber(fields, 'rotary_emb_base', file, 10000),
+    ropeScaling: ropeScaling(fields.rope_scaling, file),
+    maxPositionEmbeddings: positiveInt(fields, 'max_position_embeddings', file, 2048),
+    tieWordEmbeddings: booleanField(fields, 'tie_word_embeddings', file, false),
+    biasedModules: [
+      ...(attentionBias ? (['q_proj', 'k_proj', 'v_proj', 'o_proj'] as const) : []),
+      'up_proj',
+      'down_proj',
+    ],
+    hiddenAct: 'gelu',
+    normAddOne: false,
+    embeddingScale: 1,
+    bosTokenId: optionalInt(fields, 'bos_token_id', file),
+    eosTokenIds: tokenIds(fields.eos_token_id, file),
+    recursion:
+      fields.recursion === undefined ? undefined : resolveRecursion(fields.recursion, numHiddenLayers, file),
+    normType: 'layer',
+    parallelResidual: booleanField(fields, 'use_parallel_residual', file, true),
+    rotaryDim,
+    gatedMlp: false,
   };
   const ignoredKeys = Object.keys(fields).filter((key) => !knownKeys.has(key));
   return { config, ignoredKeys };

@@ -34,9 +34,9 @@ export interface RaggedRows {
   readonly spans: readonly RowSpan[];
   /** M, the number of rows. */
   readonly count: number;
-  /** RoPE cosines of each row's position, `[M, 1, headDim/2]`. */
+  /** RoPE cosines of each row's position, `[M, 1, rotaryDim/2]` (`rotaryDim` is `headDim` but for GPT-NeoX). */
   readonly cos: Tensor;
-  /** RoPE sines of each row's position, `[M, 1, headDim/2]`. */
+  /** RoPE sines of each row's position, `[M, 1, rotaryDim/2]`. */
   readonly sin: Tensor;
   /** Frees `cos` and `sin`. */
   dispose(): void;
@@ -95,7 +95,8 @@ export interface ForwardOutput {
 /**
  * One decoder for vanilla, recursive and relaxed models: the stored layers run in the order of
  * {@link layerSchedule}, each effective layer with its loop's LoRA when it has one. Llama, Mistral, Qwen2
- * and Gemma differ only in config-driven details (bias, norm offset, embedding scale, activation).
+ * and Gemma differ only in config-driven details (bias, norm offset, embedding scale, activation);
+ * GPT-NeoX in a few more (LayerNorm with bias, parallel residual, partial rotary, non-gated MLP).
  */
 export class Decoder {
   /** The schedule of effective layers, depth 0 first. */
@@ -111,8 +112,9 @@ export class Decoder {
   ) {
     this.schedule = layerSchedule(config.recursion, config.numHiddenLayers);
     this.exitAfter = new Set(exitDepths(config.recursion, config.numHiddenLayers));
-    const { cos, sin } = ropeTables(config);
-    const shape = [config.maxPositionEmbeddings, config.headDim / 2];
+    // Partial rotary (GPT-NeoX): the frequencies are those of a head of rotaryDim dimensions.
+    const { cos, sin } = ropeTables({ ...config, headDim: config.rotaryDim });
+    const shape = [config.maxPositionEmbeddings, config.rotaryDim / 2];
     this.ropeCos = backend.fromArray(cos, shape);
     this.ropeSin = backend.fromArray(sin, shape);
   }
@@ -209,7 +211,7 @@ export class Decoder {
       for (let b = 0; b < batch; b++) for (let t = 0; t < length; t++) positions.push(offset + t);
     }
     const count = positions.length;
-    const half = config.headDim / 2;
+    const half = config.rotaryDim / 2;
     const { cos, sin } = backend.tidy(() => {
       const index = backend.fromArray(Int32Array.from(positions), [count], 'int32');
       // [M, 1, hD/2]: broadcasts over the heads axis of the rows seen as [1, M, heads, hD].
@@ -234,9 +236,15 @@ export class Decoder {
     const { backend, config } = this;
     const { weights, step } = this.layerStep(rows, spanLayers);
     return backend.tidy(() => {
-      const attentionIn = backend.rmsNorm(hidden, weights.inputNorm, config.rmsNormEps);
-      const afterAttention = backend.add(hidden, this.attention(attentionIn, weights, step));
-      const mlpIn = backend.rmsNorm(afterAttention, weights.postAttentionNorm, config.rmsNormEps);
+      const attentionIn = this.norm(hidden, weights.inputNorm, weights.inputNormBias);
+      const attention = this.attention(attentionIn, weights, step);
+      if (config.parallelResidual) {
+        // GPT-NeoX: both branches read the layer's input, x + attn(ln₁(x)) + mlp(ln₂(x)), summed as HF does.
+        const mlpIn = this.norm(hidden, weights.postAttentionNorm, weights.postAttentionNormBias);
+        return backend.add(backend.add(this.mlp(mlpIn, weights, step), attention), hidden);
+      }
+      const afterAttention = backend.add(hidden, attention);
+      const mlpIn = this.norm(afterAttention, weights.postAttentionNorm, weights.postAttentionNormBias);
       return backend.add(afterAttention, this.mlp(mlpIn, weights, step));
     });
   }
@@ -248,10 +256,10 @@ export class Decoder {
    * the depths a token skipped by exiting early from its exit hidden state.
    */
   appendKV(hidden: Tensor, rows: RaggedRows, spanLayers: readonly SpanLayer[]): void {
-    const { backend, config } = this;
+    const { backend } = this;
     const { weights, step } = this.layerStep(rows, spanLayers);
     backend.tidy(() => {
-      const x = backend.rmsNorm(hidden, weights.inputNorm, config.rmsNormEps);
+      const x = this.norm(hidden, weights.inputNorm, weights.inputNormBias);
       const { keys, values } = this.keysAndValues(x, weights, step);
       this.forEachSpan(step, keys, values, (_span, index, spanKeys, spanValues) => {
         step.caches[index]?.updateAndFetch(spanKeys, spanValues);
@@ -261,9 +269,9 @@ export class Decoder {
 
   /** Final norm and output head of any hidden rows: `[R, hidden]` → logits `[R, vocab]`. */
   readout(hidden: Tensor): Tensor {
-    const { backend, config } = this;
+    const { backend } = this;
     return backend.tidy(() => {
-      const normed = backend.rmsNorm(hidden, this.weights.finalNorm, config.rmsNormEps);
+      const normed = this.norm(hidden, this.weights.finalNorm, this.weights.finalNormBias);
       return this.project(normed, { weight: this.weights.lmHead }, [undefined], [hidden.shape[0]!]);
     });
   }
@@ -328,7 +336,7 @@ export class Decoder {
     const loras = (module: LinearModule) => step.loras.map((l) => l?.[module]);
     const split = (y: Tensor) => backend.reshape(y, [1, count, config.numKeyValueHeads, config.headDim]);
     return {
-      keys: backend.rope(split(this.project(x, weights.linears.k_proj, loras('k_proj'), spanRows)), cos, sin),
+      keys: this.rotate(split(this.project(x, weights.linears.k_proj, loras('k_proj'), spanRows)), cos, sin),
       values: split(this.project(x, weights.linears.v_proj, loras('v_proj'), spanRows)),
     };
   }
@@ -363,7 +371,7 @@ export class Decoder {
     const spanRows = spans.map((s) => s.batch * s.length);
     const qLoras = step.loras.map((l) => l?.q_proj);
     // [M, heads·hD] → [1, M, heads, hD]: a free reshape; RoPE is per row, by each row's own position.
-    const queries = backend.rope(
+    const queries = this.rotate(
       backend.reshape(this.project(x, weights.linears.q_proj, qLoras, spanRows), [1, count, heads, headDim]),
       cos,
       sin,
@@ -392,6 +400,11 @@ export class Decoder {
     const { backend, config } = this;
     const loras = (module: LinearModule) => step.loras.map((l) => l?.[module]);
     const spanRows = step.rows.spans.map((s) => s.batch * s.length);
+    if (!weights.linears.gate_proj) {
+      // GPT-NeoX: down(gelu(up(x))), no gate.
+      const up = this.project(x, weights.linears.up_proj, loras('up_proj'), spanRows);
+      return this.project(backend.gelu(up), weights.linears.down_proj, loras('down_proj'), spanRows);
+    }
     const gate = this.project(x, weights.linears.gate_proj, loras('gate_proj'), spanRows);
     const up = this.project(x, weights.linears.up_proj, loras('up_proj'), spanRows);
     const activated = backend.gatedActivation(gate, up, config.hiddenAct === 'silu' ? 'silu' : 'gelu-tanh');
@@ -430,10 +443,31 @@ export class Decoder {
     return backend.add(y, backend.concat(deltas, 0));
   }
 
-  /** `scale·(x·Aᵀ)·Bᵀ` of one LoRA on `x: [rows, in]`. */
+  /** `scale·((x·Aᵀ)·Bᵀ + b_B)` of one LoRA on `x: [rows, in]` (`b_B`, PEFT's `lora_B.bias`, when it has one). */
   private loraDelta(x: Tensor, lora: LoRA): Tensor {
     const { backend } = this;
-    return backend.mul(backend.matmul(backend.matmul(x, lora.a), lora.b), lora.scale);
+    const product = backend.matmul(backend.matmul(x, lora.a), lora.b);
+    return backend.mul(lora.bias ? backend.add(product, lora.bias) : product, lora.scale);
+  }
+
+  /** The config's norm of rows `x`: RMSNorm, or LayerNorm with its bias. */
+  private norm(x: Tensor, weight: Tensor, bias: Tensor | undefined): Tensor {
+    const { backend, config } = this;
+    if (config.normType === 'layer') return backend.layerNorm(x, weight, bias!, config.rmsNormEps);
+    return backend.rmsNorm(x, weight, config.rmsNormEps);
+  }
+
+  /**
+   * RoPE on heads `x: [1, M, n, hD]`: all of each head, or (GPT-NeoX's partial rotary) its first
+   * `rotaryDim` dimensions, rotate-half within them, the rest passed through.
+   */
+  private rotate(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+    const { backend, config } = this;
+    const { rotaryDim, headDim } = config;
+    if (rotaryDim === headDim) return backend.rope(x, cos, sin);
+    const rotated = backend.rope(backend.slice(x, [0, 0, 0, 0], [-1, -1, -1, rotaryDim]), cos, sin);
+    const passed = backend.slice(x, [0, 0, 0, rotaryDim], [-1, -1, -1, headDim - rotaryDim]);
+    return backend.concat([rotated, passed], 3);
   }
 }
 

@@ -39,6 +39,12 @@ export interface RecursionConfig {
   loraAlpha: number;
   /** Layers stored in the checkpoint: K, or K + 2 for `middle-cycle`. */
   storedLayers: number;
+  /**
+   * Each LoRA also carries a per-loop bias correction, PEFT's `lora_B.bias` (`lora_bias` in the section;
+   * default false): the loop's output gains `scale · b_B`. Written by conversions of models with biased
+   * projections after LayerNorms (GPT-NeoX), where it keeps the full-rank model exact.
+   */
+  loraBias: boolean;
 }
 
 /** One effective layer of the unrolled model. */
@@ -104,6 +110,10 @@ export function resolveRecursion(raw: unknown, numHiddenLayers: number, file: st
   if (typeof loraAlpha !== 'number' || !(loraAlpha > 0)) {
     throw new ConfigError(file, 'recursion.lora_alpha', 'a positive number');
   }
+  const loraBias = section.lora_bias ?? false;
+  if (typeof loraBias !== 'boolean') {
+    throw new ConfigError(file, 'recursion.lora_bias', `true or false (got ${JSON.stringify(loraBias)})`);
+  }
   return {
     blockSize,
     loops,
@@ -112,6 +122,7 @@ export function resolveRecursion(raw: unknown, numHiddenLayers: number, file: st
     loraRanks,
     loraAlpha,
     storedLayers: blockSize + (strategy === 'middle-cycle' ? 2 : 0),
+    loraBias,
   };
 }
 
@@ -124,6 +135,7 @@ export function recursionToJson(recursion: RecursionConfig): Record<string, unkn
     init: recursion.init,
     lora_ranks: { ...recursion.loraRanks },
     lora_alpha: recursion.loraAlpha,
+    ...(recursion.loraBias ? { lora_bias: true } : {}),
   };
 }
 
