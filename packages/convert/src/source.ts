@@ -9,10 +9,11 @@ import { join } from 'node:path';
 import {
   type Checkpoint,
   ConfigError,
-  linearModules,
+  configLinearModules,
   linearShapes,
   type ModelConfig,
   moduleTensorName,
+  neoxCheckpointView,
   openCheckpoint,
   type RawTensor,
   resolveConfig,
@@ -124,6 +125,8 @@ export async function openSource(dir: string, expect: RecursionExpectation): Pro
   let checkpoint: Checkpoint;
   try {
     checkpoint = await openCheckpoint(dir);
+    // GPT-NeoX's own names read as the canonical ones, its fused QKV as q, k and v (see core's neox.ts).
+    if (config.family === 'gpt_neox') checkpoint = neoxCheckpointView(checkpoint, config);
   } catch (cause) {
     throw new SourceCheckpointError(
       dir,
@@ -212,7 +215,7 @@ async function identify(file: string): Promise<FileIdentity> {
   return { size: info.size, mtimeMs: info.mtimeMs, ino: info.ino };
 }
 
-/** The two RMSNorms of a decoder layer, in file order. */
+/** The two norms of a decoder layer (RMSNorms, or LayerNorms with a bias), in file order. */
 export const normNames = ['input_layernorm', 'post_attention_layernorm'] as const;
 /** One of {@link normNames}. */
 export type NormName = (typeof normNames)[number];
@@ -233,12 +236,17 @@ export function decoderTensorShapes(
     ['model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]],
     ['model.norm.weight', hidden],
   ]);
+  const normBiases = config.normType === 'layer';
+  if (normBiases) tensors.set('model.norm.bias', hidden);
   if (!config.tieWordEmbeddings || source.checkpoint.has('lm_head.weight')) {
     tensors.set('lm_head.weight', [config.vocabSize, config.hiddenSize]);
   }
   for (const layer of layers) {
-    for (const norm of normNames) tensors.set(`model.layers.${layer}.${norm}.weight`, hidden);
-    for (const module of linearModules) {
+    for (const norm of normNames) {
+      tensors.set(`model.layers.${layer}.${norm}.weight`, hidden);
+      if (normBiases) tensors.set(`model.layers.${layer}.${norm}.bias`, hidden);
+    }
+    for (const module of configLinearModules(config)) {
       tensors.set(`${moduleTensorName(layer, module)}.weight`, shapes[module]);
       if (config.biasedModules.includes(module)) {
         tensors.set(`${moduleTensorName(layer, module)}.bias`, [shapes[module][0]]);

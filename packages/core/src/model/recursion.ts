@@ -44,7 +44,7 @@ export interface RecursionConfig {
    * default false): the loop's output gains `scale · b_B`. Written by conversions of models with biased
    * projections after LayerNorms (GPT-NeoX), where it keeps the full-rank model exact.
    */
-  loraBias: boolean;
+  loraBias?: boolean;
 }
 
 /** One effective layer of the unrolled model. */
