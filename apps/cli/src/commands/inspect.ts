@@ -1,4 +1,10 @@
-import { openCheckpoint, type RopeScaling, readConfig, SAFETENSORS_DTYPE_BYTES } from '@rrt/core';
+import {
+  type ModelConfig,
+  openCheckpoint,
+  type RopeScaling,
+  readConfig,
+  SAFETENSORS_DTYPE_BYTES,
+} from '@rrt/core';
 import { type Command, formatTable } from '../cli-io.js';
 import { parseFlags } from '../flags.js';
 import { hubFlags, modelArgument } from '../model-argument.js';
@@ -9,15 +15,34 @@ function ropeScalingText(scaling: RopeScaling): string {
   return ` (llama3 ×${scaling.factor}, from ${scaling.originalMaxPositions} positions)`;
 }
 
+/**
+ * The architecture features a config switches on beyond the Llama baseline, in words (empty for a plain
+ * Llama): what a user checks first when a model's outputs look wrong.
+ */
+function featuresOf(config: ModelConfig): string[] {
+  const features: string[] = [];
+  if (config.normType === 'layer') features.push('LayerNorm with bias');
+  if (config.family === 'gpt_neox') {
+    features.push(config.parallelResidual ? 'parallel residual' : 'sequential residual');
+  }
+  if (config.rotaryDim !== config.headDim) {
+    const share = Math.round((100 * config.rotaryDim) / config.headDim);
+    features.push(`rotary ${config.rotaryDim} of ${config.headDim} head dims (${share}%)`);
+  }
+  if (!config.gatedMlp) features.push('non-gated MLP');
+  if (config.recursion?.loraBias) features.push('per-loop LoRA bias');
+  return features;
+}
+
 const plural = (count: number, word: string) => `${count} ${word}${count === 1 ? '' : 's'}`;
 
 /** The parameter group a tensor name belongs to. */
 function groupOf(name: string): string {
   if (name.startsWith('model.loras.')) return 'lora';
-  if (name.includes('embed_tokens')) return 'embedding';
-  if (name.startsWith('lm_head')) return 'head';
+  if (name.includes('embed_tokens') || name.includes('embed_in')) return 'embedding';
+  if (name.startsWith('lm_head') || name.startsWith('embed_out')) return 'head';
   if (name.includes('norm')) return 'norms';
-  if (name.includes('.self_attn.')) return 'attention';
+  if (name.includes('.self_attn.') || name.includes('.attention.')) return 'attention';
   if (name.includes('.mlp.')) return 'mlp';
   return 'other';
 }
@@ -28,7 +53,8 @@ export const inspectCommand: Command = {
   help: `rrt inspect <model-dir> [--json]
 
 Reads config.json and the safetensors headers (no weights are loaded) and prints the architecture,
-the recursion layout if any, and parameters and bytes per group and per dtype.
+the recursion layout if any, the features beyond a plain Llama (GPT-NeoX's parallel residual, LayerNorm
+and rotary share, say), and parameters and bytes per group and per dtype.
 A model may also be a Hub repo id (owner/name[@revision]), pulled into the cache first;
 --offline, --hub-url and --cache-dir work as for rrt pull.
 
@@ -82,6 +108,7 @@ Example:
               .map(([module, rank]) => `${module.replace('_proj', '')}=${rank}`)
               .join(' ')}, α ${recursion.loraAlpha}`
           : '  recursion: none (vanilla)',
+        ...(featuresOf(config).length > 0 ? [`  features: ${featuresOf(config).join(', ')}`] : []),
         '',
         formatTable(
           ['group', 'tensors', 'parameters', 'share', 'bytes'],
