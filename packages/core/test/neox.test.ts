@@ -11,7 +11,7 @@ import { createBackend } from '@rrt/backend-tfjs';
 import { createKVCache } from '@rrt/kv-cache';
 import type { Backend } from '@rrt/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel } from '../src/index.js';
+import { generateTokens, loadModel } from '../src/index.js';
 import { idsTensor, maxAbsDifference, randomTokens, readAndDispose, worstRelativeError } from './logits.js';
 import { neoxParallel, neoxReferenceLogits, neoxSequential, writeRandomNeoxModel } from './neox-model.js';
 
@@ -36,7 +36,7 @@ for (const kind of ['cpu', 'wasm'] as const) {
     });
 
     for (const [name, config] of Object.entries(variants)) {
-      it(`${name} residual: logits match the reference; cached decoding equals recompute bit for bit`, async () => {
+      it(`${name} residual: logits match the reference; cached decoding equals recompute bit for bit; greedy generation follows the reference`, async () => {
         const seed = 1000 + Math.floor(Math.random() * 1e6);
         const dir = join(workDir, `${name}-${seed}`);
         const weights = await writeRandomNeoxModel(dir, config, seed);
@@ -70,6 +70,23 @@ for (const kind of ['cpu', 'wasm'] as const) {
           position += chunk.length;
         }
         cache.dispose();
+
+        // Greedy generation (prefill, then cached steps) picks the reference's argmax at every step.
+        const prompt = tokens.slice(0, 3);
+        const generated: number[] = [];
+        for await (const id of generateTokens(model, prompt, { maxTokens: 8, stopTokens: [] }))
+          generated.push(id);
+        expect(generated).toHaveLength(8);
+        const sequence = [...prompt, ...generated];
+        const referenceSteps = neoxReferenceLogits(config, weights, sequence.slice(0, -1)).slice(
+          prompt.length - 1,
+        );
+        referenceSteps.forEach((row, step) => {
+          const sorted = [...row].sort((a, b) => b - a);
+          // A near-tie (gap below float32 noise) may go either way; none was seen, but do not fail on one.
+          if (sorted[0]! - sorted[1]! < 1e-4 * Math.max(1, Math.abs(sorted[0]!))) return;
+          expect(generated[step], `seed ${seed}, step ${step}`).toBe(row.indexOf(sorted[0]!));
+        });
         model.dispose();
         expect(backend.numTensors()).toBe(baseline);
       });
