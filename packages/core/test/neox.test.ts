@@ -11,9 +11,15 @@ import { createBackend } from '@rrt/backend-tfjs';
 import { createKVCache } from '@rrt/kv-cache';
 import type { Backend } from '@rrt/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateTokens, loadModel } from '../src/index.js';
+import { ConfigError, generateTokens, loadModel, resolveConfig, WeightError } from '../src/index.js';
 import { idsTensor, maxAbsDifference, randomTokens, readAndDispose, worstRelativeError } from './logits.js';
-import { neoxParallel, neoxReferenceLogits, neoxSequential, writeRandomNeoxModel } from './neox-model.js';
+import {
+  neoxHfConfig,
+  neoxParallel,
+  neoxReferenceLogits,
+  neoxSequential,
+  writeRandomNeoxModel,
+} from './neox-model.js';
 
 /**
  * Relative to the position's largest logit. Observed over 16 runs of this file (fresh seeds, 11 tokens):
@@ -93,3 +99,64 @@ for (const kind of ['cpu', 'wasm'] as const) {
     }
   });
 }
+
+describe('GPT-NeoX config and checkpoint errors', () => {
+  const base = neoxHfConfig(neoxParallel);
+
+  it('resolves HF defaults: parallel residual, rotary_pct 0.25, LayerNorm eps 1e-5, untied head, biases everywhere', () => {
+    const { config, ignoredKeys } = resolveConfig(
+      {
+        model_type: 'gpt_neox',
+        vocab_size: 50,
+        hidden_size: 64,
+        intermediate_size: 256,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+      },
+      'config.json',
+    );
+    expect(ignoredKeys).toEqual([]);
+    expect(config).toMatchObject({
+      family: 'gpt_neox',
+      normType: 'layer',
+      parallelResidual: true,
+      headDim: 16,
+      rotaryDim: 4,
+      rmsNormEps: 1e-5,
+      ropeTheta: 10000,
+      tieWordEmbeddings: false,
+      gatedMlp: false,
+      hiddenAct: 'gelu',
+      numKeyValueHeads: 4,
+    });
+    expect(config.biasedModules).toEqual(['q_proj', 'k_proj', 'v_proj', 'o_proj', 'up_proj', 'down_proj']);
+    expect(resolveConfig(base, 'config.json').ignoredKeys).toEqual([]);
+  });
+
+  it('rejects a rotary share that rotates an odd number of dimensions, and an activation NeoX does not run', () => {
+    expect(() => resolveConfig({ ...base, rotary_pct: 0.2 }, 'c.json')).toThrow(ConfigError);
+    expect(() => resolveConfig({ ...base, rotary_pct: 0.2 }, 'c.json')).toThrow(/c\.json.*rotary_pct/);
+    expect(() => resolveConfig({ ...base, hidden_act: 'relu' }, 'c.json')).toThrow(/hidden_act.*"gelu"/);
+  });
+
+  it('a fused QKV of the wrong shape is a WeightError naming the stored tensor', async () => {
+    const workDir = await mkdtemp(join(tmpdir(), 'rrt-neox-bad-'));
+    try {
+      const config = { ...neoxParallel, numHiddenLayers: 1 };
+      await writeRandomNeoxModel(workDir, config, 5);
+      // A config whose width disagrees with the file: the fused tensor is [192, 64], the config wants [144, 48].
+      const { writeFile } = await import('node:fs/promises');
+      await writeFile(
+        join(workDir, 'config.json'),
+        JSON.stringify({ ...neoxHfConfig(config), hidden_size: 48, num_attention_heads: 3 }),
+      );
+      const { backend } = await createBackend('cpu');
+      const error = await loadModel(workDir, backend).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(WeightError);
+      expect((error as WeightError).tensor).toBe('gpt_neox.layers.0.attention.query_key_value.weight');
+      expect((error as Error).message).toContain('expected [144, 48]');
+    } finally {
+      await rm(workDir, { recursive: true, force: true });
+    }
+  });
+});

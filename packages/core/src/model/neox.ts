@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { WeightError } from '../errors.js';
 import type { Checkpoint, CheckpointTensorInfo, RawTensor } from '../safetensors/index.js';
 import type { ModelConfig } from './config.js';
 
@@ -149,19 +150,19 @@ export function neoxCheckpointView(checkpoint: Checkpoint, config: ModelConfig):
     for (const name of names) {
       const source = neoxSource(name)!;
       sources.set(name, source);
-      // A fused tensor of the expected [3·heads·hD, ...] shape splits into thirds; any other shape is
-      // passed through as it is, so that the loader's shape check names the tensor and what it expected.
-      const fused = source.part !== undefined && info.shape[0] === 3 * heads * headDim;
+      const fused = source.part !== undefined;
+      if (fused) checkFusedShape(neoxName, info, 3 * heads * headDim, config.hiddenSize);
+      // The header's name stays in `info.name`, so that errors about this entry name the stored tensor.
       const shape = fused ? [heads * headDim, ...info.shape.slice(1)] : info.shape;
       const byteLength = fused ? info.byteLength / 3 : info.byteLength;
-      entries.set(name, { ...info, name, shape, byteLength });
+      entries.set(name, { ...info, shape, byteLength });
     }
   }
   const readTensor = async (name: string): Promise<RawTensor> => {
     const source = sources.get(name);
     if (!source) return checkpoint.readTensor(name);
     const raw = await checkpoint.readTensor(source.name);
-    if (source.part === undefined || raw.shape[0] !== 3 * heads * headDim) return { ...raw, name };
+    if (source.part === undefined) return { ...raw, name };
     const bytes = splitQkvBytes(raw.bytes, heads, source.part);
     return { ...raw, name, shape: [heads * headDim, ...raw.shape.slice(1)], bytes };
   };
@@ -174,4 +175,16 @@ export function neoxCheckpointView(checkpoint: Checkpoint, config: ModelConfig):
     readTensor,
     close: () => checkpoint.close(),
   };
+}
+
+/** A fused `query_key_value` must be `[3·heads·headDim, hidden]` (weight) or `[3·heads·headDim]` (bias). */
+function checkFusedShape(name: string, info: CheckpointTensorInfo, rows: number, hidden: number): void {
+  const expected = name.endsWith('.weight') ? [rows, hidden] : [rows];
+  if (info.shape.length !== expected.length || info.shape.some((dim, axis) => dim !== expected[axis])) {
+    throw new WeightError(
+      info.file,
+      name,
+      `has shape [${info.shape.join(', ')}], expected [${expected.join(', ')}] (q, k and v of every head)`,
+    );
+  }
 }

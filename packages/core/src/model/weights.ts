@@ -238,15 +238,17 @@ async function readChecked(
     const where = checkpoint.indexFile ?? checkpoint.shards[0]?.path ?? checkpoint.path;
     throw new WeightError(where, name, 'is missing: the config needs it');
   }
+  // A renaming view (GPT-NeoX's) keeps the stored name in info.name: errors name what is in the file.
+  const stored = info.name === name ? name : `${info.name} (read as ${name})`;
   if (!sameShape(info.shape, shape)) {
     throw new WeightError(
       info.file,
-      name,
+      stored,
       `has shape ${formatShape(info.shape)}, expected ${formatShape(shape)}`,
     );
   }
   if (!(info.dtype in storageDTypes)) {
-    throw new WeightError(info.file, name, `has dtype ${info.dtype}, expected F32, F16 or BF16`);
+    throw new WeightError(info.file, stored, `has dtype ${info.dtype}, expected F32, F16 or BF16`);
   }
   return checkpoint.readTensor(name);
 }
