@@ -233,3 +233,166 @@ export function neoxReferenceLogits(
     });
   });
 }
+
+/**
+ * A relaxed recursive NeoX written by hand in rrt's own (canonical-name) layout: K = 2 stored layers
+ * looped L = 3 times (cycle), a LoRA of rank 3 on q, k, v, o, up and down of every (loop, layer), each
+ * with a `lora_B.bias`; and the same model unrolled in float64 under NeoX's names (q, k, v merged and
+ * fused per head here, by hand) for {@link neoxReferenceLogits}: effective layer ℓ is stored layer ℓ mod K
+ * plus `(α/r)·(B·A)` on each weight and `(α/r)·b_B` on each bias of loop ⌊ℓ/K⌋.
+ */
+export async function writeRelaxedNeoxModel(dir: string, seed: number) {
+  const blockSize = 2;
+  const loops = 3;
+  const rank = 3;
+  const alpha = 5;
+  const config: NeoxReferenceConfig = {
+    ...neoxParallel,
+    vocabSize: 41,
+    hiddenSize: 32,
+    intermediateSize: 40,
+    numHiddenLayers: blockSize * loops,
+    numAttentionHeads: 2,
+    rotaryPct: 0.25,
+  };
+  const d = config.hiddenSize;
+  const ffn = config.intermediateSize;
+  const headSize = d / config.numAttentionHeads;
+  const normal = normalStream(seed);
+  const stored = new Map<string, { shape: number[]; values: Float32Array }>();
+  const random = (shape: number[], scale: number, offset = 0) => ({
+    shape,
+    values: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => offset + scale * normal()),
+  });
+  const shapes: Record<string, [string, number, number]> = {
+    q_proj: ['self_attn', d, d],
+    k_proj: ['self_attn', d, d],
+    v_proj: ['self_attn', d, d],
+    o_proj: ['self_attn', d, d],
+    up_proj: ['mlp', ffn, d],
+    down_proj: ['mlp', d, ffn],
+  };
+  stored.set('model.embed_tokens.weight', random([config.vocabSize, d], 1));
+  stored.set('model.norm.weight', random([d], 0.1, 1));
+  stored.set('model.norm.bias', random([d], 0.1));
+  stored.set('lm_head.weight', random([config.vocabSize, d], 1 / Math.sqrt(d)));
+  for (let layer = 0; layer < blockSize; layer++) {
+    for (const norm of ['input_layernorm', 'post_attention_layernorm']) {
+      stored.set(`model.layers.${layer}.${norm}.weight`, random([d], 0.1, 1));
+      stored.set(`model.layers.${layer}.${norm}.bias`, random([d], 0.1));
+    }
+    for (const [module, [group, out, inFeatures]] of Object.entries(shapes)) {
+      stored.set(
+        `model.layers.${layer}.${group}.${module}.weight`,
+        random([out, inFeatures], 1 / Math.sqrt(inFeatures)),
+      );
+      stored.set(`model.layers.${layer}.${group}.${module}.bias`, random([out], 0.5));
+    }
+  }
+  const unrolled = new Map<string, Float64Array>([
+    ['gpt_neox.embed_in.weight', Float64Array.from(stored.get('model.embed_tokens.weight')!.values)],
+    ['gpt_neox.final_layer_norm.weight', Float64Array.from(stored.get('model.norm.weight')!.values)],
+    ['gpt_neox.final_layer_norm.bias', Float64Array.from(stored.get('model.norm.bias')!.values)],
+    ['embed_out.weight', Float64Array.from(stored.get('lm_head.weight')!.values)],
+  ]);
+  for (let depth = 0; depth < config.numHiddenLayers; depth++) {
+    const blockLayer = depth % blockSize;
+    const loop = Math.floor(depth / blockSize);
+    const p = `gpt_neox.layers.${depth}`;
+    for (const norm of ['input_layernorm', 'post_attention_layernorm']) {
+      for (const part of ['weight', 'bias']) {
+        unrolled.set(
+          `${p}.${norm}.${part}`,
+          Float64Array.from(stored.get(`model.layers.${blockLayer}.${norm}.${part}`)!.values),
+        );
+      }
+    }
+    const merged: Record<string, { weight: Float64Array; bias: Float64Array }> = {};
+    for (const [module, [group, out, inFeatures]] of Object.entries(shapes)) {
+      const name = `model.layers.${blockLayer}.${group}.${module}`;
+      const a = random([rank, inFeatures], 0.3);
+      const b = random([out, rank], 0.3);
+      const bias = random([out], 0.3);
+      const prefix = `model.loras.${loop}.${name}`;
+      stored.set(`${prefix}.lora_A.weight`, a);
+      stored.set(`${prefix}.lora_B.weight`, b);
+      stored.set(`${prefix}.lora_B.bias`, bias);
+      const weight = Float64Array.from(stored.get(`${name}.weight`)!.values);
+      for (let o = 0; o < out; o++) {
+        for (let i = 0; i < inFeatures; i++) {
+          let product = 0;
+          for (let r = 0; r < rank; r++) product += b.values[o * rank + r]! * a.values[r * inFeatures + i]!;
+          weight[o * inFeatures + i]! += (alpha / rank) * product;
+        }
+      }
+      const mergedBias = Float64Array.from(
+        stored.get(`${name}.bias`)!.values,
+        (v, o) => v + (alpha / rank) * bias.values[o]!,
+      );
+      merged[module] = { weight, bias: mergedBias };
+    }
+    // query_key_value rows [heads, 3, headSize]: q, k, v of head 0, then head 1.
+    const fusedWeight = new Float64Array(3 * d * d);
+    const fusedBias = new Float64Array(3 * d);
+    for (let h = 0; h < config.numAttentionHeads; h++) {
+      (['q_proj', 'k_proj', 'v_proj'] as const).forEach((module, part) => {
+        for (let j = 0; j < headSize; j++) {
+          const from = h * headSize + j;
+          const to = (h * 3 + part) * headSize + j;
+          fusedWeight.set(merged[module]!.weight.subarray(from * d, (from + 1) * d), to * d);
+          fusedBias[to] = merged[module]!.bias[from]!;
+        }
+      });
+    }
+    unrolled.set(`${p}.attention.query_key_value.weight`, fusedWeight);
+    unrolled.set(`${p}.attention.query_key_value.bias`, fusedBias);
+    const neoxModules: [string, string][] = [
+      ['o_proj', 'attention.dense'],
+      ['up_proj', 'mlp.dense_h_to_4h'],
+      ['down_proj', 'mlp.dense_4h_to_h'],
+    ];
+    for (const [module, neoxName] of neoxModules) {
+      unrolled.set(`${p}.${neoxName}.weight`, merged[module]!.weight);
+      unrolled.set(`${p}.${neoxName}.bias`, merged[module]!.bias);
+    }
+  }
+  const loraRanks = {
+    q_proj: rank,
+    k_proj: rank,
+    v_proj: rank,
+    o_proj: rank,
+    gate_proj: 0,
+    up_proj: rank,
+    down_proj: rank,
+  };
+  await mkdir(dir, { recursive: true });
+  await writeFile(
+    join(dir, 'config.json'),
+    JSON.stringify({
+      ...neoxHfConfig(config),
+      model_type: 'rrt_gpt_neox',
+      architectures: ['RelaxedRecursiveGPTNeoXForCausalLM'],
+      recursion: {
+        block_size: blockSize,
+        loops,
+        strategy: 'cycle',
+        init: 'average',
+        lora_ranks: loraRanks,
+        lora_alpha: alpha,
+        lora_bias: true,
+        base_model_type: 'gpt_neox',
+        base_architectures: ['GPTNeoXForCausalLM'],
+      },
+    }),
+  );
+  await writeSafetensors(
+    join(dir, 'model.safetensors'),
+    [...stored].map(([name, tensor]) => ({
+      name,
+      dtype: 'F32' as const,
+      shape: tensor.shape,
+      bytes: new Uint8Array(tensor.values.buffer),
+    })),
+  );
+  return { config, unrolled, blockSize };
+}
