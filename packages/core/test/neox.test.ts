@@ -133,6 +133,10 @@ describe('GPT-NeoX config and checkpoint errors', () => {
     });
     expect(config.biasedModules).toEqual(['q_proj', 'k_proj', 'v_proj', 'o_proj', 'up_proj', 'down_proj']);
     expect(resolveConfig(base, 'config.json').ignoredKeys).toEqual([]);
+    // A config written by newer transformers names the rotary share and base as the other families do.
+    const { rotary_pct: _pct, rotary_emb_base: _base, ...renamed } = base;
+    const newer = resolveConfig({ ...renamed, partial_rotary_factor: 0.5, rope_theta: 500 }, 'c.json').config;
+    expect(newer).toMatchObject({ rotaryDim: 8, ropeTheta: 500 });
   });
 
   it('rejects a rotary share that rotates an odd number of dimensions, and an activation NeoX does not run', () => {

@@ -178,6 +178,7 @@ const knownKeys = new Set([
   'use_parallel_residual',
   'rotary_pct',
   'rotary_emb_base',
+  'partial_rotary_factor',
   'hidden_dropout',
   'classifier_dropout',
 ]);
@@ -311,7 +312,8 @@ function resolveNeoxConfig(fields: Record<string, unknown>, file: string): Resol
     );
   }
   const headDim = hiddenSize / numAttentionHeads;
-  const rotaryPct = fields.rotary_pct ?? 0.25;
+  // Newer transformers also write partial_rotary_factor and rope_theta (copies of these two).
+  const rotaryPct = fields.rotary_pct ?? fields.partial_rotary_factor ?? 0.25;
   if (typeof rotaryPct !== 'number' || !(rotaryPct > 0 && rotaryPct <= 1)) {
     throw new ConfigError(
       file,
@@ -345,7 +347,12 @@ function resolveNeoxConfig(fields: Record<string, unknown>, file: string): Resol
     numKeyValueHeads: numAttentionHeads,
     headDim,
     rmsNormEps: positiveNumber(fields, 'layer_norm_eps', file, 1e-5),
-    ropeTheta: positiveNumber(fields, 'rotary_emb_base', file, 10000),
+    ropeTheta: positiveNumber(
+      fields,
+      'rotary_emb_base',
+      file,
+      positiveNumber(fields, 'rope_theta', file, 10000),
+    ),
     ropeScaling: ropeScaling(fields.rope_scaling, file),
     maxPositionEmbeddings: positiveInt(fields, 'max_position_embeddings', file, 2048),
     tieWordEmbeddings: booleanField(fields, 'tie_word_embeddings', file, false),
