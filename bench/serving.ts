@@ -7,6 +7,10 @@
  * depth/static and depth/sequence.
  *
  *   node --import tsx bench/serving.ts [--backend wasm] [--requests 32] [--slots 8] [--threshold 0.9]
+ *     [--attention paged|gather]
+ *
+ * `--attention gather` runs the paged cache's earlier path (a gathered copy of each sequence's history
+ * and one attention call per sequence per layer) instead of `Backend.pagedAttention`.
  *
  * NOTE: arrivals are Poisson in engine steps (a request joins after a seeded number of event-loop
  * turns), prompt lengths 4–32 and output lengths 8–48 from the same seeded stream.
@@ -29,6 +33,7 @@ const { values } = parseArgs({
     slots: { type: 'string', default: '8' },
     threshold: { type: 'string', default: '0.9' },
     seed: { type: 'string', default: '7' },
+    attention: { type: 'string', default: 'paged' },
   },
 });
 const assets = resolve(import.meta.dirname, '../../shared/assets/stories260K');
@@ -75,6 +80,7 @@ async function runTrace(
     kvBytes: 64 << 20,
     exit,
     maxQueue: 4096,
+    attention: values.attention === 'gather' ? 'gather' : 'paged',
   });
   const started = performance.now();
   const runs: Promise<{ tokens: number[]; ttft: number; tpot: number; exits: number[] }>[] = [];
@@ -124,7 +130,7 @@ try {
   const relaxed = await loadModel(relaxedDir, backend);
   const trace = makeTrace(Number(values.requests), Number(values.seed), original.config.vocabSize);
   const outputTokens = trace.reduce((total, r) => total + r.maxTokens, 0);
-  console.log(`backend ${kind}: ${reason}`);
+  console.log(`backend ${kind}: ${reason}; attention ${values.attention}`);
   console.log(
     `trace: ${trace.length} requests (seed ${values.seed}), ${outputTokens} output tokens, ${values.slots} slots\n`,
   );

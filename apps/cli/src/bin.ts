@@ -34,6 +34,7 @@ const code = await main(process.argv.slice(2), {
     if (open.stderr) process.stderr.write(text);
   },
   interactive: process.stderr.isTTY === true,
+  stdoutIsTerminal: process.stdout.isTTY === true,
   columns: process.stderr.isTTY ? process.stderr.columns : undefined,
   signal: controller.signal,
 });

@@ -4,6 +4,8 @@ export interface CliIO {
   stderr: (text: string) => void;
   /** Whether progress bars may redraw a line (a terminal on stderr). */
   interactive: boolean;
+  /** Whether stdout is a terminal (colours may be used there); default false. */
+  stdoutIsTerminal?: boolean;
   /** Width of the terminal on stderr, for progress lines (default 80). */
   columns?: number;
   /**

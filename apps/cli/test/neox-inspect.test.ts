@@ -105,7 +105,8 @@ describe('rrt inspect on GPT-NeoX', () => {
     expect(inspect.code, inspect.stderr).toBe(0);
     expect(inspect.stdout).toContain(': gpt_neox\n');
     expect(inspect.stdout).toContain(
-      'features: LayerNorm with bias, parallel residual, rotary 4 of 16 head dims (25%), non-gated MLP\n',
+      'features: LayerNorm with bias, parallel residual, rotary 4 of 16 head dims (25%), non-gated MLP, ' +
+        'biases on q/k/v/o/up/down\n',
     );
     // Every NeoX tensor lands in a named group (none in "other").
     expect(inspect.stdout).toMatch(/^attention +8 /m);
@@ -125,7 +126,7 @@ describe('rrt inspect on GPT-NeoX', () => {
     const inspectRelaxed = await rrt(['inspect', relaxed]);
     expect(inspectRelaxed.stdout).toContain(': gpt_neox\n');
     expect(inspectRelaxed.stdout).toContain('recursion: 1 block layer × 2 loops');
-    expect(inspectRelaxed.stdout).toContain('non-gated MLP, per-loop LoRA bias\n');
+    expect(inspectRelaxed.stdout).toMatch(/recursion: 1 block layer × 2 loops .*, per-loop LoRA bias\n/);
 
     const unrolled = join(work, 'pythia-tiny-unrolled');
     const exported = await rrt(['export', relaxed, '--unroll', '--out', unrolled, '--backend', 'none']);

@@ -456,6 +456,85 @@ describe('converted models say what they are', () => {
   });
 });
 
+describe('inspect names the family and what sets it apart', () => {
+  const base = {
+    vocabSize: 40,
+    hiddenSize: 32,
+    intermediateSize: 48,
+    numHiddenLayers: 6,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+    headDim: 8,
+    tieWordEmbeddings: true,
+    dtype: 'F32',
+    seed: 3,
+  } as const;
+
+  it('Qwen3: q/k norms; Gemma 2: soft-caps, local layers, four norms, query scale; Gemma 3: local RoPE; Mistral: its window', async () => {
+    const cases = [
+      {
+        modelType: 'qwen3',
+        extraConfig: {},
+        family: ': qwen3 (llama family)\n',
+        features: '  features: q/k norms\n',
+      },
+      {
+        modelType: 'gemma2',
+        extraConfig: { sliding_window: 4096, query_pre_attn_scalar: 256 },
+        family: ': gemma2 (gemma family)\n',
+        features:
+          '  features: pre/post attention and feed-forward norms, sliding window 4096 on layers 0, 2, 4, ' +
+          'attention soft-cap 50, final soft-cap 30, query scale 0.06250\n',
+      },
+      {
+        modelType: 'gemma3_text',
+        extraConfig: { sliding_window: 512, query_pre_attn_scalar: 8 },
+        family: ': gemma3_text (gemma family)\n',
+        features:
+          '  features: q/k norms, pre/post attention and feed-forward norms, sliding window 512 on layers 0-4, ' +
+          'local RoPE θ 10000\n',
+      },
+      {
+        modelType: 'mistral',
+        extraConfig: { sliding_window: 64 },
+        family: ': mistral (llama family)\n',
+        features: '  features: sliding window 64 on all layers\n',
+      },
+    ] as const;
+    for (const { modelType, extraConfig, family, features } of cases) {
+      const dir = join(work, `inspect-${modelType}`);
+      await writeSyntheticCheckpoint(dir, { ...base, modelType, extraConfig });
+      const run = await rrt(['inspect', dir]);
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.stdout).toContain(family);
+      expect(run.stdout).toContain(features);
+    }
+  });
+
+  it('a relaxed Gemma 3 says which norms it keeps per loop; a block size that breaks the pattern is refused naming the flag', async () => {
+    const source = join(work, 'inspect-gemma3-source');
+    await writeSyntheticCheckpoint(source, {
+      ...base,
+      modelType: 'gemma3_text',
+      extraConfig: { sliding_window: 3, sliding_window_pattern: 3 },
+    });
+    const relaxed = join(work, 'inspect-gemma3-relaxed');
+    const converted = await rrt(['convert', source, '--out', relaxed, '--loops', '2', '--rank', '4']);
+    expect(converted.code, converted.stderr).toBe(0);
+    expect(converted.stdout).toContain(
+      'norms kept per loop (not foldable): q_norm, k_norm, post_attention_layernorm, post_feedforward_layernorm\n',
+    );
+    const inspect = await rrt(['inspect', relaxed]);
+    expect(inspect.stdout).toContain(': gemma3_text (gemma family)\n');
+    expect(inspect.stdout).toContain(
+      ', per-loop q_norm/k_norm/post_attention_layernorm/post_feedforward_layernorm\n',
+    );
+    const refused = await rrt(['convert', source, '--out', join(work, 'inspect-refused'), '--loops', '3']);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/--block-size: expected a block size whose loops repeat the layer types/);
+  });
+});
+
 describe('the small things', () => {
   it('help for a command, the version, progress that fits 80 columns', async () => {
     const help = await rrt(['help', 'convert']);

@@ -1,4 +1,4 @@
-// AssemblyScript source of the wasm SIMD kernels (attention and its gradient, SwiGLU) (compiled by ../scripts/build-kernels.mjs into
+// AssemblyScript source of the wasm SIMD kernels (attention, its gradient and its paged form, SwiGLU) (compiled by ../scripts/build-kernels.mjs into
 // ../src/attention-wasm.ts). It runs on tfjs-wasm's own heap: the module imports tfjs's WebAssembly
 // memory, so queries, keys, values and the output are read and written where tfjs keeps them. It must
 // hold no static data (a data segment would be written into tfjs's heap at instantiation): no strings,
@@ -33,10 +33,21 @@ function masked(x: v128, count: i32): v128 {
   return v128.and(x, i32x4.lt_s(lanes, i32x4.splat(count)));
 }
 
+/** `cap·tanh(x/cap)` of one score, by `tanh|z| = (1 − e^(−2|z|)) / (1 + e^(−2|z|))` (exp4 takes x ≤ 0). */
+// @ts-expect-error: decorator
+@inline
+function softCapped(x: f32, cap: f32): f32 {
+  const z = x / cap;
+  const e = f32x4.extract_lane(exp4(f32x4.splat(<f32>-2.0 * Mathf.abs(z))), 0);
+  const magnitude = (<f32>1.0 - e) / (<f32>1.0 + e);
+  return cap * (z < 0 ? -magnitude : magnitude);
+}
+
 /**
  * Causal grouped-query attention, `q: [B, T, H, D]`, `k`, `v: [B, S, kvH, D]` (float32, byte addresses)
  * → `out: [B, T, H, D]`; `scratch` holds `keyLength` f32 scores (rounded up to a multiple of 4). `D`
- * must be a multiple of 4. Each output row is computed alone, in a fixed order.
+ * must be a multiple of 4. Each output row is computed alone, in a fixed order. `window` > 0 keeps only
+ * the keys `j > queryOffset + t − window`; `softCap` > 0 caps the scaled scores (`cap·tanh(s/cap)`).
  */
 export function attention(
   q: usize,
@@ -53,18 +64,24 @@ export function attention(
   scale: f32,
   queryOffset: i32,
   keyLength: i32,
+  window: i32,
+  softCap: f32,
 ): void {
   const rowBytes = <usize>(kvHeads * headDim) << 2;
   const headBytes = <usize>headDim << 2;
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t < length; t++) {
-      let visible = queryOffset + t + 1;
-      if (visible > keyLength) visible = keyLength;
+      let end = queryOffset + t + 1;
+      if (end > keyLength) end = keyLength;
+      let first = window > 0 ? queryOffset + t + 1 - window : 0;
+      if (first < 0) first = 0;
+      // Keys first … end − 1; their scores are kept from scratch[0].
+      const visible = end - first;
       for (let h = 0; h < heads; h++) {
         const kvh = (h * kvHeads) / heads;
         const qRow = q + ((<usize>((b * length + t) * heads + h) * headBytes));
-        const kBase = k + <usize>b * <usize>slots * rowBytes + <usize>kvh * headBytes;
-        const vBase = v + <usize>b * <usize>slots * rowBytes + <usize>kvh * headBytes;
+        const kBase = k + <usize>b * <usize>slots * rowBytes + <usize>kvh * headBytes + <usize>first * rowBytes;
+        const vBase = v + <usize>b * <usize>slots * rowBytes + <usize>kvh * headBytes + <usize>first * rowBytes;
         // Scores and their maximum.
         let max: f32 = -Infinity;
         for (let j = 0; j < visible; j++) {
@@ -73,9 +90,10 @@ export function attention(
           for (let i: usize = 0; i < headBytes; i += 16) {
             sum = f32x4.add(sum, f32x4.mul(v128.load(qRow + i), v128.load(kRow + i)));
           }
-          const score =
+          let score =
             (f32x4.extract_lane(sum, 0) + f32x4.extract_lane(sum, 1) + (f32x4.extract_lane(sum, 2) + f32x4.extract_lane(sum, 3))) *
             scale;
+          if (softCap > 0) score = softCapped(score, softCap);
           store<f32>(scratch + (<usize>j << 2), score);
           if (score > max) max = score;
         }
@@ -233,5 +251,83 @@ export function attentionGrad(
         }
       }
     }
+  }
+}
+
+/**
+ * {@link attention} for a ragged batch of spans reading paged pools `kPool`, `vPool: [pages, pageSize,
+ * kvH, D]` in place: `q`, `out: [1, M, H, D]`, the spans' rows in order. `meta` (i32) holds per span a
+ * header `[rows, queryOffset, keyLength, start]` (`spanCount` of them, 16 bytes each), and at i32 index
+ * `start` the byte offset in a pool of each of its key positions `0 … keyLength − 1` (its page's slot).
+ * The same operations in the same order as {@link attention}, only the key and value rows' addresses
+ * differ, so a row's result equals attention's over the gathered history bit for bit.
+ */
+export function pagedAttention(
+  q: usize,
+  kPool: usize,
+  vPool: usize,
+  out: usize,
+  scratch: usize,
+  meta: usize,
+  spanCount: i32,
+  heads: i32,
+  kvHeads: i32,
+  headDim: i32,
+  scale: f32,
+): void {
+  const headBytes = <usize>headDim << 2;
+  let firstRow = 0;
+  for (let s = 0; s < spanCount; s++) {
+    const header = meta + (<usize>s << 4);
+    const rows = load<i32>(header);
+    const queryOffset = load<i32>(header, 4);
+    const keyLength = load<i32>(header, 8);
+    const offsets = meta + (<usize>load<i32>(header, 12) << 2);
+    for (let t = 0; t < rows; t++) {
+      let visible = queryOffset + t + 1;
+      if (visible > keyLength) visible = keyLength;
+      for (let h = 0; h < heads; h++) {
+        const kvh = (h * kvHeads) / heads;
+        const qRow = q + <usize>((firstRow + t) * heads + h) * headBytes;
+        const kBase = kPool + <usize>kvh * headBytes;
+        const vBase = vPool + <usize>kvh * headBytes;
+        let max: f32 = -Infinity;
+        for (let j = 0; j < visible; j++) {
+          const kRow = kBase + <usize>load<u32>(offsets + (<usize>j << 2));
+          let sum = f32x4.splat(0);
+          for (let i: usize = 0; i < headBytes; i += 16) {
+            sum = f32x4.add(sum, f32x4.mul(v128.load(qRow + i), v128.load(kRow + i)));
+          }
+          const score =
+            (f32x4.extract_lane(sum, 0) + f32x4.extract_lane(sum, 1) + (f32x4.extract_lane(sum, 2) + f32x4.extract_lane(sum, 3))) *
+            scale;
+          store<f32>(scratch + (<usize>j << 2), score);
+          if (score > max) max = score;
+        }
+        const maxes = f32x4.splat(max);
+        let totals = f32x4.splat(0);
+        for (let j = 0; j < visible; j += 4) {
+          const at = scratch + (<usize>j << 2);
+          const weights = exp4(f32x4.sub(v128.load(at), maxes));
+          v128.store(at, weights);
+          totals = f32x4.add(totals, j + 4 <= visible ? weights : masked(weights, visible - j));
+        }
+        const total: f64 =
+          <f64>f32x4.extract_lane(totals, 0) +
+          <f64>f32x4.extract_lane(totals, 1) +
+          (<f64>f32x4.extract_lane(totals, 2) + <f64>f32x4.extract_lane(totals, 3));
+        const inverse = f32x4.splat(<f32>(1.0 / total));
+        const outRow = out + (qRow - q);
+        for (let i: usize = 0; i < headBytes; i += 16) {
+          let sum = f32x4.splat(0);
+          for (let j = 0; j < visible; j++) {
+            const w = v128.load32_splat(scratch + (<usize>j << 2));
+            sum = f32x4.add(sum, f32x4.mul(w, v128.load(vBase + <usize>load<u32>(offsets + (<usize>j << 2)) + i)));
+          }
+          v128.store(outRow + i, f32x4.mul(sum, inverse));
+        }
+      }
+    }
+    firstRow += rows;
   }
 }

@@ -1,6 +1,7 @@
 /**
  * Fused kernels written in JavaScript over the tensors' own memory, registered with tfjs for its `cpu`
- * and `wasm` backends: RMSNorm, LayerNorm, exact GELU, RoPE, causal grouped-query attention and the gated activation of the
+ * and `wasm` backends: RMSNorm, LayerNorm, exact GELU, RoPE, causal grouped-query attention (over
+ * contiguous keys, and over a paged KV pool for a ragged batch of spans) and the gated activation of the
  * feed-forward network, each one dispatch instead of 2–15.
  *
  * NOTE: why JavaScript and not the wasm backend's C++ kernels. A decode step of a small model is bound
@@ -10,8 +11,8 @@
  * or the cpu backend's arrays, so nothing is copied. Sums run in float64 in a fixed order per output
  * row, so a row's value never depends on the batch or on how many other rows there are.
  *
- * On wasm, attention (with a head size that is a multiple of 4), its gradient and SwiGLU run in a
- * small SIMD module instead (`kernels/attention.as.ts`, ≈ 3 kB) that imports tfjs's own WebAssembly
+ * On wasm, attention and paged attention (with a head size that is a multiple of 4), attention's
+ * gradient and SwiGLU run in a small SIMD module instead (`kernels/attention.as.ts`, ≈ 4 kB) that imports tfjs's own WebAssembly
  * memory. A plain JS loop is the bound of batched decoding: attention is the one part of a step whose
  * work grows with context and is not a weight product for XNNPACK. The SIMD module measured ≈ 7×
  * faster than the JS loop (batch 64, 128 keys: 0.62–0.78 against 5.1–5.5 ms per call, CPU time on a
@@ -36,6 +37,7 @@ export const fusedKernelNames = {
   rope: 'RrtRope',
   attention: 'RrtAttention',
   attentionGrad: 'RrtAttentionGrad',
+  pagedAttention: 'RrtPagedAttention',
   gatedActivation: 'RrtGatedActivation',
 } as const;
 
@@ -66,6 +68,22 @@ type SimdAttention = (
   scale: number,
   queryOffset: number,
   keyLength: number,
+  window: number,
+  softCap: number,
+) => void;
+
+type SimdPagedAttention = (
+  q: number,
+  keyPool: number,
+  valuePool: number,
+  out: number,
+  scratch: number,
+  meta: number,
+  spanCount: number,
+  heads: number,
+  kvHeads: number,
+  headDim: number,
+  scale: number,
 ) => void;
 
 /** The SIMD module bound to tfjs-wasm's memory, with its scratch buffer; null if it cannot run. */
@@ -74,8 +92,12 @@ let simd:
       attention: SimdAttention;
       attentionGrad: (...args: number[]) => void;
       siluGate: (gate: number, up: number, out: number, count: number) => void;
+      pagedAttention: SimdPagedAttention;
+      memory: WebAssembly.Memory;
       scratch: number;
       scratchBytes: number;
+      meta: number;
+      metaBytes: number;
     }
   | null
   | undefined;
@@ -97,8 +119,12 @@ function simdAttention(backend: WasmBackendLike): typeof simd {
         out: number,
         count: number,
       ) => void,
+      pagedAttention: instance.exports['pagedAttention'] as SimdPagedAttention,
+      memory,
       scratch: 0,
       scratchBytes: 0,
+      meta: 0,
+      metaBytes: 0,
     };
   } catch {
     // No SIMD in this engine, or a tfjs build whose memory is not exported: the JS kernel runs.
@@ -138,6 +164,8 @@ function attentionOnWasmSimd(
     s.scale,
     s.queryOffset,
     s.keyLength,
+    s.window ?? 0,
+    s.softCap ?? 0,
   );
   return output;
 }
@@ -148,7 +176,8 @@ function attentionGradOnWasmSimd(
   inputs: readonly tf.TensorInfo[],
   s: AttentionShape,
 ): tf.TensorInfo[] | undefined {
-  if (s.headDim % 4 !== 0) return undefined;
+  // The SIMD gradient has neither window nor soft-cap: those run in the JS kernel.
+  if (s.headDim % 4 !== 0 || s.window !== undefined || s.softCap !== undefined) return undefined;
   const kernel = simdAttention(backend);
   if (!kernel) return undefined;
   const [queries, keys, values] = inputs as [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo];
@@ -171,6 +200,60 @@ function attentionGradOnWasmSimd(
     s.keyLength,
   );
   return outputs;
+}
+
+/**
+ * Paged attention on wasm through the SIMD module; undefined if it cannot run for these shapes. The span
+ * headers and each key position's byte offset in the pools go into a buffer in tfjs's heap (`meta`).
+ */
+function pagedAttentionOnWasmSimd(
+  backend: WasmBackendLike,
+  inputs: readonly [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo],
+  s: PagedAttentionShape,
+): tf.TensorInfo | undefined {
+  if (s.headDim % 4 !== 0) return undefined;
+  const kernel = simdAttention(backend);
+  if (!kernel) return undefined;
+  const output = backend.makeOutput([...inputs[0].shape], 'float32');
+  let longest = 0;
+  let positions = 0;
+  for (const span of s.spans) {
+    longest = Math.max(longest, span.keyLength);
+    positions += span.keyLength;
+  }
+  reserveScratch(backend, kernel, 4 * (Math.ceil(longest / 4) * 4 + s.headDim));
+  const metaLength = 4 * s.spans.length + positions;
+  if (kernel.metaBytes < 4 * metaLength) {
+    if (kernel.meta !== 0) backend.wasm._free(kernel.meta);
+    kernel.metaBytes = Math.max(4 * metaLength, 2 * kernel.metaBytes);
+    kernel.meta = backend.wasm._malloc(kernel.metaBytes);
+  }
+  // A view made after the allocations above (a heap that grew detaches earlier views).
+  const meta = new Int32Array(kernel.memory.buffer, kernel.meta, metaLength);
+  const rowBytes = 4 * s.kvHeads * s.headDim;
+  let start = 4 * s.spans.length;
+  for (const [index, span] of s.spans.entries()) {
+    meta.set([span.rows, span.queryOffset, span.keyLength, start], 4 * index);
+    for (let j = 0; j < span.keyLength; j++) {
+      meta[start + j] = (span.pages[Math.floor(j / s.pageSize)]! * s.pageSize + (j % s.pageSize)) * rowBytes;
+    }
+    start += span.keyLength;
+  }
+  const at = (info: tf.TensorInfo) => backend.dataIdMap.get(info.dataId).memoryOffset;
+  kernel.pagedAttention(
+    at(inputs[0]),
+    at(inputs[1]),
+    at(inputs[2]),
+    at(output),
+    kernel.scratch,
+    kernel.meta,
+    s.spans.length,
+    s.heads,
+    s.kvHeads,
+    s.headDim,
+    s.scale,
+  );
+  return output;
 }
 
 /** Makes the SIMD module's scratch buffer (in tfjs's heap) at least `bytes` long. */
@@ -358,6 +441,17 @@ interface AttentionShape {
   scale: number;
   queryOffset: number;
   keyLength: number;
+  /** Sliding window (`window` of the attention options); undefined: none. */
+  window: number | undefined;
+  /** Score soft-cap (`softCap` of the attention options); undefined: none. */
+  softCap: number | undefined;
+}
+
+/** The keys query row `t` sees: `first … end − 1`. */
+function visibleKeys(s: AttentionShape, t: number): { first: number; end: number } {
+  const end = Math.min(s.queryOffset + t, s.keyLength - 1) + 1;
+  const first = s.window === undefined ? 0 : Math.max(0, s.queryOffset + t + 1 - s.window);
+  return { first, end };
 }
 
 /** Causal GQA: one query row at a time, scores and the weighted sum in float64. */
@@ -368,20 +462,88 @@ function attention(
   s: AttentionShape,
   out: Float32Array,
 ): void {
-  const { batch, length, heads, kvHeads, headDim, slots, scale, queryOffset, keyLength } = s;
+  const { batch, length, heads, kvHeads, headDim, slots, scale, keyLength, softCap } = s;
   const scores = new Float64Array(keyLength);
   const accumulator = new Float64Array(headDim);
   const kvWidth = kvHeads * headDim;
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t < length; t++) {
-      const visible = Math.min(queryOffset + t, keyLength - 1) + 1;
+      const { first, end: visible } = visibleKeys(s, t);
       for (let h = 0; h < heads; h++) {
         const kvh = Math.floor((h * kvHeads) / heads);
         const qBase = ((b * length + t) * heads + h) * headDim;
         const kBase = b * slots * kvWidth + kvh * headDim;
         let max = Number.NEGATIVE_INFINITY;
-        for (let j = 0; j < visible; j++) {
+        for (let j = first; j < visible; j++) {
           const at = kBase + j * kvWidth;
+          let dot = 0;
+          for (let i = 0; i < headDim; i++) dot += q[qBase + i]! * k[at + i]!;
+          const score = softCap === undefined ? dot * scale : softCap * Math.tanh((dot * scale) / softCap);
+          scores[j] = score;
+          if (score > max) max = score;
+        }
+        let total = 0;
+        accumulator.fill(0);
+        for (let j = first; j < visible; j++) {
+          const weight = Math.exp(scores[j]! - max);
+          total += weight;
+          const at = kBase + j * kvWidth;
+          for (let i = 0; i < headDim; i++) accumulator[i]! += weight * v[at + i]!;
+        }
+        for (let i = 0; i < headDim; i++) out[qBase + i] = accumulator[i]! / total;
+      }
+    }
+  }
+}
+
+/** A {@link PagedAttentionShape} span, decoded from the kernel's flat `table` attribute. */
+interface PagedSpan {
+  rows: number;
+  queryOffset: number;
+  keyLength: number;
+  pages: Int32Array;
+}
+
+interface PagedAttentionShape {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  pageSize: number;
+  scale: number;
+  spans: PagedSpan[];
+}
+
+/**
+ * {@link attention} for a ragged batch of spans over paged pools `[pages, pageSize, kvH, D]`, read in
+ * place by page: the same sums in the same order, only the key rows' addresses differ.
+ */
+function pagedAttention(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  s: PagedAttentionShape,
+  out: Float32Array,
+): void {
+  const { heads, kvHeads, headDim, pageSize, scale } = s;
+  const kvWidth = kvHeads * headDim;
+  let firstRow = 0;
+  for (const { rows, queryOffset, keyLength, pages } of s.spans) {
+    const scores = new Float64Array(keyLength);
+    const accumulator = new Float64Array(headDim);
+    // Element offset in a pool of each key position's row.
+    const keyRows = new Int32Array(keyLength);
+    for (let j = 0; j < keyLength; j++) {
+      keyRows[j] = (pages[Math.floor(j / pageSize)]! * pageSize + (j % pageSize)) * kvWidth;
+    }
+    for (let t = 0; t < rows; t++) {
+      const visible = Math.min(queryOffset + t, keyLength - 1) + 1;
+      for (let h = 0; h < heads; h++) {
+        const kvh = Math.floor((h * kvHeads) / heads);
+        const qBase = ((firstRow + t) * heads + h) * headDim;
+        const head = kvh * headDim;
+        let max = Number.NEGATIVE_INFINITY;
+        for (let j = 0; j < visible; j++) {
+          const at = keyRows[j]! + head;
           let dot = 0;
           for (let i = 0; i < headDim; i++) dot += q[qBase + i]! * k[at + i]!;
           const score = dot * scale;
@@ -393,13 +555,44 @@ function attention(
         for (let j = 0; j < visible; j++) {
           const weight = Math.exp(scores[j]! - max);
           total += weight;
-          const at = kBase + j * kvWidth;
+          const at = keyRows[j]! + head;
           for (let i = 0; i < headDim; i++) accumulator[i]! += weight * v[at + i]!;
         }
         for (let i = 0; i < headDim; i++) out[qBase + i] = accumulator[i]! / total;
       }
     }
+    firstRow += rows;
   }
+}
+
+/** The shape record of the paged kernels, from the queries `[1, M, H, D]`, the key pool and the attrs. */
+function pagedAttentionShape(
+  queries: tf.TensorInfo,
+  keyPool: tf.TensorInfo,
+  attrs: unknown,
+): PagedAttentionShape {
+  const { scale, spans: count, table } = attrs as { scale: number; spans: number; table: number[] };
+  const pageSize = keyPool.shape[1]!;
+  const spans: PagedSpan[] = [];
+  for (let span = 0, at = 0; span < count; span++) {
+    const [rows, queryOffset, keyLength] = [table[at]!, table[at + 1]!, table[at + 2]!];
+    const pageCount = Math.ceil(keyLength / pageSize);
+    spans.push({
+      rows,
+      queryOffset,
+      keyLength,
+      pages: Int32Array.from(table.slice(at + 3, at + 3 + pageCount)),
+    });
+    at += 3 + pageCount;
+  }
+  return {
+    heads: queries.shape[2]!,
+    headDim: queries.shape[3]!,
+    kvHeads: keyPool.shape[2]!,
+    pageSize,
+    scale,
+    spans,
+  };
 }
 
 /**
@@ -413,34 +606,41 @@ function attentionGrad(
   s: AttentionShape,
   [dQ, dK, dV]: Float32Array[],
 ): void {
-  const { batch, length, heads, kvHeads, headDim, slots, scale, queryOffset, keyLength } = s;
+  const { batch, length, heads, kvHeads, headDim, slots, scale, keyLength, softCap } = s;
   const weights = new Float64Array(keyLength);
+  // d(capped score)/d(scaled score) = 1 − tanh² per key, 1 without a cap.
+  const capSlope = new Float64Array(keyLength).fill(1);
   const dQRow = new Float64Array(headDim);
   const kvWidth = kvHeads * headDim;
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t < length; t++) {
-      const visible = Math.min(queryOffset + t, keyLength - 1) + 1;
+      const { first, end: visible } = visibleKeys(s, t);
       for (let h = 0; h < heads; h++) {
         const kvh = Math.floor((h * kvHeads) / heads);
         const row = ((b * length + t) * heads + h) * headDim;
         const kBase = b * slots * kvWidth + kvh * headDim;
         let max = Number.NEGATIVE_INFINITY;
-        for (let j = 0; j < visible; j++) {
+        for (let j = first; j < visible; j++) {
           const at = kBase + j * kvWidth;
           let dot = 0;
           for (let i = 0; i < headDim; i++) dot += q![row + i]! * k![at + i]!;
           weights[j] = dot * scale;
+          if (softCap !== undefined) {
+            const capped = Math.tanh(weights[j]! / softCap);
+            capSlope[j] = 1 - capped * capped;
+            weights[j] = softCap * capped;
+          }
           if (weights[j]! > max) max = weights[j]!;
         }
         let total = 0;
-        for (let j = 0; j < visible; j++) {
+        for (let j = first; j < visible; j++) {
           weights[j] = Math.exp(weights[j]! - max);
           total += weights[j]!;
         }
         let dOdotO = 0;
         for (let i = 0; i < headDim; i++) dOdotO += dO![row + i]! * o![row + i]!;
         dQRow.fill(0);
-        for (let j = 0; j < visible; j++) {
+        for (let j = first; j < visible; j++) {
           const p = weights[j]! / total;
           const at = kBase + j * kvWidth;
           let dP = 0;
@@ -448,7 +648,7 @@ function attentionGrad(
             dP += dO![row + i]! * v![at + i]!;
             dV![at + i]! += p * dO![row + i]!;
           }
-          const dS = p * (dP - dOdotO) * scale;
+          const dS = p * (dP - dOdotO) * scale * capSlope[j]!;
           for (let i = 0; i < headDim; i++) {
             dQRow[i]! += dS * k![at + i]!;
             dK![at + i]! += dS * q![row + i]!;
@@ -533,6 +733,32 @@ function kernels(backendName: string): tf.KernelConfig[] {
           [queries, keys, values],
           [...queries.shape],
           ([q, k, v], out) => attention(q!, k!, v!, shape, out),
+        );
+      },
+    },
+    {
+      kernelName: fusedKernelNames.pagedAttention,
+      backendName,
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const { queries, keyPool, valuePool } = inputs as Record<
+          'queries' | 'keyPool' | 'valuePool',
+          tf.TensorInfo
+        >;
+        const shape = pagedAttentionShape(queries, keyPool, attrs);
+        if (backendName === 'wasm') {
+          const output = pagedAttentionOnWasmSimd(
+            backend as WasmBackendLike,
+            [queries, keyPool, valuePool],
+            shape,
+          );
+          if (output) return output;
+        }
+        return hostCompute(
+          backendName,
+          backend,
+          [queries, keyPool, valuePool],
+          [...queries.shape],
+          ([q, k, v], out) => pagedAttention(q!, k!, v!, shape, out),
         );
       },
     },
@@ -726,10 +952,12 @@ function writeRowsWebgpu(
 /** The shape record the attention kernels take, from the queries `[B, T, H, D]`, keys `[B, S, kvH, D]` and attrs. */
 function attentionShape(queries: tf.TensorInfo, keys: tf.TensorInfo, attrs: unknown): AttentionShape {
   const [batch, length, heads, headDim] = queries.shape as [number, number, number, number];
-  const { scale, queryOffset, keyLength } = attrs as {
+  const { scale, queryOffset, keyLength, window, softCap } = attrs as {
     scale: number;
     queryOffset: number;
     keyLength: number;
+    window?: number;
+    softCap?: number;
   };
   return {
     batch,
@@ -741,5 +969,8 @@ function attentionShape(queries: tf.TensorInfo, keys: tf.TensorInfo, attrs: unkn
     scale,
     queryOffset,
     keyLength,
+    // tfjs attrs cannot hold undefined: 0 stands for none.
+    window: window ? window : undefined,
+    softCap: softCap ? softCap : undefined,
   };
 }

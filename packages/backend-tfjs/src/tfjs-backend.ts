@@ -6,7 +6,8 @@
  * one fused kernel each on tfjs's cpu and wasm backends (`host-kernels.ts`), and as composites of tfjs
  * ops elsewhere. While gradients are being taken, attention and RoPE stay fused (they have gradient
  * kernels) and RMSNorm, LayerNorm, GELU and the gated activation run as composites, whose gradients are the
- * conformance-checked ones of `gradients.ts`.
+ * conformance-checked ones of `gradients.ts`. Paged attention has fused kernels on cpu and wasm and a WGSL
+ * kernel on webgpu (`webgpu-kernels.ts`), and no gradient: it runs as its composite inside `valueAndGrad`.
  *
  * @module
  */
@@ -16,6 +17,8 @@ import type {
   DType,
   GateActivation,
   MatmulOptions,
+  PagedAttentionOptions,
+  PagedAttentionSpan,
   Shape,
   StorageDType,
   Tensor,
@@ -30,6 +33,7 @@ import {
   compositeGatedActivation,
   compositeGelu,
   compositeLayerNorm,
+  compositePagedAttention,
   decodeBfloat16,
   decodeFloat16,
   sizeOf,
@@ -37,6 +41,7 @@ import {
 import * as tf from '@tensorflow/tfjs-core';
 import { BackendNotActiveError, TensorDataError } from './errors.js';
 import { registerMissingGradients } from './gradients.js';
+import { registerWebgpuKernels, webgpuPagedAttentionKernel, webgpuRowInfo } from './webgpu-kernels.js';
 import {
   fusedKernelNames,
   registerHostKernels,
@@ -79,6 +84,8 @@ export class TfjsBackend implements Backend {
   readonly hasFusedKernels: boolean;
   /** How many {@link valueAndGrad} calls are running: the fused kernels, which have no gradients, wait. */
   private gradientDepth = 0;
+  /** Whether the WGSL paged attention kernel of `webgpu-kernels.ts` is registered (tfjs `webgpu`). */
+  private readonly hasWebgpuKernels: boolean;
 
   /**
    * @param kind - the rrt backend kind.
@@ -92,6 +99,7 @@ export class TfjsBackend implements Backend {
     // valueAndGrad needs gradient functions that tfjs-core's bundles do not register (see gradients.ts).
     registerMissingGradients();
     this.hasFusedKernels = registerHostKernels(tfjsName);
+    this.hasWebgpuKernels = registerWebgpuKernels(tfjsName);
   }
 
   /** Whether an op without a fused gradient runs its fused kernel now (not while a gradient is taken). */
@@ -434,17 +442,27 @@ export class TfjsBackend implements Backend {
       tq.shape[2]! % tk.shape[2]! !== 0 ||
       tv.shape.some((dim, axis) => dim !== tk.shape[axis]) ||
       keyLength < 1 ||
-      keyLength > tk.shape[1]!
+      keyLength > tk.shape[1]! ||
+      (options.window !== undefined && !(Number.isInteger(options.window) && options.window >= 1)) ||
+      (options.softCap !== undefined && !(options.softCap > 0))
     ) {
       throw new TensorDataError(
         'attention',
         `queries [B, T, H, D], keys and values [B, S, kvH, D] with kvH dividing H and 1 ≤ keyLength ≤ S expected; ` +
-          `got queries [${tq.shape}], keys [${tk.shape}], values [${tv.shape}], keyLength ${keyLength}`,
+          `got queries [${tq.shape}], keys [${tk.shape}], values [${tv.shape}], keyLength ${keyLength}` +
+          (options.window !== undefined ? `, window ${options.window} (an integer ≥ 1)` : '') +
+          (options.softCap !== undefined ? `, softCap ${options.softCap} (> 0)` : ''),
       );
     }
     // The fused attention has its own gradient kernel, so it runs while gradients are taken too.
     if (this.hasFusedKernels) {
-      const attrs = { scale: options.scale, queryOffset: options.queryOffset, keyLength };
+      const attrs = {
+        scale: options.scale,
+        queryOffset: options.queryOffset,
+        keyLength,
+        window: options.window ?? 0,
+        softCap: options.softCap ?? 0,
+      };
       return ours(
         tf
           .engine()
@@ -452,6 +470,93 @@ export class TfjsBackend implements Backend {
       );
     }
     return compositeAttention(this, queries, keys, values, options);
+  }
+  pagedAttention(
+    queries: Tensor,
+    keyPool: Tensor,
+    valuePool: Tensor,
+    spans: readonly PagedAttentionSpan[],
+    options: PagedAttentionOptions,
+  ): Tensor {
+    this.check();
+    const [tq, tk, tv] = [asTf(queries), asTf(keyPool), asTf(valuePool)];
+    if (
+      tq.rank !== 4 ||
+      tq.shape[0] !== 1 ||
+      tk.rank !== 4 ||
+      tk.shape[3] !== tq.shape[3] ||
+      tq.shape[2]! % tk.shape[2]! !== 0 ||
+      tv.rank !== 4 ||
+      tv.shape.some((dim, axis) => dim !== tk.shape[axis])
+    ) {
+      throw new TensorDataError(
+        'pagedAttention',
+        `queries [1, M, H, D], keyPool and valuePool [pages, pageSize, kvH, D] with kvH dividing H expected; ` +
+          `got queries [${tq.shape}], keyPool [${tk.shape}], valuePool [${tv.shape}]`,
+      );
+    }
+    const [pages, pageSize] = tk.shape as [number, number];
+    let rows = 0;
+    for (const [index, span] of spans.entries()) {
+      const { keyLength, queryOffset } = span;
+      const needed = Math.ceil(keyLength / pageSize);
+      const badPage = span.pages
+        .slice(0, needed)
+        .find((page) => !Number.isInteger(page) || page < 0 || page >= pages);
+      if (
+        !Number.isInteger(span.rows) ||
+        span.rows < 1 ||
+        !Number.isInteger(queryOffset) ||
+        queryOffset < 0 ||
+        !Number.isInteger(keyLength) ||
+        keyLength < 1 ||
+        span.pages.length < needed ||
+        badPage !== undefined
+      ) {
+        throw new TensorDataError(
+          'pagedAttention',
+          `span ${index}: rows ≥ 1, queryOffset ≥ 0, keyLength ≥ 1 and ⌈keyLength / ${pageSize}⌉ page ids in ` +
+            `0…${pages - 1} expected; got rows ${span.rows}, queryOffset ${queryOffset}, keyLength ${keyLength}, ` +
+            `pages [${span.pages}]`,
+        );
+      }
+      rows += span.rows;
+    }
+    if (rows !== tq.shape[1]) {
+      throw new TensorDataError('pagedAttention', `the spans hold ${rows} rows, the queries ${tq.shape[1]}`);
+    }
+    // The fused kernels know the scale only: an option they do not implement takes the composite.
+    const onlyScale = Object.entries(options).every(([key, value]) => key === 'scale' || value === undefined);
+    const table: number[] = [];
+    for (const span of spans) {
+      const needed = Math.ceil(span.keyLength / pageSize);
+      table.push(span.rows, span.queryOffset, span.keyLength, ...span.pages.slice(0, needed));
+    }
+    if (this.hasWebgpuKernels && this.gradientDepth === 0 && onlyScale) {
+      const rowInfo = tf.tensor1d(webgpuRowInfo(spans.length, table, pageSize), 'int32');
+      const output = tf
+        .engine()
+        .runKernel(
+          webgpuPagedAttentionKernel,
+          { queries: tq, keyPool: tk, valuePool: tv, rowInfo },
+          { scale: options.scale },
+        ) as tf.Tensor;
+      rowInfo.dispose();
+      return ours(output);
+    }
+    if (this.fused() && onlyScale) {
+      const attrs = { scale: options.scale, spans: spans.length, table };
+      return ours(
+        tf
+          .engine()
+          .runKernel(
+            fusedKernelNames.pagedAttention,
+            { queries: tq, keyPool: tk, valuePool: tv },
+            attrs as unknown as tf.NamedAttrMap,
+          ) as tf.Tensor,
+      );
+    }
+    return compositePagedAttention(this, queries, keyPool, valuePool, spans, options);
   }
   gatedActivation(gate: Tensor, up: Tensor, activation: GateActivation): Tensor {
     this.check();

@@ -3,6 +3,7 @@
 import { describeBackendConformance } from '@rrt/tensor/testing';
 import { describe, expect, it } from 'vitest';
 import { createBackend } from './index.js';
+import { expectPagedAttentionExact } from './paged-exact.js';
 
 describeBackendConformance('tfjs-wasm', async () => (await createBackend('wasm')).backend);
 
@@ -15,5 +16,13 @@ describe('tfjs-wasm fused kernels', () => {
     expect(backend.usesWasmSimd).toBe(true);
     expect(Array.from(await backend.read(out))).toEqual(new Array(16).fill(0.25));
     backend.dispose([q, k, out]);
+  });
+
+  it('paged attention (SIMD, and the JS loop for a head size not a multiple of 4) equals attention over the gathered pages, bit for bit', async () => {
+    const { backend } = await createBackend('wasm');
+    const baseline = backend.numTensors();
+    for (const headDim of [8, 6]) await expectPagedAttentionExact(backend, headDim);
+    expect(backend.usesWasmSimd).toBe(true);
+    expect(backend.numTensors()).toBe(baseline);
   });
 });

@@ -1,7 +1,13 @@
 import { type Decoder, yieldToEventLoop } from '@rrt/core';
-import { createPagedKVCache, type KVSharing, type PagedKVCache } from '@rrt/kv-cache';
+import {
+  createPagedKVCache,
+  type KVSharing,
+  type PagedAttentionPath,
+  type PagedKVCache,
+} from '@rrt/kv-cache';
 import { QueueFullError, RequestError } from './errors.js';
 import { type ExitPolicy, exitRule } from './exit.js';
+import { type ExitKV, exitKVRule } from './exit-kv.js';
 import { Executor } from './executor.js';
 import { type BatchingMode, modeRule } from './modes.js';
 import { type FinishReason, Scheduler } from './scheduler.js';
@@ -23,6 +29,23 @@ export interface EngineOptions {
   maxQueue?: number;
   /** KV sharing across loops (default `per-loop`). */
   sharing?: KVSharing;
+  /**
+   * How attention reads the paged history (default `paged`: one `Backend.pagedAttention` call per layer
+   * over all rows; `gather`: a gathered copy and one attention call per sequence, the earlier path).
+   */
+  attention?: PagedAttentionPath;
+  /**
+   * Most tokens one step runs across every request (default unlimited): rows in flight first, then
+   * decode tokens, then prompt chunks (each at most `chunkSize`) in what is left, as vLLM's chunked
+   * prefill does. A token counts once per step, however many loops it runs in it.
+   */
+  maxStepTokens?: number;
+  /**
+   * What fills an early-exited token's skipped depths under per-loop KV (default `propagate`, CALM state
+   * propagation; `complete` runs the token's remaining loops in the background, FREE-style). Recursive
+   * sharing needs neither and refuses `complete`.
+   */
+  exitKV?: ExitKV;
 }
 
 /** Options of {@link Engine.generate}. */
@@ -33,6 +56,8 @@ export interface EngineGenerateOptions {
   stopTokens?: readonly number[];
   /** Cancels the request: its slot and pages are freed at the next step. */
   signal?: AbortSignal;
+  /** Called as each token is decided, before it is yielded, with the loop it exited at (0-based). */
+  onToken?: (token: number, exitLoop: number) => void;
 }
 
 /** What a finished request reports. */
@@ -51,10 +76,14 @@ export interface RequestStats {
 /** What the engine has done so far. */
 export interface EngineStats {
   steps: number;
-  /** Mean rows (slots) per step. */
+  /** Mean rows per step (a slot's row, plus its background completion rows under `exitKV: 'complete'`). */
   meanOccupancy: number;
   /** Most KV bytes held at once. */
   peakKVBytes: number;
+  /** Most tokens (rows of every request) one step ran. */
+  peakStepTokens: number;
+  /** Tokens run by all steps together (a token counts once per step it runs in; propagations not counted). */
+  stepTokens: number;
 }
 
 /**
@@ -104,12 +133,26 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
     pageSize: options.pageSize ?? 16,
     bytes: options.kvBytes,
     ...(options.sharing ? { sharing: options.sharing } : {}),
+    ...(options.attention ? { attention: options.attention } : {}),
   });
-  const scheduler = new Scheduler(cache, modeRule(options.mode), exitRule(options.exit ?? { kind: 'none' }), {
-    maxSlots: options.maxSlots,
-    loops,
-    chunkSize: options.chunkSize ?? 32,
-  });
+  if (options.exitKV === 'complete' && cache.sharing === 'recursive') {
+    cache.dispose();
+    throw new RequestError(
+      "exitKV 'complete' fills per-loop KV; under recursive sharing loop 0's entries serve every loop",
+    );
+  }
+  const scheduler = new Scheduler(
+    cache,
+    modeRule(options.mode),
+    exitRule(options.exit ?? { kind: 'none' }),
+    {
+      maxSlots: options.maxSlots,
+      loops,
+      chunkSize: options.chunkSize ?? 32,
+      ...(options.maxStepTokens === undefined ? {} : { maxStepTokens: options.maxStepTokens }),
+    },
+    exitKVRule(options.exitKV ?? 'propagate'),
+  );
   const executor = new Executor(
     model,
     blockSize,
@@ -117,7 +160,7 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
     cache.sharing === 'per-loop',
   );
   const maxQueue = options.maxQueue ?? 1024;
-  const counters = { steps: 0, rows: 0, peakKVBytes: 0 };
+  const counters = { steps: 0, rows: 0, peakKVBytes: 0, peakStepTokens: 0, stepTokens: 0 };
   let nextId = 0;
   /** Whether the step loop runs (one loop serves every request). */
   let driving = false;
@@ -132,6 +175,9 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
         const output = await executor.run(plan);
         counters.steps++;
         counters.rows += plan.rows.length;
+        const tokens = plan.rows.reduce((total, row) => total + row.tokens.length, 0);
+        counters.peakStepTokens = Math.max(counters.peakStepTokens, tokens);
+        counters.stepTokens += tokens;
         scheduler.update(plan, output);
       }
     } catch (error) {
@@ -175,6 +221,7 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
         times.push(performance.now());
         exitLoops.push(exitLoop);
         pending.push(token);
+        generateOptions.onToken?.(token, exitLoop);
         wake?.();
       },
       onFinish: (reason, error) => {
@@ -218,6 +265,8 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
       steps: counters.steps,
       meanOccupancy: counters.steps > 0 ? counters.rows / counters.steps : 0,
       peakKVBytes: counters.peakKVBytes,
+      peakStepTokens: counters.peakStepTokens,
+      stepTokens: counters.stepTokens,
     }),
     dispose: () => cache.dispose(),
   };

@@ -2,7 +2,14 @@ import { argmax, type Decoder } from '@rrt/core';
 import type { PagedSequence } from '@rrt/kv-cache';
 import type { Tensor } from '@rrt/tensor';
 import type { LoopReadout } from './exit.js';
-import type { StepOutput, StepPlan } from './plan.js';
+import type { Propagation, StepOutput, StepPlan } from './plan.js';
+
+/**
+ * Where a row's hidden state is kept between steps: a request may have several rows in flight (a decode
+ * token and, under FREE-style completion, earlier tokens still running their deeper loops), each at its own
+ * first position.
+ */
+const rowKey = (row: { id: number; offset: number }) => `${row.id}@${row.offset}`;
 
 /**
  * Runs a {@link StepPlan} on the model: one ragged batch of every row, `plan.loops` passes over the
@@ -10,7 +17,8 @@ import type { StepOutput, StepPlan } from './plan.js';
  * next step (or propagate an exit) are kept until that step consumes them.
  */
 export class Executor {
-  private hidden = new Map<number, Tensor>();
+  /** Hidden rows kept for the next step, by row key: a row continues where (id, offset) left off. */
+  private hidden = new Map<string, Tensor>();
 
   constructor(
     private readonly model: Decoder,
@@ -38,7 +46,7 @@ export class Executor {
           plan.rows.map((row) =>
             row.loop === 0
               ? model.embed(backend.fromArray(Int32Array.from(row.tokens), [row.tokens.length], 'int32'))
-              : previous.get(row.id)!,
+              : previous.get(rowKey(row))!,
           ),
           0,
         );
@@ -56,7 +64,15 @@ export class Executor {
               rows,
               plan.rows.map((row) => {
                 const depth = (row.loop + pass) * this.blockSize + layer;
-                return { depth, cache: this.sequenceOf(row.id).layer(depth) };
+                const sequence = this.sequenceOf(row.id);
+                // Per-loop KV: a row appends right after what its depth holds, or it would attend to a
+                // history with holes (or overwrite one). Under recursive sharing loop 0's length serves all.
+                if (this.propagates && sequence.length(depth) !== row.offset) {
+                  throw new Error(
+                    `request ${row.id}: depth ${depth} holds ${sequence.length(depth)} positions, the row writes ${row.offset}`,
+                  );
+                }
+                return { depth, cache: sequence.layer(depth) };
               }),
             );
           }
@@ -82,7 +98,7 @@ export class Executor {
       const logits = flat.slice(0, flat.length - plan.rows.length);
       const kept = flat.slice(flat.length - plan.rows.length);
       plan.rows.forEach((row, index) => {
-        this.hidden.set(row.id, kept[index]!);
+        this.hidden.set(rowKey(row), kept[index]!);
       });
       return { readouts: await this.readBack(logits, wanted) };
     } finally {
@@ -96,28 +112,45 @@ export class Executor {
     this.hidden.clear();
   }
 
-  /** Fills each exited token's skipped depths from its exit hidden state, one call per depth. */
-  private propagate(plan: StepPlan, previous: ReadonlyMap<number, Tensor>): void {
-    if (!this.propagates) return;
-    const { model } = this;
+  /**
+   * Fills each exited token's skipped depths from its exit hidden state: one call per stored layer, over
+   * every (token, skipped depth) pair that layer serves (rows grouped by depth, so each loop's LoRA is one
+   * segment). A `cycle` model's depths `k, K + k, 2K + k, …` all run stored layer `k`.
+   */
+  private propagate(plan: StepPlan, previous: ReadonlyMap<string, Tensor>): void {
+    if (!this.propagates || plan.propagations.length === 0) return;
+    const { model, blockSize } = this;
     const { backend } = model;
     const depths = model.schedule.length;
-    for (let depth = 0; depth < depths; depth++) {
-      const entries = plan.propagations.filter((p) => p.fromLoop * this.blockSize <= depth);
-      if (entries.length === 0) continue;
+    for (let layer = 0; layer < blockSize; layer++) {
+      const pairs: { propagation: Propagation; depth: number }[] = [];
+      for (let depth = layer; depth < depths; depth += blockSize) {
+        for (const propagation of plan.propagations) {
+          if (propagation.fromLoop * blockSize <= depth) pairs.push({ propagation, depth });
+        }
+      }
+      if (pairs.length === 0) continue;
       backend.tidy(() => {
-        const rows = model.rows(entries.map((p) => ({ batch: 1, length: 1, offset: p.position })));
+        const rows = model.rows(
+          pairs.map(({ propagation }) => ({ batch: 1, length: 1, offset: propagation.position })),
+        );
+        const exitStates = new Map<number, Tensor>();
         const hidden = backend.concat(
-          entries.map((p) => {
-            const h = previous.get(p.id)!;
-            return backend.slice(h, [h.shape[0]! - 1, 0], [1, -1]);
+          pairs.map(({ propagation: p }) => {
+            let state = exitStates.get(p.id);
+            if (!state) {
+              const h = previous.get(rowKey({ id: p.id, offset: p.position }))!;
+              state = backend.slice(h, [h.shape[0]! - 1, 0], [1, -1]);
+              exitStates.set(p.id, state);
+            }
+            return state;
           }),
           0,
         );
         model.appendKV(
           hidden,
           rows,
-          entries.map((p) => {
+          pairs.map(({ propagation: p, depth }) => {
             const sequence = this.sequenceOf(p.id);
             if (sequence.length(depth) !== p.position) {
               throw new Error(

@@ -1,6 +1,7 @@
 import { KVCapacityError, type PagedKVCache, type PagedSequence } from '@rrt/kv-cache';
 import { RequestError } from './errors.js';
 import type { ExitRule, LoopReadout } from './exit.js';
+import type { ExitKVRule } from './exit-kv.js';
 import type { ModeRule } from './modes.js';
 import type { Propagation, StepOutput, StepPlan, StepRow } from './plan.js';
 
@@ -33,6 +34,34 @@ interface Running {
   emitted: number;
   last: number | undefined;
   propagation: Propagation | undefined;
+  /**
+   * Tokens that exited early and still run their remaining loops in the background (FREE-style
+   * completion): one single-token row each, at most one per loop, oldest first.
+   */
+  completions: Completion[];
+}
+
+/** A token that exited and keeps running its deeper loops (its KV exact, its token already emitted). */
+interface Completion {
+  tokens: readonly number[];
+  offset: number;
+  /** The loop it runs next. */
+  loop: number;
+}
+
+/** Options of the {@link Scheduler}. */
+export interface SchedulerOptions {
+  maxSlots: number;
+  /** L, the model's loops. */
+  loops: number;
+  /** Longest prompt chunk of one request in one step. */
+  chunkSize: number;
+  /**
+   * Most tokens (rows) in one step across every request: rows in flight first (chunks between loops,
+   * background completions), then new decode tokens, then prompt chunks fill what is left (vLLM's chunked
+   * prefill). Default unlimited. Propagations are not counted (K/V projections only, no attention).
+   */
+  maxStepTokens?: number;
 }
 
 /**
@@ -48,8 +77,14 @@ export class Scheduler {
     private readonly cache: PagedKVCache,
     private readonly mode: ModeRule,
     private readonly exit: ExitRule,
-    private readonly options: { maxSlots: number; loops: number; chunkSize: number },
-  ) {}
+    private readonly options: SchedulerOptions,
+    private readonly exitKV: ExitKVRule = { propagates: true, completes: false },
+  ) {
+    const budget = options.maxStepTokens ?? Number.POSITIVE_INFINITY;
+    if (!(budget === Number.POSITIVE_INFINITY || (Number.isInteger(budget) && budget >= 1))) {
+      throw new RequestError(`maxStepTokens must be a positive integer (got ${options.maxStepTokens})`);
+    }
+  }
 
   /** Queues a request (the engine bounds the queue). */
   enqueue(request: Request): void {
@@ -76,32 +111,64 @@ export class Scheduler {
     return this.waiting.length > 0 || this.running.size > 0;
   }
 
-  /** The next step: cancels what was aborted, admits what fits, and lists every slot's rows. */
+  /**
+   * The next step: cancels what was aborted, admits what fits, and lists the rows under the step's token
+   * budget: rows in flight (they must continue now: their hidden states last one step), then decode
+   * tokens, then prompt chunks in what is left.
+   */
   schedule(): StepPlan {
     for (const state of [...this.running.values()]) {
       if (state.request.signal?.aborted) this.finish(state, 'aborted');
     }
     this.admit();
     const { loops, chunkSize } = this.options;
+    let budget = this.options.maxStepTokens ?? Number.POSITIVE_INFINITY;
     const perStep = this.mode.loopsPerStep(loops);
     const rows: StepRow[] = [];
     const propagations: Propagation[] = [];
-    for (const state of this.running.values()) {
-      if (state.propagation) propagations.push(state.propagation);
-      state.propagation = undefined;
-      if (state.chunk.length === 0) {
-        const prompt = state.request.prompt;
-        state.chunk =
-          state.fed < prompt.length ? prompt.slice(state.fed, state.fed + chunkSize) : [state.last!];
-        state.loop = 0;
-        state.history = [];
-      }
+    const row = (state: Running): StepRow => {
       const emits = state.fed + state.chunk.length >= state.request.prompt.length;
       const readouts = Array.from(
         { length: perStep },
         (_, pass) => emits && this.exit.readsOut(state.loop + pass, loops),
       );
-      rows.push({ id: state.request.id, tokens: state.chunk, offset: state.fed, loop: state.loop, readouts });
+      budget -= state.chunk.length;
+      return { id: state.request.id, tokens: state.chunk, offset: state.fed, loop: state.loop, readouts };
+    };
+    // In flight: every row continues a row of the previous step with as many tokens, so these alone never
+    // exceed the budget that step kept to.
+    for (const state of this.running.values()) {
+      if (state.propagation) propagations.push(state.propagation);
+      state.propagation = undefined;
+      for (const completion of state.completions) {
+        budget -= completion.tokens.length;
+        rows.push({
+          id: state.request.id,
+          tokens: completion.tokens,
+          offset: completion.offset,
+          loop: completion.loop,
+          readouts: new Array<boolean>(perStep).fill(false),
+        });
+      }
+      if (state.chunk.length > 0) rows.push(row(state));
+    }
+    const start = (state: Running, chunk: readonly number[]) => {
+      state.chunk = chunk;
+      state.loop = 0;
+      state.history = [];
+      rows.push(row(state));
+    };
+    const idle = [...this.running.values()].filter((state) => state.chunk.length === 0);
+    for (const state of idle) {
+      if (budget < 1) break;
+      if (state.fed >= state.request.prompt.length) start(state, [state.last!]);
+    }
+    for (const state of idle) {
+      if (budget < 1) break;
+      const { prompt } = state.request;
+      if (state.fed < prompt.length && state.chunk.length === 0) {
+        start(state, prompt.slice(state.fed, state.fed + Math.min(chunkSize, budget)));
+      }
     }
     return { rows, loops: perStep, propagations };
   }
@@ -112,6 +179,12 @@ export class Scheduler {
     for (const row of plan.rows) {
       const state = this.running.get(row.id);
       if (!state) continue;
+      const completion = state.completions.find((c) => c.offset === row.offset);
+      if (completion) {
+        completion.loop += plan.loops;
+        if (completion.loop >= loops) state.completions.splice(state.completions.indexOf(completion), 1);
+        continue;
+      }
       state.loop += plan.loops;
       let exited = false;
       for (const readout of output.readouts.get(row.id) ?? []) {
@@ -124,11 +197,16 @@ export class Scheduler {
       }
       if (!exited && state.loop < loops) continue;
       const position = state.fed + state.chunk.length - 1;
+      const chunk = state.chunk;
       state.fed += state.chunk.length;
       state.chunk = [];
       if (state.fed < state.request.prompt.length) continue; // a prompt chunk that emits nothing
       // Loops this step ran past the exit (sequence-wise batching runs them all) have exact KV already.
-      if (exited && state.loop < loops) state.propagation = { id: row.id, position, fromLoop: state.loop };
+      if (exited && state.loop < loops) {
+        if (this.exitKV.propagates) state.propagation = { id: row.id, position, fromLoop: state.loop };
+        if (this.exitKV.completes)
+          state.completions.push({ tokens: chunk, offset: position, loop: state.loop });
+      }
       this.emit(state);
     }
   }
@@ -171,7 +249,9 @@ export class Scheduler {
         this.waiting.shift();
         request.onFinish(
           'error',
-          new RequestError(`request ${request.id} does not fit the KV pool: ${error.message}`),
+          new RequestError(`request ${request.id} does not fit the KV pool: ${error.message}`, {
+            cause: error,
+          }),
         );
         continue;
       }
@@ -186,6 +266,7 @@ export class Scheduler {
         emitted: 0,
         last: undefined,
         propagation: undefined,
+        completions: [],
       });
     }
   }

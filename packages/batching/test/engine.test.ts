@@ -63,6 +63,7 @@ describe('serving engine (wasm)', () => {
           kvBytes: 1 << 20,
           pageSize: int(2, 5),
           chunkSize: int(1, 8),
+          attention: trial % 2 === 0 ? 'paged' : 'gather', // both attention paths equal greedy
         });
         const requests = Array.from({ length: int(3, 6) }, () => ({
           prompt: Array.from({ length: int(1, 14) }, () => int(0, vocab - 1)),

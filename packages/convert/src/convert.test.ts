@@ -13,6 +13,7 @@ import {
   readAllTensors,
   smallGemma,
   smallLlama,
+  smallQwen3,
   tempDir,
   tokenIds,
 } from './test-support.js';
@@ -33,7 +34,12 @@ const FULL_RANK = 1_000;
 /** The seed of the biased Llama's weights: fresh per run, in the describe title. */
 const biasSeed = 1 + Math.floor(Math.random() * 1e6);
 
-for (const baseSpec of [smallLlama, smallGemma]) {
+/** The norms a relaxed conversion keeps per loop: those no projection absorbs (see convert.ts). */
+const expectedLoopNorms: Record<string, string[] | undefined> = {
+  qwen3: ['q_norm', 'k_norm'],
+};
+
+for (const baseSpec of [smallLlama, smallGemma, smallQwen3]) {
   // A fresh seed per run, so that the invariants are checked on new weights; in the title, so that every
   // failure of the block (the leak check of afterEach included) names it.
   const seed = 1 + Math.floor(Math.random() * 1e6);
@@ -85,6 +91,7 @@ for (const baseSpec of [smallLlama, smallGemma]) {
           expect(config.num_hidden_layers).toBe(6);
           expect(config.recursion.loops).toBe(loops);
           expect(config.recursion.lora_alpha).toBe(3);
+          expect(config.recursion.loop_norms).toEqual(expectedLoopNorms[spec.modelType]);
           const [qOut, hidden] = [
             spec.numAttentionHeads * (spec.headDim ?? spec.hiddenSize / spec.numAttentionHeads),
             spec.hiddenSize,
@@ -222,6 +229,7 @@ for (const baseSpec of [smallLlama, smallGemma]) {
       expect(exported.numLayers).toBe(6);
       const config = JSON.parse(await readFile(join(unrolled, 'config.json'), 'utf8'));
       expect(config.recursion).toBeUndefined();
+      expect(config.model_type).toBe(spec.modelType);
       expect(config.num_hidden_layers).toBe(6);
       const worst = maxAbsDifference(
         await logitsOf(relaxed, backend, tokens),

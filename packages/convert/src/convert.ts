@@ -8,12 +8,19 @@ import { resolve } from 'node:path';
 import {
   assertOutputApart,
   configLinearModules,
+  ConfigError,
+  checkLoopsRepeatLayerTypes,
   type InitMethod,
   type LinearModule,
   linearModules,
+  layerNorms,
   linearShapes,
+  type LoopNorm,
+  loopNormTensorName,
   loraTensorName,
+  type ModelConfig,
   moduleTensorName,
+  normTensorName,
   type RecursionConfig,
   recursionToJson,
   recursiveModelConfig,
@@ -50,7 +57,6 @@ import {
   checkDecoderTensors,
   decoderTensorShapes,
   type NormName,
-  normNames,
   openSource,
   type SourceModel,
 } from './source.js';
@@ -162,14 +168,33 @@ export interface ConversionResult {
   seconds: number;
 }
 
-/** The norm whose output each module reads (o and down read attention / FFN activations, no norm). */
-const normBefore: Partial<Record<LinearModule, NormName>> = {
-  q_proj: 'input_layernorm',
-  k_proj: 'input_layernorm',
-  v_proj: 'input_layernorm',
-  gate_proj: 'post_attention_layernorm',
-  up_proj: 'post_attention_layernorm',
-};
+/**
+ * The norm whose output each module reads (o and down read attention / FFN activations, no norm): its
+ * gains fold into the module's input columns. Gemma 2/3's MLP reads `pre_feedforward_layernorm`.
+ */
+function normBefore(config: ModelConfig): Partial<Record<LinearModule, NormName>> {
+  const mlpNorm: NormName = config.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm';
+  return {
+    q_proj: 'input_layernorm',
+    k_proj: 'input_layernorm',
+    v_proj: 'input_layernorm',
+    gate_proj: mlpNorm,
+    up_proj: mlpNorm,
+  };
+}
+
+/**
+ * The norms of a layer that no projection can absorb: q/k norms normalise a projection's output per
+ * head (RMSNorm is scale-invariant, so gains scaled into `q_proj`'s rows would be normalised away, and
+ * RoPE then mixes dimensions i and i + headDim/2), and Gemma's post-attention and post-feed-forward norms
+ * normalise the residual branch's output. A relaxed conversion that folds norms keeps these per loop.
+ */
+function unfoldableNorms(config: ModelConfig): LoopNorm[] {
+  const norms: LoopNorm[] = [];
+  if (config.qkNorm) norms.push('q_norm', 'k_norm');
+  if (config.sandwichNorms) norms.push('post_attention_layernorm', 'post_feedforward_layernorm');
+  return norms;
+}
 
 /**
  * Converts a pretrained model directory (Hugging Face layout, safetensors) into a recursive model with
@@ -238,6 +263,7 @@ export async function convertToRecursive(
     const maxRank = Math.max(...Object.values(loraRanks));
     const alpha = options.alpha ?? (maxRank > 0 ? maxRank : 1);
     const inits = sharedInits(layout, init, options.seed ?? 0);
+    const loopNorms = maxRank > 0 && (options.foldNorms ?? true) ? unfoldableNorms(config) : [];
     const recursion: RecursionConfig = {
       blockSize: layout.blockSize,
       loops: layout.loops,
@@ -247,7 +273,15 @@ export async function convertToRecursive(
       loraAlpha: alpha,
       storedLayers: layout.storedLayers.length,
       loraBias: maxRank > 0 && (options.loraBias ?? config.normType === 'layer'),
+      ...(loopNorms.length > 0 ? { loopNorms } : {}),
     };
+    // Effective depth i runs source layer keptLayers[i] (all of them unless subsampled).
+    const keptWindows = layout.keptLayers.map((layer) => config.layerWindows[layer]);
+    checkLayerTypes(
+      { layerWindows: keptWindows, numHiddenLayers: layout.effectiveLayers },
+      recursion,
+      source.configFile,
+    );
 
     // Everything the conversion reads is checked before anything is written.
     const sourceDtype = checkDecoderTensors(source, layout.keptLayers);
@@ -277,6 +311,14 @@ export async function convertToRecursive(
       {
         ...source.rawConfig,
         num_hidden_layers: layout.effectiveLayers,
+        // A subsampled model keeps its kept layers' types, written out: a family's rule (Gemma 2's
+        // alternation, say) applied to the new layer count would give other layers the window.
+        ...(layout.effectiveLayers !== layout.sourceLayers && keptWindows.some((w) => w !== undefined)
+          ? {
+              layer_types: keptWindows.map((w) => (w === undefined ? 'full_attention' : 'sliding_attention')),
+              sliding_window: keptWindows.find((w) => w !== undefined),
+            }
+          : {}),
         torch_dtype: torchDtypeNames[outputDtype],
       },
       {
@@ -321,6 +363,26 @@ export async function convertToRecursive(
     };
   } finally {
     await source.close();
+  }
+}
+
+/**
+ * Refuses a layout whose loops would not repeat the source's layer types (sliding or full attention):
+ * every effective depth that runs one stored layer must have the same window. Running a sliding layer's
+ * weights at a full depth (or the reverse) would not reproduce the original even at full rank.
+ */
+function checkLayerTypes(
+  config: Pick<ModelConfig, 'layerWindows' | 'numHiddenLayers'>,
+  recursion: RecursionConfig,
+  file: string,
+): void {
+  try {
+    checkLoopsRepeatLayerTypes(config, recursion, file);
+  } catch (cause) {
+    if (cause instanceof ConfigError) {
+      throw new InvalidOptionError('blockSize', cause.expected, recursion.blockSize);
+    }
+    throw cause;
   }
 }
 
@@ -468,36 +530,53 @@ function planLayer(
   const shapes = linearShapes(config);
   const foldNorms = options.foldNorms ?? true;
   const measure = options.measureError ?? true;
+  const norms = layerNorms(config);
+  const widthOf = (norm: NormName) => norms.find((entry) => entry.norm === norm)!.width;
   // Shared norms as stored, and each source layer's original norms: small, kept for the layer's modules.
   // LayerNorms (GPT-NeoX) also have a bias, `.bias` next to `.weight`; keyed here as `norm` / `norm.bias`.
   const normParts = config.normType === 'layer' ? (['weight', 'bias'] as const) : (['weight'] as const);
   const sharedNorms = new Map<string, Float32Array>();
   const originalNorms = new Map<string, Float32Array>();
   const originalNorm = async (layer: number, norm: NormName, part: 'weight' | 'bias' = 'weight') => {
-    const name = `model.layers.${layer}.${norm}.${part}`;
-    if (!originalNorms.has(name)) originalNorms.set(name, await source.readValues(name, [config.hiddenSize]));
+    const name = normTensorName(layer, norm).replace(/weight$/, part);
+    if (!originalNorms.has(name)) originalNorms.set(name, await source.readValues(name, [widthOf(norm)]));
     return originalNorms.get(name)!;
   };
 
-  const normEntries = normNames.flatMap((norm) =>
+  // Norms that no projection absorbs run per loop in a relaxed model: each loop's copy is its source layer's.
+  const loopNorms = shared ? (recursion.loopNorms ?? []) : [];
+  const normEntries: TensorPlanEntry[] = norms.flatMap(({ norm, width }) =>
     normParts.map((part) => ({
-      name: `model.layers.${index}.${norm}.${part}`,
+      name: normTensorName(index, norm).replace(/weight$/, part),
       dtype: outputDtype,
-      shape: [config.hiddenSize],
+      shape: [width],
     })),
   );
+  for (const norm of loopNorms) {
+    for (let loop = 0; loop < sources.length; loop++) {
+      normEntries.push({
+        name: loopNormTensorName(loop, index, norm),
+        dtype: outputDtype,
+        shape: [widthOf(norm)],
+      });
+    }
+  }
   stream.add(normEntries, async () => {
     const out = new Map<string, Uint8Array>();
-    for (const norm of normNames) {
+    for (const { norm, width } of norms) {
       for (const part of normParts) {
-        const values = await initialValues(
-          context,
-          init,
-          (layer) => `model.layers.${layer}.${norm}.${part}`,
-          [config.hiddenSize],
-        );
+        const nameOf = (layer: number) => normTensorName(layer, norm).replace(/weight$/, part);
+        const values = await initialValues(context, init, nameOf, [width]);
         sharedNorms.set(part === 'weight' ? norm : `${norm}.bias`, values.stored);
-        out.set(`model.layers.${index}.${norm}.${part}`, values.bytes);
+        out.set(nameOf(index), values.bytes);
+      }
+    }
+    for (const norm of loopNorms) {
+      for (const [loop, layer] of sources.entries()) {
+        out.set(
+          loopNormTensorName(loop, index, norm),
+          await source.readAs(normTensorName(layer, norm), outputDtype, [widthOf(norm)]),
+        );
       }
     }
     return out;
@@ -551,7 +630,7 @@ function planLayer(
       if (!shared || (rank === 0 && !measure)) return out;
 
       const group = stats[groupOf(module)];
-      const norm = normBefore[module];
+      const norm = normBefore(config)[module];
       for (const [loop, layer] of sources.entries()) {
         // The layer the shared weight was copied from, stored unrounded: no need to read it again.
         const storedUnchanged =

@@ -11,7 +11,11 @@ import {
   type EffectiveLayer,
   fuseQkvRows,
   type LinearModule,
+  layerNorms,
   layerSchedule,
+  type LoopNorm,
+  loopNormTensorName,
+  normTensorName,
   linearShapes,
   loraTensorName,
   moduleTensorName,
@@ -23,7 +27,7 @@ import { type Backend, sizeOf } from '@rrt/tensor';
 import { InvalidOptionError } from './errors.js';
 import { addLowRank, type FloatDType, isFloatDType, storeAs, torchDtypeNames } from './numeric.js';
 import { type TensorProgress, TensorStream, writeModelDirectory } from './output.js';
-import { addCopy, checkDecoderTensors, normNames, openSource } from './source.js';
+import { addCopy, checkDecoderTensors, openSource } from './source.js';
 
 /** Options of {@link exportUnrolled}. */
 export interface ExportOptions {
@@ -90,6 +94,10 @@ export async function exportUnrolled(
     const modules = configLinearModules(config);
     for (const step of schedule) {
       if (!step.shared) continue;
+      for (const norm of recursion.loopNorms ?? []) {
+        const width = norm === 'q_norm' || norm === 'k_norm' ? config.headDim : config.hiddenSize;
+        source.check(loopNormTensorName(step.loopIndex, step.blockLayer, norm), [width]);
+      }
       for (const module of modules) {
         const rank = recursion.loraRanks[module];
         if (rank === 0) continue;
@@ -155,10 +163,16 @@ export async function exportUnrolled(
     };
 
     for (const step of schedule) {
-      const { depth, blockLayer } = step;
-      for (const norm of normNames) {
+      const { depth, blockLayer, loopIndex } = step;
+      for (const { norm, width } of layerNorms(config)) {
+        // A norm kept per loop unrolls to that loop's copy; a shared one to the stored layer's.
+        const perLoop = step.shared && (recursion.loopNorms ?? []).includes(norm as LoopNorm);
+        const from = perLoop
+          ? loopNormTensorName(loopIndex, blockLayer, norm)
+          : normTensorName(blockLayer, norm);
+        // A LayerNorm's bias sits next to its weight.
         for (const part of normParts) {
-          copy(`model.layers.${blockLayer}.${norm}.${part}`, `model.layers.${depth}.${norm}.${part}`, hidden);
+          copy(from.replace(/weight$/, part), normTensorName(depth, norm).replace(/weight$/, part), [width]);
         }
       }
       for (const module of modules) {

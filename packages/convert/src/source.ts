@@ -10,10 +10,13 @@ import {
   type Checkpoint,
   ConfigError,
   configLinearModules,
+  type LayerNormName,
+  layerNorms,
   linearShapes,
   type ModelConfig,
   moduleTensorName,
   neoxCheckpointView,
+  normTensorName,
   openCheckpoint,
   type RawTensor,
   resolveConfig,
@@ -215,10 +218,13 @@ async function identify(file: string): Promise<FileIdentity> {
   return { size: info.size, mtimeMs: info.mtimeMs, ino: info.ino };
 }
 
-/** The two norms of a decoder layer (RMSNorms, or LayerNorms with a bias), in file order. */
+/**
+ * The two norms every decoder layer has (RMSNorms, or LayerNorms with a bias), in file order (see
+ * `layerNorms` for a config's full list).
+ */
 export const normNames = ['input_layernorm', 'post_attention_layernorm'] as const;
-/** One of {@link normNames}. */
-export type NormName = (typeof normNames)[number];
+/** A layer norm's Hugging Face name. */
+export type NormName = LayerNormName;
 
 /**
  * Every tensor a decoder made of the source layers `layers` reads, with its shape from the config:
@@ -242,9 +248,11 @@ export function decoderTensorShapes(
     tensors.set('lm_head.weight', [config.vocabSize, config.hiddenSize]);
   }
   for (const layer of layers) {
-    for (const norm of normNames) {
-      tensors.set(`model.layers.${layer}.${norm}.weight`, hidden);
-      if (normBiases) tensors.set(`model.layers.${layer}.${norm}.bias`, hidden);
+    for (const { norm, width } of layerNorms(config)) {
+      const weightName = normTensorName(layer, norm);
+      tensors.set(weightName, [width]);
+      // A LayerNorm's bias sits next to its weight.
+      if (normBiases) tensors.set(weightName.replace(/weight$/, 'bias'), [width]);
     }
     for (const module of configLinearModules(config)) {
       tensors.set(`${moduleTensorName(layer, module)}.weight`, shapes[module]);

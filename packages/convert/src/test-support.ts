@@ -44,6 +44,22 @@ export const smallGemma: SyntheticModelSpec = {
   layerSpecificity: 0.5,
 };
 
+/** A 6-layer Qwen3 (per-head q/k norms, head_dim 12 ≠ 32 / 4, GQA, untied head), float32. */
+export const smallQwen3: SyntheticModelSpec = {
+  modelType: 'qwen3',
+  vocabSize: 59,
+  hiddenSize: 32,
+  intermediateSize: 56,
+  numHiddenLayers: 6,
+  numAttentionHeads: 4,
+  numKeyValueHeads: 2,
+  headDim: 12,
+  tieWordEmbeddings: false,
+  dtype: 'F32',
+  seed: 13,
+  layerSpecificity: 0.5,
+};
+
 /** A fresh temporary directory. */
 export function tempDir(prefix: string): Promise<string> {
   return mkdtemp(join(tmpdir(), `rrt-convert-${prefix}-`));

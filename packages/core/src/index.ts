@@ -40,6 +40,7 @@ export {
   seededRandom,
 } from './generate/sampling.js';
 export {
+  checkLoopsRepeatLayerTypes,
   type HiddenActivation,
   type ModelConfig,
   type ModelFamily,
@@ -53,10 +54,12 @@ export {
 } from './model/config.js';
 export {
   Decoder,
+  type DecoderOptions,
   type ForwardOptions,
   type ForwardOutput,
   type LayerKV,
   type LoopOutput,
+  type LoRAMode,
   type RaggedRows,
   type RowSpan,
   type SpanLayer,
@@ -70,8 +73,10 @@ export {
   exitDepths,
   type InitMethod,
   type LinearModule,
+  type LoopNorm,
   layerSchedule,
   linearModules,
+  loopNormNames,
   type RecursionConfig,
   recursionToJson,
   resolveRecursion,
@@ -80,8 +85,13 @@ export {
 export {
   configLinearModules,
   type LayerLinears,
+  type LayerNormName,
   type LayerWeights,
+  layerNorms,
   type Linear,
+  type LoopNorms,
+  loopNormTensorName,
+  normTensorName,
   type LoRA,
   linearShapes,
   type LoadWeightsOptions,

@@ -80,6 +80,66 @@ const changes: FieldChange[] = [
     reference: { biases: [] },
   },
   {
+    model: 'mistral-window',
+    field: 'sliding_window 3 → null (full attention)',
+    hf: { sliding_window: null },
+    reference: { windows: undefined },
+  },
+  {
+    model: 'qwen2-window',
+    field: 'max_window_layers 1 → 2 (layer 1 attends fully)',
+    hf: { max_window_layers: 2 },
+    reference: { windows: [undefined, undefined, 5] },
+  },
+  {
+    model: 'qwen3-qknorm',
+    field: 'tie_word_embeddings false → true',
+    hf: { tie_word_embeddings: true },
+    reference: { tieWordEmbeddings: true },
+  },
+  {
+    model: 'gemma2-softcap',
+    field: 'attn_logit_softcapping 1.5 → null',
+    hf: { attn_logit_softcapping: null },
+    reference: { attnLogitSoftcapping: undefined },
+  },
+  {
+    model: 'gemma2-softcap',
+    field: 'final_logit_softcapping 4 → null',
+    hf: { final_logit_softcapping: null },
+    reference: { finalLogitSoftcapping: undefined },
+  },
+  {
+    model: 'gemma2-softcap',
+    field: 'query_pre_attn_scalar 20 → 3',
+    hf: { query_pre_attn_scalar: 3 },
+    reference: { queryPreAttnScalar: 3 },
+  },
+  {
+    model: 'gemma2-softcap',
+    field: 'layer_types: layer 1 local, layer 2 global',
+    hf: { layer_types: ['sliding_attention', 'sliding_attention', 'full_attention', 'full_attention'] },
+    reference: { windows: [4, 4, undefined, undefined] },
+  },
+  {
+    model: 'gemma3-local',
+    field: 'rope_local_base_freq 10000 → 7',
+    hf: { rope_local_base_freq: 7 },
+    reference: { localRopeTheta: 7 },
+  },
+  {
+    model: 'gemma3-local',
+    field: 'rope_scaling linear ×4 → none (the global layer only)',
+    hf: { rope_scaling: null },
+    reference: { ropeScalingFactor: 1 },
+  },
+  {
+    model: 'gemma3-local',
+    field: 'sliding_window 3 → 2',
+    hf: { sliding_window: 2 },
+    reference: { windows: [2, 2, undefined] },
+  },
+  {
     // Gemma's family: norms by 1 + w, embeddings by √d. The activation is kept (tanh-GELU either way).
     model: 'gemma-mqa',
     field: 'model_type gemma → llama (norms by w, no embedding scale)',

@@ -179,73 +179,82 @@ for (const kind of ['cpu', 'wasm'] as const) {
       await rm(workDir, { recursive: true, force: true });
     });
 
-    it('matches its unrolled float64 reference; spans at different loops in one layer call equal each sequence alone, bit for bit', async () => {
-      const seed = 1000 + Math.floor(Math.random() * 1e6);
-      const dir = join(workDir, `relaxed-${seed}`);
-      const { config, unrolled, blockSize } = await writeRelaxedNeoxModel(dir, seed);
-      const baseline = backend.numTensors();
-      const unused: string[] = [];
-      const model = await loadModel(dir, backend, { onUnusedTensor: (name) => unused.push(name) });
-      expect(unused).toEqual([]);
-      const tokens = [7, 5].map((count, s) => randomTokens(seed + s, count, config.vocabSize));
-      const alone: Float32Array[] = [];
-      for (const sequence of tokens) {
-        const ids = idsTensor(backend, [sequence]);
-        alone.push(await readAndDispose(backend, model.forward(ids).logits));
-        backend.dispose(ids);
-        const worst = worstRelativeError(alone.at(-1)!, neoxReferenceLogits(config, unrolled, sequence));
-        console.log(`relaxed neox ${kind} seed ${seed}: worst relative error ${worst.toExponential(2)}`);
-        expect(worst, `seed ${seed}`).toBeLessThanOrEqual(referenceTolerance);
-      }
-
-      // Sequence 1 runs one loop behind sequence 0: call j runs 0 at depth j and 1 at depth j − K, the
-      // same stored layer with another loop's LoRA (and LoRA bias), by segment.
-      const depths = model.schedule.length;
-      const logits = backend.tidy(() => {
-        const spans = tokens.map((t) => ({ batch: 1, length: t.length, offset: 0 }));
-        const rows = model.rows(spans);
-        const single = spans.map((span) => model.rows([span]));
-        const hidden: Tensor[] = tokens.map((t) =>
-          model.embed(backend.fromArray(Int32Array.from(t), [t.length], 'int32')),
-        );
-        for (let call = 0; call < depths + blockSize; call++) {
-          const active = [call, call - blockSize]
-            .map((depth, s) => ({ s, depth }))
-            .filter(({ depth }) => depth >= 0 && depth < depths);
-          if (active.length === 1) {
-            const { s, depth } = active[0]!;
-            hidden[s] = model.layer(hidden[s]!, single[s]!, [{ depth }]);
-            continue;
-          }
-          const out = model.layer(
-            backend.concat(hidden, 0),
-            rows,
-            active.map(({ depth }) => ({ depth })),
-          );
-          hidden[0] = backend.slice(out, [0, 0], [tokens[0]!.length, -1]);
-          hidden[1] = backend.slice(out, [tokens[0]!.length, 0], [-1, -1]);
+    // `masked` (the default: concatenated LoRAs under a row mask, the LoRA biases by a row selector) and
+    // `segment` (one product per run of spans) must both give each span what it gets alone.
+    it.each(['masked', 'segment'] as const)(
+      'matches its unrolled float64 reference; spans at different loops in one layer call equal each sequence alone, bit for bit (%s LoRA)',
+      async (loraMode) => {
+        const seed = 1000 + Math.floor(Math.random() * 1e6);
+        const dir = join(workDir, `relaxed-${seed}`);
+        const { config, unrolled, blockSize } = await writeRelaxedNeoxModel(dir, seed);
+        const baseline = backend.numTensors();
+        const unused: string[] = [];
+        const model = await loadModel(dir, backend, {
+          loraMode,
+          onUnusedTensor: (name) => unused.push(name),
+        });
+        expect(model.loraMode).toBe(loraMode);
+        expect(unused).toEqual([]);
+        const tokens = [7, 5].map((count, s) => randomTokens(seed + s, count, config.vocabSize));
+        const alone: Float32Array[] = [];
+        for (const sequence of tokens) {
+          const ids = idsTensor(backend, [sequence]);
+          alone.push(await readAndDispose(backend, model.forward(ids).logits));
+          backend.dispose(ids);
+          const worst = worstRelativeError(alone.at(-1)!, neoxReferenceLogits(config, unrolled, sequence));
+          console.log(`relaxed neox ${kind} seed ${seed}: worst relative error ${worst.toExponential(2)}`);
+          expect(worst, `seed ${seed}`).toBeLessThanOrEqual(referenceTolerance);
         }
-        return hidden.map((h) => model.readout(h));
-      });
-      for (const [s] of tokens.entries()) {
-        const values = await readAndDispose(backend, logits[s]!);
-        expect(maxAbsDifference(values, alone[s]!), `sequence ${s}, seed ${seed}`).toBe(0);
-      }
 
-      // Cached decoding of the relaxed model equals its recompute, bit for bit.
-      const cache = createKVCache(backend, { depths, capacity: tokens[0]!.length });
-      for (const [position, token] of tokens[0]!.entries()) {
-        const ids = idsTensor(backend, [[token]]);
-        const values = await readAndDispose(backend, model.forward(ids, { cache }).logits);
-        backend.dispose(ids);
-        expect(
-          maxAbsDifference(values, alone[0]!, position * config.vocabSize),
-          `seed ${seed} at ${position}`,
-        ).toBe(0);
-      }
-      cache.dispose();
-      model.dispose();
-      expect(backend.numTensors()).toBe(baseline);
-    });
+        // Sequence 1 runs one loop behind sequence 0: call j runs 0 at depth j and 1 at depth j − K, the
+        // same stored layer with another loop's LoRA (and LoRA bias), masked or by segment.
+        const depths = model.schedule.length;
+        const logits = backend.tidy(() => {
+          const spans = tokens.map((t) => ({ batch: 1, length: t.length, offset: 0 }));
+          const rows = model.rows(spans);
+          const single = spans.map((span) => model.rows([span]));
+          const hidden: Tensor[] = tokens.map((t) =>
+            model.embed(backend.fromArray(Int32Array.from(t), [t.length], 'int32')),
+          );
+          for (let call = 0; call < depths + blockSize; call++) {
+            const active = [call, call - blockSize]
+              .map((depth, s) => ({ s, depth }))
+              .filter(({ depth }) => depth >= 0 && depth < depths);
+            if (active.length === 1) {
+              const { s, depth } = active[0]!;
+              hidden[s] = model.layer(hidden[s]!, single[s]!, [{ depth }]);
+              continue;
+            }
+            const out = model.layer(
+              backend.concat(hidden, 0),
+              rows,
+              active.map(({ depth }) => ({ depth })),
+            );
+            hidden[0] = backend.slice(out, [0, 0], [tokens[0]!.length, -1]);
+            hidden[1] = backend.slice(out, [tokens[0]!.length, 0], [-1, -1]);
+          }
+          return hidden.map((h) => model.readout(h));
+        });
+        for (const [s] of tokens.entries()) {
+          const values = await readAndDispose(backend, logits[s]!);
+          expect(maxAbsDifference(values, alone[s]!), `sequence ${s}, seed ${seed}`).toBe(0);
+        }
+
+        // Cached decoding of the relaxed model equals its recompute, bit for bit.
+        const cache = createKVCache(backend, { depths, capacity: tokens[0]!.length });
+        for (const [position, token] of tokens[0]!.entries()) {
+          const ids = idsTensor(backend, [[token]]);
+          const values = await readAndDispose(backend, model.forward(ids, { cache }).logits);
+          backend.dispose(ids);
+          expect(
+            maxAbsDifference(values, alone[0]!, position * config.vocabSize),
+            `seed ${seed} at ${position}`,
+          ).toBe(0);
+        }
+        cache.dispose();
+        model.dispose();
+        expect(backend.numTensors()).toBe(baseline);
+      },
+    );
   });
 }

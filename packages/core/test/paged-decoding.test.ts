@@ -1,7 +1,8 @@
 /**
  * Decoding through `@rrt/kv-cache`'s paged cache with the step API, on a relaxed recursive model (K = 2,
  * L = 3, a LoRA per loop): every loop's readout of every position equals `Decoder.forward`'s full
- * recompute of that loop, bit for bit, while two sequences interleave their pages. A cache keyed by block
+ * recompute of that loop, bit for bit, while two sequences interleave their pages, through either attention
+ * path (`Backend.pagedAttention` on the pool, or the gathered copy). A cache keyed by block
  * layer instead of effective depth (each loop overwriting the previous loop's entries, the axolotl port's
  * bug) is run through the same steps and must not match.
  */
@@ -118,22 +119,27 @@ describe('paged per-loop decoding (wasm)', () => {
     const { numKeyValueHeads: kvHeads, headDim } = model.config;
     const depths = model.schedule.length;
 
-    const paged = createPagedKVCache(backend, {
-      depths,
-      blockSize,
-      kvHeads,
-      headDim,
-      pageSize: 3,
-      bytes: 8 * 2 * 4 * depths * 3 * kvHeads * headDim, // 8 pages: the 4 + 3 needed and room to spare
-    });
-    const sequences = tokens.map(() => paged.open());
-    const exact = await decode(model, tokens, (s, depth) => sequences[s]!.layer(depth));
-    expect(sequences.map((sequence) => sequence.blockTable.length)).toEqual([4, 3]);
-    expect(paged.usedBytes()).toBe(7 * paged.pageBytes);
-    expect(await worstPerLoop(model, tokens, exact), `seed ${seed}`).toEqual([0, 0, 0]);
-    for (const sequence of sequences) sequence.free();
-    expect(paged.usedBytes()).toBe(0);
-    paged.dispose();
+    // Both attention paths: the paged kernel reading the pool by block table, and the gathered copy.
+    for (const attention of ['paged', 'gather'] as const) {
+      const paged = createPagedKVCache(backend, {
+        depths,
+        blockSize,
+        kvHeads,
+        headDim,
+        pageSize: 3,
+        bytes: 8 * 2 * 4 * depths * 3 * kvHeads * headDim, // 8 pages: the 4 + 3 needed and room to spare
+        attention,
+      });
+      const sequences = tokens.map(() => paged.open());
+      expect(sequences[0]!.layer(0).appendSlots === undefined, attention).toBe(attention === 'gather');
+      const exact = await decode(model, tokens, (s, depth) => sequences[s]!.layer(depth));
+      expect(sequences.map((sequence) => sequence.blockTable.length)).toEqual([4, 3]);
+      expect(paged.usedBytes()).toBe(7 * paged.pageBytes);
+      expect(await worstPerLoop(model, tokens, exact), `${attention}, seed ${seed}`).toEqual([0, 0, 0]);
+      for (const sequence of sequences) sequence.free();
+      expect(paged.usedBytes()).toBe(0);
+      paged.dispose();
+    }
 
     // Keyed by block layer: loop ℓ > 0 rewrites the positions loop 0 just wrote.
     const byBlock = tokens.map(() => createKVCache(backend, { depths: blockSize, capacity: 16 }));

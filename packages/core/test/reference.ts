@@ -6,6 +6,7 @@
 
 /** What the reference needs to know about a model (Hugging Face field meanings). */
 export interface ReferenceConfig {
+  /** `gemma`: norms by `1 + w`, embeddings by √hidden, tanh-GELU (Gemma 1, 2 and 3). */
   family: 'llama' | 'gemma';
   vocabSize: number;
   hiddenSize: number;
@@ -29,6 +30,23 @@ export interface ReferenceConfig {
   hiddenAct?: 'silu' | 'gelu_tanh';
   /** Linear modules with a bias, by Hugging Face module name (`q_proj`, …, `down_proj`). */
   biases: readonly string[];
+  /** Qwen3 / Gemma 3: RMSNorm of each query and key head (`self_attn.q_norm`, `k_norm`, `[headDim]`). */
+  qkNorm?: boolean;
+  /**
+   * Gemma 2 / 3: `post_attention_layernorm` on the attention output, `pre_feedforward_layernorm` before
+   * and `post_feedforward_layernorm` after the MLP.
+   */
+  sandwichNorms?: boolean;
+  /** Gemma 2 / 3: scores scaled by `queryPreAttnScalar^−½` instead of `headDim^−½`. */
+  queryPreAttnScalar?: number;
+  /** Gemma 2: `cap·tanh(score/cap)` on the scaled scores. */
+  attnLogitSoftcapping?: number;
+  /** Gemma 2: `cap·tanh(logit/cap)` on the output logits. */
+  finalLogitSoftcapping?: number;
+  /** Sliding window of each layer (`undefined` or absent: full): position p sees keys j with p − j < window. */
+  windows?: readonly (number | undefined)[];
+  /** Gemma 3: RoPE base of the sliding layers, which run it without `ropeScalingFactor`. */
+  localRopeTheta?: number;
 }
 
 /** Float64 weights of an unrolled (vanilla) model, keyed by Hugging Face tensor name, row-major. */
@@ -62,9 +80,16 @@ export function referenceLogits(
     const prefix = `model.layers.${layer}`;
     const attnNorm = get(`${prefix}.input_layernorm.weight`);
     const normed = hidden.map((row) => rmsNorm(row, attnNorm, config));
-    const attended = attention(config, weights, prefix, normed);
+    let attended = attention(config, weights, prefix, normed, layer);
+    if (config.sandwichNorms) {
+      const outNorm = get(`${prefix}.post_attention_layernorm.weight`);
+      attended = attended.map((row) => rmsNorm(row, outNorm, config));
+    }
     hidden = hidden.map((row, t) => row.map((value, i) => value + attended[t]![i]!));
-    const mlpNorm = get(`${prefix}.post_attention_layernorm.weight`);
+    const mlpNorm = get(
+      `${prefix}.${config.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`,
+    );
+    const mlpOutNorm = config.sandwichNorms ? get(`${prefix}.post_feedforward_layernorm.weight`) : undefined;
     hidden = hidden.map((row) => {
       const x = rmsNorm(row, mlpNorm, config);
       const mlpBias = (name: string) =>
@@ -78,13 +103,18 @@ export function referenceLogits(
         mlpBias('up_proj'),
       );
       const act = gate.map((g, i) => (gelu ? geluTanh(g) : g / (1 + Math.exp(-g))) * up[i]!);
-      const down = addBias(linear(act, get(`${prefix}.mlp.down_proj.weight`), d), mlpBias('down_proj'));
+      let down = addBias(linear(act, get(`${prefix}.mlp.down_proj.weight`), d), mlpBias('down_proj'));
+      if (mlpOutNorm) down = rmsNorm(down, mlpOutNorm, config);
       return row.map((value, i) => value + down[i]!);
     });
   }
   const finalNorm = get('model.norm.weight');
   const head = config.tieWordEmbeddings ? embed : get('lm_head.weight');
-  return hidden.map((row) => Array.from(linear(rmsNorm(row, finalNorm, config), head, config.vocabSize)));
+  const cap = config.finalLogitSoftcapping;
+  return hidden.map((row) => {
+    const logits = Array.from(linear(rmsNorm(row, finalNorm, config), head, config.vocabSize));
+    return cap === undefined ? logits : logits.map((logit) => cap * Math.tanh(logit / cap));
+  });
 }
 
 function attention(
@@ -92,35 +122,66 @@ function attention(
   weights: ReferenceWeights,
   prefix: string,
   xs: Float64Array[],
+  layer: number,
 ): Float64Array[] {
   const { numAttentionHeads: heads, numKeyValueHeads: kvHeads, headDim } = config;
   const w = (name: string) => weights.get(`${prefix}.self_attn.${name}.weight`)!;
   const b = (name: string) =>
     config.biases.includes(name) ? weights.get(`${prefix}.self_attn.${name}.bias`) : undefined;
+  const window = config.windows?.[layer];
+  // Gemma 3's sliding layers rotate by their own base, unscaled.
+  const ropeConfig =
+    window !== undefined && config.localRopeTheta !== undefined
+      ? { ...config, ropeTheta: config.localRopeTheta, ropeScalingFactor: 1, llama3Rope: undefined }
+      : config;
+  // Per-head RMSNorm (Qwen3, Gemma 3): each head's headDim slice normalised with the same weight.
+  const headNorm = (x: Float64Array, count: number, name: string): Float64Array => {
+    if (!config.qkNorm) return x;
+    const weight = w(name);
+    const out = new Float64Array(x.length);
+    for (let h = 0; h < count; h++)
+      out.set(rmsNorm(x.subarray(h * headDim, (h + 1) * headDim), weight, config), h * headDim);
+    return out;
+  };
   const q = xs.map((x, t) =>
-    rope(addBias(linear(x, w('q_proj'), heads * headDim), b('q_proj')), t, heads, config),
+    rope(
+      headNorm(addBias(linear(x, w('q_proj'), heads * headDim), b('q_proj')), heads, 'q_norm'),
+      t,
+      heads,
+      ropeConfig,
+    ),
   );
   const k = xs.map((x, t) =>
-    rope(addBias(linear(x, w('k_proj'), kvHeads * headDim), b('k_proj')), t, kvHeads, config),
+    rope(
+      headNorm(addBias(linear(x, w('k_proj'), kvHeads * headDim), b('k_proj')), kvHeads, 'k_norm'),
+      t,
+      kvHeads,
+      ropeConfig,
+    ),
   );
   const v = xs.map((x) => addBias(linear(x, w('v_proj'), kvHeads * headDim), b('v_proj')));
   const perKvHead = heads / kvHeads;
+  const scale = 1 / Math.sqrt(config.queryPreAttnScalar ?? headDim);
+  const cap = config.attnLogitSoftcapping;
   return xs.map((_, t) => {
     const out = new Float64Array(heads * headDim);
+    // Keys s ≤ t, and within a window only those with t − s < window.
+    const first = window === undefined ? 0 : Math.max(0, t - window + 1);
     for (let h = 0; h < heads; h++) {
       const kvh = Math.floor(h / perKvHead);
       const scores: number[] = [];
-      for (let s = 0; s <= t; s++) {
+      for (let s = first; s <= t; s++) {
         let dot = 0;
         for (let i = 0; i < headDim; i++) dot += q[t]![h * headDim + i]! * k[s]![kvh * headDim + i]!;
-        scores.push(dot / Math.sqrt(headDim));
+        const score = dot * scale;
+        scores.push(cap === undefined ? score : cap * Math.tanh(score / cap));
       }
       const max = Math.max(...scores);
       const exps = scores.map((score) => Math.exp(score - max));
       const total = exps.reduce((sum, e) => sum + e, 0);
-      for (let s = 0; s <= t; s++) {
+      for (let s = first; s <= t; s++) {
         for (let i = 0; i < headDim; i++)
-          out[h * headDim + i]! += (exps[s]! / total) * v[s]![kvh * headDim + i]!;
+          out[h * headDim + i]! += (exps[s - first]! / total) * v[s]![kvh * headDim + i]!;
       }
     }
     return addBias(linear(out, w('o_proj'), config.hiddenSize), b('o_proj'));
@@ -223,6 +284,14 @@ export function referenceTensorShapes(config: ReferenceConfig): Map<string, numb
     }
     shapes.set(`model.layers.${layer}.input_layernorm.weight`, [d]);
     shapes.set(`model.layers.${layer}.post_attention_layernorm.weight`, [d]);
+    if (config.sandwichNorms) {
+      shapes.set(`model.layers.${layer}.pre_feedforward_layernorm.weight`, [d]);
+      shapes.set(`model.layers.${layer}.post_feedforward_layernorm.weight`, [d]);
+    }
+    if (config.qkNorm) {
+      shapes.set(`model.layers.${layer}.self_attn.q_norm.weight`, [headDim]);
+      shapes.set(`model.layers.${layer}.self_attn.k_norm.weight`, [headDim]);
+    }
   }
   shapes.set('model.norm.weight', [d]);
   if (!config.tieWordEmbeddings) shapes.set('lm_head.weight', [config.vocabSize, d]);

@@ -10,8 +10,10 @@ export { type KeyValues, LayerKVCache } from './layer-cache.js';
 export {
   createPagedKVCache,
   type KVSharing,
+  type PagedAttentionPath,
   PagedKVCache,
   type PagedKVCacheOptions,
+  type PagedKeyValues,
   PagedLayer,
   PagedSequence,
 } from './paged-cache.js';

@@ -9,6 +9,35 @@ import type { KeyValues } from './layer-cache.js';
  */
 export type KVSharing = 'per-loop' | 'recursive';
 
+/**
+ * How a decoder's attention reads a paged sequence's history: `paged` straight from the pool by block
+ * table ({@link PagedLayer.appendSlots}, `Backend.pagedAttention`, one call for all spans of a layer);
+ * `gather` through {@link PagedLayer.updateAndFetch}'s gathered copy (the earlier path, kept to measure
+ * against).
+ */
+export type PagedAttentionPath = 'paged' | 'gather';
+
+/**
+ * What {@link PagedLayer.appendSlots} returns: where a sequence's new keys and values at one depth go and
+ * where its history lives, for `Backend.pagedAttention` (nothing copied; the pools belong to the cache).
+ */
+export interface PagedKeyValues {
+  /**
+   * Rows of the pools (seen as `[depths·pages·pageSize, kvHeads, headDim]`) that the new positions'
+   * keys and values must be written to with `Backend.writeRows`, in position order; empty when this depth
+   * writes nothing (a loop > 0 under `recursive` sharing).
+   */
+  writeRows: Int32Array;
+  /** The keys of every stored depth, `[depths·pages, pageSize, kvHeads, headDim]` (one tensor for all). */
+  keyPool: Tensor;
+  /** The values, laid out as {@link keyPool}. */
+  valuePool: Tensor;
+  /** Block table at this depth: pool pages of positions `0…`, `⌈length / pageSize⌉` of them. */
+  pages: readonly number[];
+  /** Positions filled at this depth. */
+  length: number;
+}
+
 /** Options of {@link createPagedKVCache}. */
 export interface PagedKVCacheOptions {
   /** Effective depths of the model (`loops × blockSize` for `cycle`). */
@@ -25,17 +54,21 @@ export interface PagedKVCacheOptions {
   bytes: number;
   /** Default `per-loop`. */
   sharing?: KVSharing;
+  /** How attention reads the history (default `paged`); see {@link PagedAttentionPath}. */
+  attention?: PagedAttentionPath;
 }
 
 /**
- * A paged KV cache for many sequences: one pool per stored depth, `[pages, pageSize, kvHeads, headDim]`
- * for keys and the same for values, allocated once; each sequence holds a block table of page ids, the
- * same ids at every depth, and its own filled length per depth (tokens that exit early fill fewer).
- * Appends write into the pools in place ({@link Backend.writeRows}).
+ * A paged KV cache for many sequences: `pages` pages per stored depth, allocated once, all depths in one
+ * key pool `[depths·pages, pageSize, kvHeads, headDim]` and one value pool (depth `d`'s page `p` is pool
+ * page `d·pages + p`); each sequence holds a block table of page ids, the same ids at every depth, and
+ * its own filled length per depth (tokens that exit early fill fewer). Appends write into the pools in
+ * place ({@link Backend.writeRows}).
  *
- * NOTE: attention reads a sequence's history as `[1, pages·pageSize, kvHeads, headDim]`, gathered from its
- * pages at every call: a copy of that sequence's history at that depth per step (no paged attention
- * kernel exists in the backend yet).
+ * NOTE: one pool for every depth lets a serving step's spans, which run at different loops and so at
+ * different depths, attend in one `Backend.pagedAttention` call per layer. With `attention: 'gather'`
+ * a sequence's history is instead gathered into `[1, pages·pageSize, kvHeads, headDim]` at every call: a
+ * copy of that sequence's history at that depth per step.
  */
 export class PagedKVCache {
   /** Pages in the pool. */
@@ -44,8 +77,8 @@ export class PagedKVCache {
   readonly pageBytes: number;
   /** Whether loops keep their own entries. */
   readonly sharing: KVSharing;
-  private readonly keys: Tensor[];
-  private readonly values: Tensor[];
+  private keys: Tensor | undefined;
+  private values: Tensor | undefined;
   private readonly freePages: number[];
   private readonly sequences = new Set<PagedSequence>();
 
@@ -66,9 +99,9 @@ export class PagedKVCache {
     if (this.pages < 1) {
       throw new KVCapacityError(`a KV budget of ${bytes} bytes holds no page of ${this.pageBytes} bytes`);
     }
-    const shape = [this.pages, pageSize, kvHeads, headDim];
-    this.keys = Array.from({ length: stored }, () => backend.keep(backend.fill(shape, 0)));
-    this.values = Array.from({ length: stored }, () => backend.keep(backend.fill(shape, 0)));
+    const shape = [stored * this.pages, pageSize, kvHeads, headDim];
+    this.keys = backend.keep(backend.fill(shape, 0));
+    this.values = backend.keep(backend.fill(shape, 0));
     this.freePages = Array.from({ length: this.pages }, (_, page) => this.pages - 1 - page);
   }
 
@@ -106,9 +139,10 @@ export class PagedKVCache {
 
   /** Frees the pools; every sequence becomes unusable. */
   dispose(): void {
-    this.backend.dispose([...this.keys, ...this.values]);
-    this.keys.length = 0;
-    this.values.length = 0;
+    if (this.keys) this.backend.dispose(this.keys);
+    if (this.values) this.backend.dispose(this.values);
+    this.keys = undefined;
+    this.values = undefined;
     this.sequences.clear();
   }
 
@@ -134,13 +168,14 @@ export class PagedKVCache {
     this.sequences.delete(sequence);
   }
 
-  /** @internal */
-  pool(depth: number): { keys: Tensor; values: Tensor } {
-    const stored = this.storedDepth(depth);
-    const keys = this.keys[stored];
-    const values = this.values[stored];
-    if (!keys || !values) throw new KVCacheError(`depth ${depth} is outside 0…${this.options.depths - 1}`);
-    return { keys, values };
+  /** @internal the pools and the first pool page of `depth`. */
+  pool(depth: number): { keys: Tensor; values: Tensor; firstPage: number } {
+    const { keys, values } = this;
+    if (!keys || !values) throw new KVCacheError('this paged KV cache was disposed');
+    if (depth < 0 || depth >= this.options.depths) {
+      throw new KVCacheError(`depth ${depth} is outside 0…${this.options.depths - 1}`);
+    }
+    return { keys, values, firstPage: this.storedDepth(depth) * this.pages };
   }
 }
 
@@ -212,12 +247,50 @@ export class PagedSequence {
 
 /** One (sequence, effective depth) of a {@link PagedKVCache}, in the shape a decoder layer uses. */
 export class PagedLayer {
+  /**
+   * Takes the next `newLength` positions of this depth (pages as needed) and returns the pool rows the
+   * caller must write their keys and values to (`writeRows`, before anything reads them), the pools,
+   * this depth's block table and the filled length, the new positions included: for a decoder that
+   * writes every sequence's rows in one `Backend.writeRows` and attends with `Backend.pagedAttention`.
+   * Absent when the cache was made with `attention: 'gather'`, so that a decoder takes the gathered path.
+   */
+  readonly appendSlots?: (newLength: number) => PagedKeyValues;
+
   constructor(
     private readonly cache: PagedKVCache,
     private readonly sequence: PagedSequence,
     /** Effective depth. */
     readonly depth: number,
-  ) {}
+  ) {
+    if ((cache.options.attention ?? 'paged') === 'paged') {
+      this.appendSlots = (newLength) => this.slots(newLength);
+    }
+  }
+
+  /** The positions of {@link appendSlots}. */
+  private slots(newLength: number): PagedKeyValues {
+    const { cache, sequence, depth } = this;
+    const writes = cache.storedDepth(depth) === depth;
+    const pool = cache.pool(depth);
+    const { pageSize } = cache.options;
+    let length = sequence.length(depth);
+    let writeRows = new Int32Array(0);
+    if (writes) {
+      sequence.reserve(length + newLength);
+      writeRows = new Int32Array(newLength);
+      for (let t = 0; t < newLength; t++) {
+        const position = length + t;
+        const page = pool.firstPage + sequence.blockTable[Math.floor(position / pageSize)]!;
+        writeRows[t] = page * pageSize + (position % pageSize);
+      }
+      length += newLength;
+      sequence.setLength(depth, length);
+    }
+    const pages = sequence.blockTable
+      .slice(0, Math.ceil(length / pageSize))
+      .map((page) => pool.firstPage + page);
+    return { writeRows, keyPool: pool.keys, valuePool: pool.values, pages, length };
+  }
 
   /**
    * Appends `keys`/`values` `[1, T, kvHeads, headDim]` at the next positions of this depth (taking pages
@@ -226,33 +299,27 @@ export class PagedLayer {
    * nothing and reads loop 0's entries.
    */
   updateAndFetch(keys: Tensor, values: Tensor): KeyValues {
-    const { cache, sequence, depth } = this;
-    const { backend } = cache;
+    const { backend, options } = this.cache;
     const [batch, newLength, kvHeads, headDim] = keys.shape as [number, number, number, number];
     if (batch !== 1) throw new KVCacheError(`a paged sequence takes keys [1, T, …]; got [${keys.shape}]`);
-    const writes = cache.storedDepth(depth) === depth;
-    const pool = cache.pool(depth);
-    let length = sequence.length(depth);
-    if (writes) {
-      const { pageSize } = cache.options;
-      sequence.reserve(length + newLength);
-      const indices = new Int32Array(newLength);
-      for (let t = 0; t < newLength; t++) {
-        const position = length + t;
-        indices[t] = sequence.blockTable[Math.floor(position / pageSize)]! * pageSize + (position % pageSize);
-      }
-      backend.writeRows(pool.keys, indices, keys);
-      backend.writeRows(pool.values, indices, values);
-      length += newLength;
-      sequence.setLength(depth, length);
+    const { writeRows, keyPool, valuePool, pages, length } = this.slots(newLength);
+    if (writeRows.length > 0) {
+      backend.writeRows(keyPool, writeRows, keys);
+      backend.writeRows(valuePool, writeRows, values);
     }
-    const pages = Math.ceil(length / cache.options.pageSize);
-    const table = backend.fromArray(Int32Array.from(sequence.blockTable.slice(0, pages)), [pages], 'int32');
-    const view = (pooled: Tensor) =>
-      backend.reshape(backend.gather(pooled, table), [1, pages * cache.options.pageSize, kvHeads, headDim]);
-    const result = { keys: view(pool.keys), values: view(pool.values), length };
-    backend.dispose(table);
-    return result;
+    // In a scope: the gather's result under the reshape is freed even when the caller has no tidy.
+    const gathered = backend.tidy(() => {
+      const table = backend.fromArray(Int32Array.from(pages), [pages.length], 'int32');
+      const view = (pooled: Tensor) =>
+        backend.reshape(backend.gather(pooled, table), [
+          1,
+          pages.length * options.pageSize,
+          kvHeads,
+          headDim,
+        ]);
+      return { keys: view(keyPool), values: view(valuePool) };
+    });
+    return { keys: gathered['keys']!, values: gathered['values']!, length };
   }
 }
 

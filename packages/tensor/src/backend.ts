@@ -88,7 +88,42 @@ export interface AttentionOptions {
    * buffer passes its filled length). Default: all of them.
    */
   keyLength?: number;
+  /**
+   * Sliding window: query `t` (at position `p = queryOffset + t`) sees only the keys `j` with
+   * `p − window < j ≤ p`, the last `window` positions itself included (Hugging Face's
+   * `kv_idx > q_idx − sliding_window`). Default: no window (every earlier key).
+   */
+  window?: number;
+  /**
+   * Soft-capping of the scaled scores before the mask and softmax (Gemma 2's `attn_logit_softcapping`):
+   * `softCap · tanh(scale·q·k / softCap)`. Default: none.
+   */
+  softCap?: number;
 }
+
+/**
+ * One span of a {@link Backend.pagedAttention} call: `rows` consecutive query rows of one sequence, at
+ * positions `queryOffset …`, reading that sequence's keys and values through its block table.
+ */
+export interface PagedAttentionSpan {
+  /** Query rows of the span (consecutive along the queries' `M` axis, spans in order). */
+  rows: number;
+  /** Position of the span's first query: query row `t` sees keys `0 … queryOffset + t` (causal). */
+  queryOffset: number;
+  /** Keys `0 … keyLength − 1` of the sequence are filled and may be read (at least 1). */
+  keyLength: number;
+  /**
+   * Block table: `pages[p]` is the pool page that holds positions `p·pageSize … (p+1)·pageSize − 1`, in
+   * any order of page ids; at least `⌈keyLength / pageSize⌉` entries (more are ignored).
+   */
+  pages: readonly number[];
+}
+
+/**
+ * Options of {@link Backend.pagedAttention}: those of {@link AttentionOptions} that apply to every span
+ * (each span carries its own `queryOffset` and `keyLength`).
+ */
+export type PagedAttentionOptions = Omit<AttentionOptions, 'queryOffset' | 'keyLength'>;
 
 /** The activation of a gated linear unit ({@link Backend.gatedActivation}). */
 export type GateActivation = 'silu' | 'gelu-tanh';
@@ -215,13 +250,34 @@ export interface Backend {
    * Causal scaled dot-product attention with grouped-query heads, in the layout projections produce:
    * `queries: [B, T, H, D]`, `keys` and `values: [B, S, kvH, D]` (`H` a multiple of `kvH`; query head `h`
    * reads key/value head `⌊h·kvH/H⌋`) → `[B, T, H, D]`. Row `(b, t, h)` is
-   * `softmax(scale · q·kⱼ over j ≤ min(queryOffset + t, keyLength − 1)) · v`.
+   * `softmax(scale · q·kⱼ over j ≤ min(queryOffset + t, keyLength − 1)) · v`, with `window` only the
+   * keys `j > queryOffset + t − window`, with `softCap` the scores capped first.
    *
    * NOTE: each output row depends only on its own query and the keys it sees, so a token decoded against
    * a cache gets the same value as in a full recompute (fused implementations are asserted bit-exact
    * that way in the decoder tests on wasm).
    */
   attention(queries: Tensor, keys: Tensor, values: Tensor, options: AttentionOptions): Tensor;
+  /**
+   * {@link Backend.attention} for a ragged batch of spans read straight from a paged KV pool, in one call
+   * and without copying any history: `queries: [1, M, H, D]` (the rows of every span, in span order,
+   * `M = Σ rows`), `keyPool` and `valuePool: [pages, pageSize, kvH, D]` → `[1, M, H, D]`. Key position
+   * `j` of a span lives at page `span.pages[⌊j / pageSize⌋]`, slot `j mod pageSize`. Row `t` of a span is
+   * exactly what {@link Backend.attention} gives for that span's queries against its pages gathered in
+   * table order, with the span's `queryOffset` and `keyLength` (the composite in `composite.ts` is that
+   * definition).
+   *
+   * NOTE: a serving step attends every sequence's rows in one dispatch per layer; the fused kernels read
+   * the pools by page and compute each row in the same order as `attention` does, so decoding through
+   * the paged op gets the same values as through a contiguous cache (asserted bit-exact on cpu and wasm).
+   */
+  pagedAttention(
+    queries: Tensor,
+    keyPool: Tensor,
+    valuePool: Tensor,
+    spans: readonly PagedAttentionSpan[],
+    options: PagedAttentionOptions,
+  ): Tensor;
   /**
    * Gated linear unit of the feed-forward network: `activation(gate) · up`, elementwise, same shapes
    * (SwiGLU for `"silu"`, GeGLU with the tanh GELU for `"gelu-tanh"`).

@@ -5,7 +5,14 @@
  *
  * @module
  */
-import type { AttentionOptions, Backend, GateActivation, Tensor } from './backend.js';
+import type {
+  AttentionOptions,
+  Backend,
+  GateActivation,
+  PagedAttentionOptions,
+  PagedAttentionSpan,
+  Tensor,
+} from './backend.js';
 
 /**
  * {@link compositeAttention} runs over key lengths padded to a multiple of this, with the padding masked
@@ -51,10 +58,14 @@ export function compositeAttention(
       headDim,
     ]);
     let scores = b.matmul(grouped, allKeys, { transposeB: true }); // [B, kvH, G·T, S]
-    if (padded !== keyLength || options.queryOffset < keyLength - 1) {
+    const cap = options.softCap;
+    if (cap !== undefined) scores = b.mul(b.tanh(b.div(scores, cap)), cap);
+    const window = options.window;
+    const windowed = window !== undefined && options.queryOffset + length - window >= 0;
+    if (padded !== keyLength || options.queryOffset < keyLength - 1 || windowed) {
       scores = b.add(
         b.reshape(scores, [batch, kvHeads, groups, length, padded]),
-        attentionMask(b, length, padded, keyLength, options.queryOffset),
+        attentionMask(b, length, padded, keyLength, options.queryOffset, window),
       );
       scores = b.reshape(scores, [batch, kvHeads, groups * length, padded]);
     }
@@ -63,18 +74,62 @@ export function compositeAttention(
   });
 }
 
-/** Additive mask `[T, S]`: 0 where key `j ≤ min(offset + i, keyLength − 1)`, −∞ elsewhere. */
+/**
+ * {@link Backend.pagedAttention} by its definition: for each span, its pages gathered in table order
+ * into `[1, pages·pageSize, kvH, D]` (a copy of its history) and {@link Backend.attention} over them;
+ * the spans' outputs joined along the rows. The reference the fused paged kernels are checked against,
+ * and what a backend without one runs.
+ */
+export function compositePagedAttention(
+  b: Backend,
+  queries: Tensor,
+  keyPool: Tensor,
+  valuePool: Tensor,
+  spans: readonly PagedAttentionSpan[],
+  options: PagedAttentionOptions,
+): Tensor {
+  const [, , heads, headDim] = queries.shape as [number, number, number, number];
+  const [, pageSize, kvHeads] = keyPool.shape as [number, number, number, number];
+  return b.tidy(() => {
+    let start = 0;
+    const outputs = spans.map((span) => {
+      const pages = Math.ceil(span.keyLength / pageSize);
+      const table = b.fromArray(Int32Array.from(span.pages.slice(0, pages)), [pages], 'int32');
+      const history = (pool: Tensor) =>
+        b.reshape(b.gather(pool, table), [1, pages * pageSize, kvHeads, headDim]);
+      const spanQueries =
+        spans.length === 1 ? queries : b.slice(queries, [0, start, 0, 0], [1, span.rows, heads, headDim]);
+      start += span.rows;
+      return b.attention(spanQueries, history(keyPool), history(valuePool), {
+        ...options,
+        queryOffset: span.queryOffset,
+        keyLength: span.keyLength,
+      });
+    });
+    return outputs.length === 1 ? outputs[0]! : b.concat(outputs, 1);
+  });
+}
+
+/**
+ * Additive mask `[T, S]`: 0 where key `j ≤ min(offset + i, keyLength − 1)` (and, with a window,
+ * `j > offset + i − window`), −∞ elsewhere.
+ */
 function attentionMask(
   b: Backend,
   length: number,
   columns: number,
   keyLength: number,
   offset: number,
+  window?: number,
 ): Tensor {
   const mask = new Float32Array(length * columns);
   for (let i = 0; i < length; i++) {
     const last = Math.min(offset + i, keyLength - 1);
     mask.fill(Number.NEGATIVE_INFINITY, i * columns + last + 1, (i + 1) * columns);
+    if (window !== undefined) {
+      const first = Math.max(0, offset + i - window + 1);
+      mask.fill(Number.NEGATIVE_INFINITY, i * columns, i * columns + Math.min(first, last + 1));
+    }
   }
   return b.fromArray(mask, [length, columns]);
 }

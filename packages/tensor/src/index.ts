@@ -10,6 +10,8 @@ export type {
   DType,
   GateActivation,
   MatmulOptions,
+  PagedAttentionOptions,
+  PagedAttentionSpan,
   Shape,
   StorageDType,
   Tensor,
@@ -35,6 +37,7 @@ export {
   compositeGatedActivation,
   compositeGelu,
   compositeLayerNorm,
+  compositePagedAttention,
   erfcCoefficients,
   keyBlock,
 } from './composite.js';

@@ -12,14 +12,18 @@ import {
   type LayerWeights,
   type Linear,
   type LinearModule,
+  type LoopNorm,
+  type LoopNorms,
   type LoRA,
   linearModules,
   loadModel,
+  loopNormTensorName,
   loraKey,
   loraTensorName,
   type ModelConfig,
   type ModelWeights,
   moduleTensorName,
+  normTensorName,
   writeSafetensors,
 } from '@rrt/core';
 import type { Backend, Tensor, Variable } from '@rrt/tensor';
@@ -91,7 +95,7 @@ export class TrainableModel {
           ...(linear.bias ? { bias: variable(linear.bias, `${prefix}.bias`, 'plain', 'bias') } : {}),
         };
       }
-      return {
+      const trained: LayerWeights = {
         inputNorm: variable(
           layer.inputNorm,
           `model.layers.${blockLayer}.input_layernorm.weight`,
@@ -106,7 +110,29 @@ export class TrainableModel {
         ),
         linears,
       };
+      // The norms of Qwen3 and Gemma 2/3 layers beyond the two every layer has.
+      const extra = [
+        ['qNorm', 'q_norm'],
+        ['kNorm', 'k_norm'],
+        ['preFeedforwardNorm', 'pre_feedforward_layernorm'],
+        ['postFeedforwardNorm', 'post_feedforward_layernorm'],
+      ] as const;
+      for (const [field, norm] of extra) {
+        const tensor = layer[field];
+        if (tensor) trained[field] = variable(tensor, normTensorName(blockLayer, norm), normLayout, 'norm');
+      }
+      return trained;
     });
+    let loopNorms: ModelWeights['loopNorms'];
+    for (const [key, perNorm] of w.loopNorms ?? []) {
+      const [loopIndex, blockLayer] = key.split('.').map(Number) as [number, number];
+      const trained: LoopNorms = {};
+      for (const [norm, tensor] of Object.entries(perNorm) as [LoopNorm, Tensor][]) {
+        trained[norm] = variable(tensor, loopNormTensorName(loopIndex, blockLayer, norm), normLayout, 'norm');
+      }
+      loopNorms ??= new Map();
+      loopNorms.set(key, trained);
+    }
     const loras: ModelWeights['loras'] = new Map();
     for (const [key, perModule] of w.loras) {
       const [loopIndex, blockLayer] = key.split('.').map(Number) as [number, number];
@@ -130,8 +156,9 @@ export class TrainableModel {
       : variable(w.lmHead, 'lm_head.weight', 'transposed', 'matrix');
     source.dispose();
     this.parameters = parameters;
-    this.weights = { embedding, layers, finalNorm, lmHead, loras };
-    this.decoder = new Decoder(backend, config, this.weights);
+    this.weights = { embedding, layers, finalNorm, lmHead, loras, ...(loopNorms ? { loopNorms } : {}) };
+    // Segment LoRAs: masked mode would keep concatenated copies of the LoRA variables, stale after a step.
+    this.decoder = new Decoder(backend, config, this.weights, { loraMode: 'segment' });
   }
 
   private readonly weights: ModelWeights;

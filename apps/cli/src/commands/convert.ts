@@ -59,8 +59,11 @@ function report(result: ConversionResult): string {
   if (!result.written) {
     return [`dry run: would write ${result.outDir}: ${layout}; nothing written`, '', parameters].join('\n');
   }
+  const loopNorms = result.recursion.loopNorms ?? [];
   return [
     `wrote ${result.outDir}: ${layout}, in ${result.seconds.toFixed(1)} s`,
+    // Norms after a projection (q/k norms, Gemma's post-sublayer norms) cannot fold into it: kept per loop.
+    ...(loopNorms.length > 0 ? [`norms kept per loop (not foldable): ${loopNorms.join(', ')}`] : []),
     '',
     parameters,
     '',

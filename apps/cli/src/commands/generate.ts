@@ -1,7 +1,19 @@
 import { readFile } from 'node:fs/promises';
 import { createBackend } from '@rrt/backend-tfjs';
-import { encodePrompt, generateText, loadModel, loadTokenizer, type StopReason } from '@rrt/core';
+import { createEngine, type ExitPolicy } from '@rrt/batching';
+import {
+  type Decoder,
+  encodePrompt,
+  generateText,
+  loadModel,
+  loadTokenizer,
+  type ModelConfig,
+  readConfig,
+  type StopReason,
+  type Tokenizer,
+} from '@rrt/core';
 import { type CliIO, type Command, Interruption, UsageError } from '../cli-io.js';
+import { exitFlag, exitHistogram, exitLegend, exitMarkStyle, exitSpecs, markExit } from '../exits.js';
 import { backendFlag, numberFlag, parseFlags } from '../flags.js';
 import { hubFlags, modelArgument } from '../model-argument.js';
 
@@ -61,8 +73,23 @@ Options:
   --backend <b>            auto (default) | node-gpu | node | wasm | webgpu | cpu
   --json                   print one JSON object at the end: text, token counts, stop reason, timings
 
-Example:
-  rrt generate models/stories260K "Once upon a time" -n 100 --temperature 0.8 --seed 1`,
+Early exit (recursive models: rrt convert … --loops L):
+  --exit <rule>            ${exitSpecs}
+                           decode through the serving engine in depth-wise mode, one loop per step, each
+                           token leaving at the first loop the rule allows (confidence: the loop's top
+                           softmax probability ≥ τ; agreement: two loops in a row agree); skipped loops'
+                           keys and values are filled by CALM state propagation. Greedy only: not with
+                           --temperature > 0 or --stop. The closing line gives the mean exit loop
+  --min-loops <n>          with --exit confidence:<τ>: run at least n loops per token (default 1)
+  --show-exits             mark each printed piece by the loop (0-based) its token exited at: colours on
+                           a terminal (green = earliest … red = last loop; a legend goes to stderr), a
+                           subscript after it when piped ("Once₀ upon₄": exited after loop 0, loop 4).
+                           NO_COLOR turns colours off, FORCE_COLOR on. With --json: exitLoops (one per
+                           token) and exitHistogram (tokens per loop) are in the object either way
+
+Examples:
+  rrt generate models/stories260K "Once upon a time" -n 100 --temperature 0.8 --seed 1
+  rrt generate models/relaxed-1x5 "Once upon a time" -n 50 --exit confidence:0.9 --show-exits`,
   async run(args: string[], io: CliIO): Promise<number> {
     const { values, positionals } = parseFlags(args, {
       options: {
@@ -78,6 +105,9 @@ Example:
         'ignore-eos': { type: 'boolean', default: false },
         backend: { type: 'string', default: 'auto' },
         json: { type: 'boolean', default: false },
+        exit: { type: 'string' },
+        'min-loops': { type: 'string' },
+        'show-exits': { type: 'boolean', default: false },
         ...hubFlags,
       },
       positionals: ['<model-dir>', '[prompt]'],
@@ -93,6 +123,13 @@ Example:
       (id) => numberFlag('stop-token', id, { integer: true, min: 0 })!,
     );
     const backendKind = backendFlag(values.backend);
+    const exit = exitFlag(values.exit, values['min-loops']);
+    if (values['show-exits'] && !exit)
+      throw new UsageError('--show-exits needs --exit <rule> (e.g. --exit none)');
+    if (exit && temperature > 0) {
+      throw new UsageError('--exit decodes greedily through the serving engine: drop --temperature');
+    }
+    if (exit && values.stop) throw new UsageError('--stop is not supported with --exit (use --stop-token)');
     const warn = (text: string) => io.stderr(`warning: ${text}\n`);
     if (temperature === 0) {
       for (const flag of ['top-k', 'top-p', 'seed'] as const) {
@@ -104,6 +141,7 @@ Example:
       if (!values.json) io.stderr(`seed: ${seed} (pass --seed ${seed} to repeat this sample)\n`);
     }
     const prompt = await promptOf(values.prompt, values['prompt-file'], positionals[1]);
+    if (exit) exitLoopsOf(await readConfig(dir), dir, exit);
 
     const loadStarted = performance.now();
     const { backend, kind, reason } = await createBackend(backendKind);
@@ -125,6 +163,21 @@ Example:
       }
       const loadSeconds = (performance.now() - loadStarted) / 1000;
       const stopTokens = values['ignore-eos'] ? (stopTokenIds ?? []) : stopTokenIds;
+      if (exit) {
+        return await generateWithExits(model, tokenizer, io, {
+          dir,
+          prompt,
+          promptIds,
+          maxTokens,
+          stopTokens,
+          exit,
+          exitSpec: values.exit!,
+          showExits: values['show-exits'],
+          json: values.json,
+          backend: kind,
+          loadSeconds,
+        });
+      }
       const started = performance.now();
       let text = '';
       let tokens = 0;
@@ -187,3 +240,142 @@ Example:
     }
   },
 };
+
+/**
+ * The loops of a model that `--exit` can run (a recursive `cycle` model); usage errors otherwise, and for a
+ * `--min-loops` beyond them. Checked before anything loads, so that the error is the only line.
+ */
+function exitLoopsOf(config: ModelConfig, dir: string, exit: ExitPolicy): number {
+  const recursion = config.recursion;
+  if (!recursion) {
+    throw new UsageError(
+      `--exit needs a recursive model, and ${dir} has no loops: convert it first (rrt convert ${dir} --out <dir> --loops <L>)`,
+    );
+  }
+  if (recursion.strategy !== 'cycle') {
+    throw new UsageError(`--exit runs cycle models; ${dir} shares its layers by ${recursion.strategy}`);
+  }
+  const { loops } = recursion;
+  if (exit.kind === 'confidence' && (exit.minLoops ?? 1) > loops) {
+    throw new UsageError(
+      `--min-loops expects an integer ≤ ${loops} (the loops of ${dir}), got ${exit.minLoops}`,
+    );
+  }
+  return loops;
+}
+
+/**
+ * `--exit`: one request through the serving engine in depth-wise mode (a loop per step, the token leaving
+ * at its exit loop, CALM propagation for the skipped loops' KV), so that an exit saves the compute it
+ * claims; the decoder's per-loop readouts would run every loop. Prints as the plain path does, with the
+ * mean exit loop in the closing line, and marks by exit loop with `--show-exits`.
+ */
+async function generateWithExits(
+  model: Decoder,
+  tokenizer: Tokenizer,
+  io: CliIO,
+  options: {
+    dir: string;
+    prompt: string;
+    promptIds: number[];
+    maxTokens: number;
+    stopTokens: readonly number[] | undefined;
+    exit: ExitPolicy;
+    exitSpec: string;
+    showExits: boolean;
+    json: boolean;
+    backend: string;
+    loadSeconds: number;
+  },
+): Promise<number> {
+  const { dir, prompt, promptIds, exit, json } = options;
+  const { config } = model;
+  const loops = exitLoopsOf(config, dir, exit);
+  const maxTokens = Math.min(options.maxTokens, config.maxPositionEmbeddings - promptIds.length);
+  const pageSize = 16;
+  const pageBytes = 2 * 4 * config.numHiddenLayers * pageSize * config.numKeyValueHeads * config.headDim;
+  const pages = Math.ceil((promptIds.length + maxTokens) / pageSize);
+  const engine = createEngine(model, {
+    mode: 'depth',
+    maxSlots: 1,
+    kvBytes: pages * pageBytes,
+    pageSize,
+    exit,
+  });
+  const style = exitMarkStyle(io.stdoutIsTerminal === true, process.env);
+  const decoder = tokenizer.createDecodeStream();
+  // The prompt goes through the stream unprinted, so the first new token decodes in context.
+  for (const id of promptIds) decoder.push(id);
+  const show = (piece: string, loop: number) =>
+    options.showExits ? markExit(piece, loop, loops, style) : piece;
+  if (options.showExits && !json) io.stderr(`${exitLegend(loops, style)}\n`);
+  const stopTokens = options.stopTokens ?? (tokenizer.eosIds.length > 0 ? tokenizer.eosIds : undefined);
+  const exitLoops: number[] = [];
+  let text = '';
+  let firstTokenSeconds: number | undefined;
+  const started = performance.now();
+  if (!json) io.stdout(prompt);
+  const stream = engine.generate(promptIds, {
+    maxTokens,
+    ...(stopTokens ? { stopTokens } : {}),
+    ...(io.signal ? { signal: io.signal } : {}),
+    onToken: (_token, loop) => {
+      exitLoops.push(loop);
+      firstTokenSeconds ??= (performance.now() - started) / 1000;
+    },
+  });
+  let reason: StopReason;
+  try {
+    while (true) {
+      const next = await stream.next();
+      if (next.done) {
+        const why = next.value.reason;
+        reason = why === 'max-tokens' && maxTokens < options.maxTokens ? 'context' : (why as StopReason);
+        break;
+      }
+      const piece = decoder.push(next.value);
+      text += piece;
+      if (!json && piece) io.stdout(show(piece, exitLoops.at(-1)!));
+    }
+    const rest = decoder.flush();
+    text += rest;
+    if (!json && rest) io.stdout(show(rest, exitLoops.at(-1) ?? loops - 1));
+  } finally {
+    engine.dispose();
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const interruption = io.signal?.reason instanceof Interruption ? io.signal.reason : undefined;
+  if (interruption?.trigger === 'EPIPE') return 0;
+  const tokens = exitLoops.length;
+  const tokensPerSecond = seconds > 0 ? tokens / seconds : 0;
+  const meanExitLoop = tokens > 0 ? exitLoops.reduce((a, b) => a + b, 0) / tokens : undefined;
+  if (json) {
+    io.stdout(
+      `${JSON.stringify({
+        backend: options.backend,
+        prompt,
+        text,
+        stopReason: reason,
+        promptTokens: promptIds.length,
+        completionTokens: tokens,
+        loadSeconds: options.loadSeconds,
+        seconds,
+        firstTokenSeconds,
+        tokensPerSecond,
+        exit: options.exitSpec,
+        loops,
+        exitLoops,
+        exitHistogram: exitHistogram(exitLoops, loops),
+        meanExitLoop,
+      })}\n`,
+    );
+  } else {
+    io.stdout('\n');
+    const mean = meanExitLoop === undefined ? 'no tokens' : `${meanExitLoop.toFixed(2)} of 0–${loops - 1}`;
+    io.stderr(
+      `${tokens} tokens in ${seconds.toFixed(2)} s (${tokensPerSecond.toFixed(1)} tokens/s); ` +
+        `mean exit loop ${mean}; stopped: ${stopDescriptions[reason]}\n`,
+    );
+  }
+  return interruption ? interruption.exitCode : 0;
+}

@@ -15,11 +15,25 @@ function ropeScalingText(scaling: RopeScaling): string {
   return ` (llama3 ×${scaling.factor}, from ${scaling.originalMaxPositions} positions)`;
 }
 
+const plural = (count: number, word: string) => `${count} ${word}${count === 1 ? '' : 's'}`;
+
+/** Layer indices as ranges: `0, 2-4, 7`. */
+function layerList(layers: readonly number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < layers.length; ) {
+    let end = i;
+    while (end + 1 < layers.length && layers[end + 1] === layers[end]! + 1) end++;
+    parts.push(end > i ? `${layers[i]}-${layers[end]}` : `${layers[i]}`);
+    i = end + 1;
+  }
+  return parts.join(', ');
+}
+
 /**
- * The architecture features a config switches on beyond the Llama baseline, in words (empty for a plain
- * Llama): what a user checks first when a model's outputs look wrong.
+ * The architecture features beyond a plain Llama that the config switches on, one phrase each: what a
+ * user checks first when a model's outputs look wrong.
  */
-function featuresOf(config: ModelConfig): string[] {
+function featureList(config: ModelConfig): string[] {
   const features: string[] = [];
   if (config.normType === 'layer') features.push('LayerNorm with bias');
   if (config.family === 'gpt_neox') {
@@ -30,11 +44,25 @@ function featuresOf(config: ModelConfig): string[] {
     features.push(`rotary ${config.rotaryDim} of ${config.headDim} head dims (${share}%)`);
   }
   if (!config.gatedMlp) features.push('non-gated MLP');
-  if (config.recursion?.loraBias) features.push('per-loop LoRA bias');
+  if (config.qkNorm) features.push('q/k norms');
+  if (config.sandwichNorms) features.push('pre/post attention and feed-forward norms');
+  const local = config.layerWindows.flatMap((window, layer) => (window === undefined ? [] : [layer]));
+  if (local.length > 0) {
+    const sizes = [...new Set(local.map((layer) => config.layerWindows[layer]))].join('/');
+    const which = local.length === config.numHiddenLayers ? 'all layers' : `layers ${layerList(local)}`;
+    features.push(`sliding window ${sizes} on ${which}`);
+  }
+  if (config.localRopeTheta !== undefined) features.push(`local RoPE θ ${config.localRopeTheta}`);
+  if (config.attentionSoftCap !== undefined) features.push(`attention soft-cap ${config.attentionSoftCap}`);
+  if (config.finalSoftCap !== undefined) features.push(`final soft-cap ${config.finalSoftCap}`);
+  if (Math.abs(config.attentionScale * Math.sqrt(config.headDim) - 1) > 1e-12) {
+    features.push(`query scale ${config.attentionScale.toPrecision(4)}`);
+  }
+  if (config.biasedModules.length > 0) {
+    features.push(`biases on ${config.biasedModules.map((module) => module.replace('_proj', '')).join('/')}`);
+  }
   return features;
 }
-
-const plural = (count: number, word: string) => `${count} ${word}${count === 1 ? '' : 's'}`;
 
 /** The parameter group a tensor name belongs to. */
 function groupOf(name: string): string {
@@ -102,13 +130,17 @@ Example:
           `heads ${config.numAttentionHeads} (kv ${config.numKeyValueHeads}, head dim ${config.headDim}), vocab ${config.vocabSize}`,
         `  rope θ ${config.ropeTheta}${ropeScalingText(config.ropeScaling)}, ` +
           `max positions ${config.maxPositionEmbeddings}, tied head ${config.tieWordEmbeddings}, act ${config.hiddenAct}`,
+        `  features: ${featureList(config).join(', ') || 'none beyond the family'}`,
         recursion
           ? `  recursion: ${plural(recursion.blockSize, 'block layer')} × ${plural(recursion.loops, 'loop')} (${recursion.strategy}, init ${recursion.init}), ` +
             `LoRA ranks ${Object.entries(recursion.loraRanks)
               .map(([module, rank]) => `${module.replace('_proj', '')}=${rank}`)
-              .join(' ')}, α ${recursion.loraAlpha}`
+              .join(' ')}, α ${recursion.loraAlpha}` +
+            (recursion.loopNorms && recursion.loopNorms.length > 0
+              ? `, per-loop ${recursion.loopNorms.join('/')}`
+              : '') +
+            (recursion.loraBias ? ', per-loop LoRA bias' : '')
           : '  recursion: none (vanilla)',
-        ...(featuresOf(config).length > 0 ? [`  features: ${featuresOf(config).join(', ')}`] : []),
         '',
         formatTable(
           ['group', 'tensors', 'parameters', 'share', 'bytes'],

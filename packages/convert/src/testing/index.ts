@@ -1,6 +1,6 @@
 /**
  * `@rrt/convert/testing`: synthetic checkpoints for tests and benchmarks. {@link writeSyntheticCheckpoint}
- * writes a random model of any Llama / Qwen2 / Gemma shape in the Hugging Face layout, streaming one
+ * writes a random model of any Llama / Mistral / Qwen2 / Qwen3 / Gemma 1–3 shape in the Hugging Face layout, streaming one
  * tensor at a time (a TinyLlama-sized one never sits in memory), reproducibly from a seed.
  *
  * @example
@@ -20,7 +20,7 @@ import { encodeValues, type FloatDType, torchDtypeNames } from '../numeric.js';
 /** The shape and storage of a synthetic model. */
 export interface SyntheticModelSpec {
   /** `model_type` of `config.json`. */
-  modelType: 'llama' | 'mistral' | 'qwen2' | 'gemma';
+  modelType: 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma' | 'gemma2' | 'gemma3_text';
   vocabSize: number;
   hiddenSize: number;
   intermediateSize: number;
@@ -88,7 +88,8 @@ export function syntheticTensorShapes(spec: SyntheticModelSpec): [string, number
   const h = spec.hiddenSize;
   const f = spec.intermediateSize;
   // The biases the model loader expects: decided by @rrt/core from the config, not guessed here.
-  const biased = new Set(resolveConfig(syntheticConfig(spec), 'config.json').config.biasedModules);
+  const resolved = resolveConfig(syntheticConfig(spec), 'config.json').config;
+  const biased = new Set(resolved.biasedModules);
   const shapes: [string, number[]][] = [['model.embed_tokens.weight', [spec.vocabSize, h]]];
   for (let layer = 0; layer < spec.numHiddenLayers; layer++) {
     const p = `model.layers.${layer}`;
@@ -105,13 +106,19 @@ export function syntheticTensorShapes(spec: SyntheticModelSpec): [string, number
       ['k_proj', [kv, h]],
       ['v_proj', [kv, h]],
     ]);
+    if (resolved.qkNorm) {
+      shapes.push([`${p}.self_attn.q_norm.weight`, [headDim]]);
+      shapes.push([`${p}.self_attn.k_norm.weight`, [headDim]]);
+    }
     linears('self_attn', [['o_proj', [h, q]]]);
     shapes.push([`${p}.post_attention_layernorm.weight`, [h]]);
+    if (resolved.sandwichNorms) shapes.push([`${p}.pre_feedforward_layernorm.weight`, [h]]);
     linears('mlp', [
       ['gate_proj', [f, h]],
       ['up_proj', [f, h]],
       ['down_proj', [h, f]],
     ]);
+    if (resolved.sandwichNorms) shapes.push([`${p}.post_feedforward_layernorm.weight`, [h]]);
   }
   shapes.push(['model.norm.weight', [h]]);
   if (!spec.tieWordEmbeddings) shapes.push(['lm_head.weight', [spec.vocabSize, h]]);
@@ -120,14 +127,17 @@ export function syntheticTensorShapes(spec: SyntheticModelSpec): [string, number
 
 /** The `config.json` of a spec. */
 export function syntheticConfig(spec: SyntheticModelSpec): Record<string, unknown> {
-  const gemma = spec.modelType === 'gemma';
+  const gemma = spec.modelType.startsWith('gemma');
   return {
     architectures: [
       {
         llama: 'LlamaForCausalLM',
         mistral: 'MistralForCausalLM',
         qwen2: 'Qwen2ForCausalLM',
+        qwen3: 'Qwen3ForCausalLM',
         gemma: 'GemmaForCausalLM',
+        gemma2: 'Gemma2ForCausalLM',
+        gemma3_text: 'Gemma3ForCausalLM',
       }[spec.modelType],
     ],
     model_type: spec.modelType,
@@ -172,7 +182,7 @@ export async function writeSyntheticCheckpoint(
   dir: string,
   spec: SyntheticModelSpec,
 ): Promise<SyntheticCheckpoint> {
-  const gemma = spec.modelType === 'gemma';
+  const gemma = spec.modelType.startsWith('gemma');
   const specificity = spec.layerSpecificity ?? 1;
   const perLayerNorms = spec.perLayerNorms ?? true;
   const perLayerBiases = spec.perLayerBiases ?? true;

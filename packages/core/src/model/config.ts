@@ -1,8 +1,12 @@
 import { ConfigError } from '../errors.js';
-import { type LinearModule, type RecursionConfig, resolveRecursion } from './recursion.js';
+import { type LinearModule, layerSchedule, type RecursionConfig, resolveRecursion } from './recursion.js';
 import type { RopeScaling } from './rope.js';
 
-/** Architecture families that the decoder implements; `model_type` values map onto these. */
+/**
+ * Architecture families that the decoder implements; `model_type` values map onto these (`llama`:
+ * llama, mistral, qwen2, qwen3; `gemma`: gemma, gemma2, gemma3_text; `gpt_neox`: gpt_neox). Finer
+ * differences are config fields.
+ */
 export type ModelFamily = 'llama' | 'gemma' | 'gpt_neox';
 
 /** Activation of the feed-forward network (of its gate, when it is gated). */
@@ -17,7 +21,8 @@ export type NormType = 'rms' | 'layer';
  */
 export interface ModelConfig {
   /**
-   * The plain architecture's `model_type` (`llama`, `mistral`, `qwen2`, `gemma`): as written in
+   * The plain architecture's `model_type` (`llama`, `mistral`, `qwen2`, `qwen3`, `gemma`, `gemma2`,
+   * `gemma3_text`): as written in
    * `config.json`, or, for a recursive model written as `rrt_llama`, the base type `llama`.
    */
   modelType: string;
@@ -78,14 +83,44 @@ export interface ModelConfig {
   rotaryDim: number;
   /** The feed-forward network is gated, `down(act(gate(x)) · up(x))`; else `down(act(up(x)))` (GPT-NeoX). */
   gatedMlp: boolean;
+  /**
+   * Per-head RMSNorm of queries and keys after their projections, before RoPE (Qwen3, Gemma 3:
+   * `self_attn.q_norm`, `self_attn.k_norm`, weight `[headDim]`).
+   */
+  qkNorm: boolean;
+  /**
+   * Gemma 2/3's four norms per layer: `post_attention_layernorm` normalises the attention output (not the
+   * feed-forward input), `pre_feedforward_layernorm` and `post_feedforward_layernorm` surround the MLP.
+   */
+  sandwichNorms: boolean;
+  /** Multiplies every query·key product: `1/√headDim`, or Gemma 2/3's `query_pre_attn_scalar^−½`. */
+  attentionScale: number;
+  /** Gemma 2's `attn_logit_softcapping`: scores become `cap·tanh(scores/cap)` before the mask; or none. */
+  attentionSoftCap: number | undefined;
+  /** Gemma 2's `final_logit_softcapping`: logits become `cap·tanh(logits/cap)`; or none. */
+  finalSoftCap: number | undefined;
+  /**
+   * Sliding window of each effective layer (`numHiddenLayers` entries): a query at position p sees the
+   * keys j with `p − window < j ≤ p` (Hugging Face's `kv_idx > q_idx − sliding_window`); `undefined`:
+   * full causal attention.
+   */
+  layerWindows: readonly (number | undefined)[];
+  /**
+   * RoPE base of the sliding (local) layers when it differs from {@link ModelConfig.ropeTheta} (Gemma 3's
+   * `rope_local_base_freq`); local layers run it unscaled. `undefined`: every layer uses `ropeTheta`.
+   */
+  localRopeTheta: number | undefined;
 }
 
 const familyByModelType: Record<string, ModelFamily> = {
   llama: 'llama',
   mistral: 'llama',
   qwen2: 'llama',
+  qwen3: 'llama',
   gemma: 'gemma',
   gpt_neox: 'gpt_neox',
+  gemma2: 'gemma',
+  gemma3_text: 'gemma',
 };
 
 /** `model_type` values the decoder supports. */
@@ -181,6 +216,12 @@ const knownKeys = new Set([
   'partial_rotary_factor',
   'hidden_dropout',
   'classifier_dropout',
+  'layer_types',
+  'query_pre_attn_scalar',
+  'attn_logit_softcapping',
+  'final_logit_softcapping',
+  'sliding_window_pattern',
+  'rope_local_base_freq',
 ]);
 
 function biasedModules(fields: Record<string, unknown>, file: string, modelType: string): LinearModule[] {
@@ -194,23 +235,90 @@ function biasedModules(fields: Record<string, unknown>, file: string, modelType:
   return modules;
 }
 
+/** Layer types of `layer_types`, `sliding_window_pattern` and friends. */
+type LayerType = 'full_attention' | 'sliding_attention';
+
 /**
- * The longest sequence the model runs. NOTE: sliding-window attention (Mistral's `sliding_window`) is
- * not implemented; positions are capped at the window instead, within which full causal attention is
- * exactly what the window computes.
+ * The sliding window of every layer, as Hugging Face's configs define it:
+ * - a `layer_types` list, where the config has one, says which layers slide (any family);
+ * - Mistral: every layer slides when `sliding_window` is set;
+ * - Qwen2/3: layers with index ≥ `max_window_layers` slide when `use_sliding_window` is true;
+ * - Gemma 2: even layers slide (`(i + 1) % 2 ≠ 0`); Gemma 3: all but every `sliding_window_pattern`-th
+ *   (default 6: five local, one global).
+ * Gemma 1 and Llama have no window.
  */
-function maxPositions(fields: Record<string, unknown>, file: string): number {
-  const max = positiveInt(fields, 'max_position_embeddings', file, 2048);
-  const window = fields.sliding_window;
-  if (window === undefined || window === null || fields.use_sliding_window === false) return max;
-  if (typeof window !== 'number' || !Number.isInteger(window) || window <= 0) {
+function layerWindows(
+  fields: Record<string, unknown>,
+  file: string,
+  modelType: string,
+  layers: number,
+): (number | undefined)[] {
+  const raw = fields.sliding_window;
+  const uses = modelType === 'qwen2' || modelType === 'qwen3' ? fields.use_sliding_window === true : true;
+  const window = raw === undefined || raw === null || !uses ? undefined : raw;
+  if (window !== undefined && (typeof window !== 'number' || !Number.isInteger(window) || window <= 0)) {
     throw new ConfigError(
       file,
       'sliding_window',
       `a positive integer or null (got ${JSON.stringify(window)})`,
     );
   }
-  return Math.min(max, window);
+  let types: LayerType[];
+  if (fields.layer_types !== undefined && fields.layer_types !== null) {
+    const list = fields.layer_types;
+    if (
+      !Array.isArray(list) ||
+      list.length !== layers ||
+      !list.every((type) => type === 'full_attention' || type === 'sliding_attention')
+    ) {
+      throw new ConfigError(
+        file,
+        'layer_types',
+        `${layers} entries (num_hidden_layers), each "full_attention" or "sliding_attention"`,
+      );
+    }
+    types = list as LayerType[];
+  } else if (modelType === 'gemma2') {
+    types = Array.from({ length: layers }, (_, i) =>
+      (i + 1) % 2 !== 0 ? 'sliding_attention' : 'full_attention',
+    );
+  } else if (modelType === 'gemma3_text') {
+    const pattern = positiveInt(fields, 'sliding_window_pattern', file, 6);
+    types = Array.from({ length: layers }, (_, i) =>
+      (i + 1) % pattern !== 0 ? 'sliding_attention' : 'full_attention',
+    );
+  } else if (modelType === 'qwen2' || modelType === 'qwen3') {
+    // Qwen2Config and Qwen3Config default max_window_layers to 28.
+    const from = fields.max_window_layers ?? 28;
+    if (typeof from !== 'number' || !Number.isInteger(from) || from < 0) {
+      throw new ConfigError(
+        file,
+        'max_window_layers',
+        `a non-negative integer (got ${JSON.stringify(from)})`,
+      );
+    }
+    types = Array.from({ length: layers }, (_, i) => (i >= from ? 'sliding_attention' : 'full_attention'));
+  } else if (modelType === 'mistral') {
+    types = new Array<LayerType>(layers).fill('sliding_attention');
+  } else {
+    types = new Array<LayerType>(layers).fill('full_attention');
+  }
+  if (window === undefined) {
+    if (fields.layer_types !== undefined && types.includes('sliding_attention') && uses) {
+      throw new ConfigError(file, 'sliding_window', 'a positive integer: layer_types has sliding layers');
+    }
+    return new Array<number | undefined>(layers).fill(undefined);
+  }
+  return types.map((type) => (type === 'sliding_attention' ? window : undefined));
+}
+
+function optionalPositive(fields: Record<string, unknown>, key: string, file: string): number | undefined {
+  const value = fields[key];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'number' || !(value > 0)) {
+    throw new ConfigError(file, key, `a positive number or null (got ${JSON.stringify(value)})`);
+  }
+  return value;
 }
 
 /** Result of {@link resolveConfig}. */
@@ -248,6 +356,21 @@ export function resolveConfig(raw: unknown, file: string): ResolvedConfig {
   }
   if (family === 'gpt_neox') return resolveNeoxConfig(fields, file);
   const isGemma = family === 'gemma';
+  const isGemma2 = modelType === 'gemma2';
+  const isGemma3 = modelType === 'gemma3_text';
+  // Hugging Face's defaults where config.json leaves a field out (Gemma2Config, Gemma3TextConfig).
+  const defaults: Record<string, unknown> =
+    modelType === 'mistral'
+      ? { sliding_window: 4096 } // MistralConfig's default (v0.1's window); later configs write null
+      : isGemma2 || isGemma3
+        ? {
+            query_pre_attn_scalar: 256,
+            sliding_window: 4096,
+            ...(isGemma2 ? { attn_logit_softcapping: 50, final_logit_softcapping: 30 } : {}),
+            ...(isGemma3 ? { rope_theta: 1_000_000, rope_local_base_freq: 10_000 } : {}),
+          }
+        : {};
+  const withDefaults = { ...defaults, ...fields };
   const hiddenSize = positiveInt(fields, 'hidden_size', file);
   const numAttentionHeads = positiveInt(fields, 'num_attention_heads', file);
   const numKeyValueHeads = positiveInt(fields, 'num_key_value_heads', file, numAttentionHeads);
@@ -273,9 +396,9 @@ export function resolveConfig(raw: unknown, file: string): ResolvedConfig {
     numKeyValueHeads,
     headDim,
     rmsNormEps: positiveNumber(fields, 'rms_norm_eps', file, 1e-6),
-    ropeTheta: positiveNumber(fields, 'rope_theta', file, 10000),
+    ropeTheta: positiveNumber(withDefaults, 'rope_theta', file, 10000),
     ropeScaling: ropeScaling(fields.rope_scaling, file),
-    maxPositionEmbeddings: maxPositions(fields, file),
+    maxPositionEmbeddings: positiveInt(fields, 'max_position_embeddings', file, 2048),
     tieWordEmbeddings: booleanField(fields, 'tie_word_embeddings', file, isGemma),
     biasedModules: biasedModules(fields, file, modelType),
     hiddenAct: activation(fields, file, isGemma),
@@ -285,11 +408,22 @@ export function resolveConfig(raw: unknown, file: string): ResolvedConfig {
     eosTokenIds: tokenIds(fields.eos_token_id, file),
     recursion:
       fields.recursion === undefined ? undefined : resolveRecursion(fields.recursion, numHiddenLayers, file),
+    qkNorm: modelType === 'qwen3' || isGemma3,
+    sandwichNorms: isGemma2 || isGemma3,
+    attentionScale:
+      isGemma2 || isGemma3
+        ? positiveNumber(withDefaults, 'query_pre_attn_scalar', file, 256) ** -0.5
+        : 1 / Math.sqrt(headDim),
+    attentionSoftCap: optionalPositive(withDefaults, 'attn_logit_softcapping', file),
+    finalSoftCap: optionalPositive(withDefaults, 'final_logit_softcapping', file),
+    layerWindows: layerWindows(withDefaults, file, modelType, numHiddenLayers),
+    localRopeTheta: isGemma3 ? positiveNumber(withDefaults, 'rope_local_base_freq', file, 10_000) : undefined,
     normType: 'rms',
     parallelResidual: false,
     rotaryDim: headDim,
     gatedMlp: true,
   };
+  if (config.recursion) checkLoopsRepeatLayerTypes(config, config.recursion, file);
   const ignoredKeys = Object.keys(fields).filter((key) => !knownKeys.has(key));
   return { config, ignoredKeys };
 }
@@ -372,9 +506,44 @@ function resolveNeoxConfig(fields: Record<string, unknown>, file: string): Resol
     parallelResidual: booleanField(fields, 'use_parallel_residual', file, true),
     rotaryDim,
     gatedMlp: false,
+    qkNorm: false,
+    sandwichNorms: false,
+    attentionScale: 1 / Math.sqrt(headDim),
+    attentionSoftCap: undefined,
+    finalSoftCap: undefined,
+    // GPTNeoXConfig has no sliding window.
+    layerWindows: new Array<number | undefined>(numHiddenLayers).fill(undefined),
+    localRopeTheta: undefined,
   };
+  if (config.recursion) checkLoopsRepeatLayerTypes(config, config.recursion, file);
   const ignoredKeys = Object.keys(fields).filter((key) => !knownKeys.has(key));
   return { config, ignoredKeys };
+}
+
+/**
+ * Checks that a recursive model loops its block's layer types: every effective depth that runs a stored
+ * layer must have that layer's window, else a {@link ConfigError} on `recursion.block_size`. A schedule that breaks the pattern (K odd for Gemma 2's alternating layers,
+ * say) is refused rather than run with windows its shared weights were not made for.
+ */
+export function checkLoopsRepeatLayerTypes(
+  config: Pick<ModelConfig, 'layerWindows' | 'numHiddenLayers'>,
+  recursion: RecursionConfig,
+  file: string,
+): void {
+  const firstDepth = new Map<number, number>();
+  for (const { depth, blockLayer } of layerSchedule(recursion, config.numHiddenLayers)) {
+    const first = firstDepth.get(blockLayer);
+    if (first === undefined) firstDepth.set(blockLayer, depth);
+    else if (config.layerWindows[first] !== config.layerWindows[depth]) {
+      const describe = (window: number | undefined) => (window === undefined ? 'full' : `sliding ${window}`);
+      throw new ConfigError(
+        file,
+        'recursion.block_size',
+        `a block size whose loops repeat the layer types (depths ${first}, ${describe(config.layerWindows[first])}, ` +
+          `and ${depth}, ${describe(config.layerWindows[depth])}, both run stored layer ${blockLayer})`,
+      );
+    }
+  }
 }
 
 /** The plain model type under a recursive one (`rrt_llama` → `llama`). */

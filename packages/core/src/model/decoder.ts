@@ -1,12 +1,20 @@
-import { type KeyValues, type KVCache, KVCacheError } from '@rrt/kv-cache';
-import type { Backend, Tensor } from '@rrt/tensor';
+import { type KeyValues, type KVCache, KVCacheError, type PagedKeyValues } from '@rrt/kv-cache';
+import type { Backend, PagedAttentionOptions, Tensor } from '@rrt/tensor';
 import type { ModelConfig } from './config.js';
 import { ropeTables } from './rope.js';
-import { type EffectiveLayer, exitDepths, type LinearModule, layerSchedule } from './recursion.js';
+import {
+  type EffectiveLayer,
+  exitDepths,
+  type LinearModule,
+  type LoopNorm,
+  layerSchedule,
+  linearModules,
+} from './recursion.js';
 import {
   disposeWeights,
   type LayerWeights,
   type Linear,
+  type LoopNorms,
   type LoRA,
   loraKey,
   type ModelWeights,
@@ -16,6 +24,13 @@ import {
 export interface LayerKV {
   /** Appends `[batch, newLength, kvHeads, headDim]` keys and values; returns everything cached, them included. */
   updateAndFetch(keys: Tensor, values: Tensor): KeyValues;
+  /**
+   * Takes `newLength` positions in a paged pool and says which pool rows to write them to and where the
+   * history lives, instead of a copy of it (a `PagedLayer` has it). When every span of a layer call has
+   * one, the decoder writes all spans' keys and values in one `Backend.writeRows` per pool and attends
+   * in one `Backend.pagedAttention` call per pool.
+   */
+  appendSlots?(newLength: number): PagedKeyValues;
 }
 
 /** `batch × length` consecutive rows of a ragged step, at positions `offset … offset + length − 1`. */
@@ -38,7 +53,11 @@ export interface RaggedRows {
   readonly cos: Tensor;
   /** RoPE sines of each row's position, `[M, 1, rotaryDim/2]`. */
   readonly sin: Tensor;
-  /** Frees `cos` and `sin`. */
+  /** Gemma 3: the local (sliding) layers' RoPE cosines of each row, `[M, 1, headDim/2]` (own base, unscaled). */
+  readonly localCos?: Tensor;
+  /** Gemma 3: the local layers' RoPE sines of each row. */
+  readonly localSin?: Tensor;
+  /** Frees `cos` and `sin` (and the local tables). */
   dispose(): void;
 }
 
@@ -48,6 +67,23 @@ export interface SpanLayer {
   depth: number;
   /** The span's KV history at this depth; without one the span attends only to its own rows. */
   cache?: LayerKV;
+}
+
+/**
+ * How a layer call whose rows run at different loops applies the loops' LoRAs ({@link DecoderOptions}):
+ * - `segment`: rows grouped by LoRA (runs of spans at one loop), one small product per segment, joined;
+ * - `masked`: the paper's concatenation (Bae et al. §3.3): every loop's `Aᵀ` side by side `[in, L·r]` and
+ *   `Bᵀ` stacked `[L·r, out]`, `x·A_cat` times a per-row mask that keeps only the row's own loop's `r`
+ *   columns, then `·B_cat`: two products for any mix of loops.
+ *
+ * A call whose rows all run at one loop uses that loop's LoRA alone either way.
+ */
+export type LoRAMode = 'segment' | 'masked';
+
+/** Options of the {@link Decoder} constructor (and of `loadModel`). */
+export interface DecoderOptions {
+  /** Default `masked` (faster in bench/multi-lora.ts on wasm for stories260K's relaxed 1×5). */
+  loraMode?: LoRAMode;
 }
 
 /** Options of {@link Decoder.forward}. */
@@ -94,9 +130,10 @@ export interface ForwardOutput {
 
 /**
  * One decoder for vanilla, recursive and relaxed models: the stored layers run in the order of
- * {@link layerSchedule}, each effective layer with its loop's LoRA when it has one. Llama, Mistral, Qwen2
- * and Gemma differ only in config-driven details (bias, norm offset, embedding scale, activation);
- * GPT-NeoX in a few more (LayerNorm with bias, parallel residual, partial rotary, non-gated MLP).
+ * {@link layerSchedule}, each effective layer with its loop's LoRA when it has one. Llama, Mistral, Qwen2/3
+ * and Gemma 1/2/3 differ only in config-driven details (bias, norm offset, embedding scale, activation,
+ * q/k norms, norms around each sublayer, sliding windows, soft-caps, local RoPE); GPT-NeoX in a few more
+ * (LayerNorm with bias, parallel residual, partial rotary, non-gated MLP).
  */
 export class Decoder {
   /** The schedule of effective layers, depth 0 first. */
@@ -104,11 +141,17 @@ export class Decoder {
   private readonly exitAfter: ReadonlySet<number>;
   private readonly ropeCos: Tensor;
   private readonly ropeSin: Tensor;
+  private readonly localRope: { cos: Tensor; sin: Tensor } | undefined;
+  /** How mixed-loop layer calls apply LoRAs. */
+  readonly loraMode: LoRAMode;
+  /** `masked` mode: each LoRA's concatenation (its stored layer and module, every loop) and its columns. */
+  private readonly loraColumns = new Map<LoRA, LoRAColumns>();
 
   constructor(
     readonly backend: Backend,
     readonly config: ModelConfig,
     readonly weights: ModelWeights,
+    options: DecoderOptions = {},
   ) {
     this.schedule = layerSchedule(config.recursion, config.numHiddenLayers);
     this.exitAfter = new Set(exitDepths(config.recursion, config.numHiddenLayers));
@@ -117,6 +160,79 @@ export class Decoder {
     const shape = [config.maxPositionEmbeddings, config.rotaryDim / 2];
     this.ropeCos = backend.fromArray(cos, shape);
     this.ropeSin = backend.fromArray(sin, shape);
+    if (config.localRopeTheta !== undefined) {
+      // Gemma 3's local layers: their own base, and none of the global layers' rope_scaling.
+      const local = ropeTables({
+        ...config,
+        headDim: config.rotaryDim,
+        ropeTheta: config.localRopeTheta,
+        ropeScaling: { type: 'none' },
+      });
+      this.localRope = { cos: backend.fromArray(local.cos, shape), sin: backend.fromArray(local.sin, shape) };
+    }
+    this.loraMode = options.loraMode ?? 'masked';
+    if (this.loraMode === 'masked') this.concatenateLoras();
+  }
+
+  /**
+   * `masked` mode: for every stored layer and module, its loops' LoRAs concatenated once (`Aᵀ` along
+   * columns, `Bᵀ` along rows, loop order), kept for the model's lifetime.
+   */
+  private concatenateLoras(): void {
+    const { backend, weights } = this;
+    for (let blockLayer = 0; blockLayer < weights.layers.length; blockLayer++) {
+      const loops = [
+        ...new Set(
+          this.schedule.filter((l) => l.shared && l.blockLayer === blockLayer).map((l) => l.loopIndex),
+        ),
+      ];
+      for (const module of linearModules) {
+        const loras = loops
+          .map((loop) => weights.loras.get(loraKey(loop, blockLayer))?.[module])
+          .filter((lora): lora is LoRA => lora !== undefined);
+        if (loras.length < 2) continue;
+        const scales = new Set(loras.map((lora) => lora.scale));
+        const group: LoRAConcat = {
+          a: backend.keep(
+            backend.concat(
+              loras.map((lora) => lora.a),
+              1,
+            ),
+          ),
+          b: backend.keep(
+            backend.concat(
+              loras.map((lora) => lora.b),
+              0,
+            ),
+          ),
+          width: 0,
+          scale: scales.size === 1 ? loras[0]!.scale : undefined,
+          layout: '',
+          // LoRA biases (GPT-NeoX conversions) stacked `[L, out]`; a loop without one contributes zeros.
+          ...(loras.some((lora) => lora.bias)
+            ? {
+                bias: backend.tidy(() =>
+                  backend.concat(
+                    loras.map((lora) =>
+                      lora.bias
+                        ? backend.reshape(lora.bias, [1, -1])
+                        : backend.fill([1, lora.b.shape[1]!], 0),
+                    ),
+                    0,
+                  ),
+                ),
+              }
+            : {}),
+        };
+        group.layout = loras
+          .map((lora) => `${lora.a.shape[1]}:${group.scale === undefined ? lora.scale : 1}`)
+          .join(',');
+        for (const [index, lora] of loras.entries()) {
+          this.loraColumns.set(lora, { group, start: group.width, index });
+          group.width += lora.a.shape[1]!;
+        }
+      }
+    }
   }
 
   /**
@@ -212,15 +328,18 @@ export class Decoder {
     }
     const count = positions.length;
     const half = config.rotaryDim / 2;
-    const { cos, sin } = backend.tidy(() => {
+    const { localRope } = this;
+    const tables = backend.tidy(() => {
       const index = backend.fromArray(Int32Array.from(positions), [count], 'int32');
       // [M, 1, hD/2]: broadcasts over the heads axis of the rows seen as [1, M, heads, hD].
+      const rowsOf = (table: Tensor) => backend.reshape(backend.gather(table, index), [count, 1, half]);
       return {
-        cos: backend.reshape(backend.gather(this.ropeCos, index), [count, 1, half]),
-        sin: backend.reshape(backend.gather(this.ropeSin, index), [count, 1, half]),
+        cos: rowsOf(this.ropeCos),
+        sin: rowsOf(this.ropeSin),
+        ...(localRope ? { localCos: rowsOf(localRope.cos), localSin: rowsOf(localRope.sin) } : {}),
       };
     });
-    return { spans, count, cos, sin, dispose: () => backend.dispose([cos, sin]) };
+    return { spans, count, ...tables, dispose: () => backend.dispose(Object.values(tables)) };
   }
 
   /**
@@ -230,22 +349,39 @@ export class Decoder {
    * same stored layer: the shared weights run once over all rows, the LoRAs by segment.
    *
    * NOTE: each row's result depends only on its own row and its own span's keys, so a span gets bit for
-   * bit what {@link Decoder.forward} computes for that sequence alone (asserted on cpu and wasm).
+   * bit what {@link Decoder.forward} computes for that sequence alone (asserted on cpu and wasm) with
+   * `segment` LoRAs, and with `masked` ones while the loops' summed rank fits one block of the backend's
+   * matmul; beyond that (a full-rank relaxation) the expand product's float32 summation order differs,
+   * ~1e-7 relative (asserted ≤ 2e-6 in convert's families test).
    */
   layer(hidden: Tensor, rows: RaggedRows, spanLayers: readonly SpanLayer[]): Tensor {
     const { backend, config } = this;
     const { weights, step } = this.layerStep(rows, spanLayers);
     return backend.tidy(() => {
       const attentionIn = this.norm(hidden, weights.inputNorm, weights.inputNormBias);
-      const attention = this.attention(attentionIn, weights, step);
       if (config.parallelResidual) {
         // GPT-NeoX: both branches read the layer's input, x + attn(ln₁(x)) + mlp(ln₂(x)), summed as HF does.
+        const attention = this.attention(attentionIn, weights, step);
         const mlpIn = this.norm(hidden, weights.postAttentionNorm, weights.postAttentionNormBias);
         return backend.add(backend.add(this.mlp(mlpIn, weights, step), attention), hidden);
       }
-      const afterAttention = backend.add(hidden, attention);
-      const mlpIn = this.norm(afterAttention, weights.postAttentionNorm, weights.postAttentionNormBias);
-      return backend.add(afterAttention, this.mlp(mlpIn, weights, step));
+      if (!config.sandwichNorms) {
+        const afterAttention = backend.add(hidden, this.attention(attentionIn, weights, step));
+        const mlpIn = this.norm(afterAttention, weights.postAttentionNorm, weights.postAttentionNormBias);
+        return backend.add(afterAttention, this.mlp(mlpIn, weights, step));
+      }
+      // Gemma 2/3: each sublayer's output is normalised before it joins the residual stream.
+      const attended = this.attention(attentionIn, weights, step);
+      const afterAttention = backend.add(
+        hidden,
+        this.normBySpan(attended, step, 'post_attention_layernorm', weights.postAttentionNorm),
+      );
+      const mlpIn = backend.rmsNorm(afterAttention, weights.preFeedforwardNorm!, config.rmsNormEps);
+      const mlpOut = this.mlp(mlpIn, weights, step);
+      return backend.add(
+        afterAttention,
+        this.normBySpan(mlpOut, step, 'post_feedforward_layernorm', weights.postFeedforwardNorm!),
+      );
     });
   }
 
@@ -261,6 +397,11 @@ export class Decoder {
     backend.tidy(() => {
       const x = this.norm(hidden, weights.inputNorm, weights.inputNormBias);
       const { keys, values } = this.keysAndValues(x, weights, step);
+      if (this.allPaged(step)) {
+        // Paged caches take the rows in place, without gathering the history back (nothing reads it here).
+        this.writePaged(step, this.pagedSlots(step), keys, values);
+        return;
+      }
       this.forEachSpan(step, keys, values, (_span, index, spanKeys, spanValues) => {
         step.caches[index]?.updateAndFetch(spanKeys, spanValues);
       });
@@ -269,10 +410,13 @@ export class Decoder {
 
   /** Final norm and output head of any hidden rows: `[R, hidden]` → logits `[R, vocab]`. */
   readout(hidden: Tensor): Tensor {
-    const { backend } = this;
+    const { backend, config } = this;
     return backend.tidy(() => {
       const normed = this.norm(hidden, this.weights.finalNorm, this.weights.finalNormBias);
-      return this.project(normed, { weight: this.weights.lmHead }, [undefined], [hidden.shape[0]!]);
+      const logits = this.project(normed, { weight: this.weights.lmHead }, [undefined], [hidden.shape[0]!]);
+      const cap = config.finalSoftCap;
+      // Gemma 2's final soft-capping: cap·tanh(logits/cap).
+      return cap === undefined ? logits : backend.mul(backend.tanh(backend.div(logits, cap)), cap);
     });
   }
 
@@ -280,6 +424,11 @@ export class Decoder {
   dispose(): void {
     disposeWeights(this.backend, this.weights);
     this.backend.dispose([this.ropeCos, this.ropeSin]);
+    if (this.localRope) this.backend.dispose([this.localRope.cos, this.localRope.sin]);
+    const groups = new Set([...this.loraColumns.values()].map(({ group }) => group));
+    for (const group of groups)
+      this.backend.dispose(group.bias ? [group.a, group.b, group.bias] : [group.a, group.b]);
+    this.loraColumns.clear();
   }
 
   /** forward's readout: `[B·T, d]` → `[B, T, vocab]` (or `[B, 1, vocab]` with `lastPositionOnly`). */
@@ -322,23 +471,72 @@ export class Decoder {
     const loras = layers.map((layer) =>
       layer.shared ? this.weights.loras.get(loraKey(layer.loopIndex, layer.blockLayer)) : undefined,
     );
+    const loopNorms = layers.map((layer) =>
+      layer.shared ? this.weights.loopNorms?.get(loraKey(layer.loopIndex, layer.blockLayer)) : undefined,
+    );
+    // Every depth of one stored layer has its window (resolveConfig refuses a schedule where they differ).
+    const window = this.config.layerWindows[layers[0]!.depth];
+    const local = window !== undefined && rows.localCos !== undefined;
     return {
       weights: this.weights.layers[blockLayer]!,
-      step: { rows, loras, caches: spanLayers.map((s) => s.cache) },
+      step: {
+        rows,
+        loras,
+        loopNorms,
+        caches: spanLayers.map((s) => s.cache),
+        window,
+        cos: local ? rows.localCos! : rows.cos,
+        sin: local ? rows.localSin! : rows.sin,
+        masks: new Map(),
+      },
     };
   }
 
-  /** Keys and values of rows `x` (normed), `[1, M, kvHeads, hD]`, RoPE applied. */
+  /** Keys and values of rows `x` (normed), `[1, M, kvHeads, hD]`, RoPE applied (after the k norm, if any). */
   private keysAndValues(x: Tensor, weights: LayerWeights, step: LayerStep): { keys: Tensor; values: Tensor } {
     const { backend, config } = this;
-    const { count, cos, sin, spans } = step.rows;
+    const { count, spans } = step.rows;
     const spanRows = spans.map((s) => s.batch * s.length);
     const loras = (module: LinearModule) => step.loras.map((l) => l?.[module]);
-    const split = (y: Tensor) => backend.reshape(y, [1, count, config.numKeyValueHeads, config.headDim]);
+    const split = (y: Tensor) => backend.reshape(y, [count, config.numKeyValueHeads, config.headDim]);
+    let keys = split(this.project(x, weights.linears.k_proj, loras('k_proj'), spanRows, step.masks));
+    if (weights.kNorm) keys = this.normBySpan(keys, step, 'k_norm', weights.kNorm);
     return {
-      keys: this.rotate(split(this.project(x, weights.linears.k_proj, loras('k_proj'), spanRows)), cos, sin),
-      values: split(this.project(x, weights.linears.v_proj, loras('v_proj'), spanRows)),
+      keys: this.rotate(
+        backend.reshape(keys, [1, count, config.numKeyValueHeads, config.headDim]),
+        step.cos,
+        step.sin,
+      ),
+      values: backend.reshape(
+        this.project(x, weights.linears.v_proj, loras('v_proj'), spanRows, step.masks),
+        [1, count, config.numKeyValueHeads, config.headDim],
+      ),
     };
+  }
+
+  /**
+   * RMSNorm of rows `x: [M, ...]` over the last axis: each span with its loop's own weight where the
+   * model stores `norm` per loop, `shared` elsewhere. Consecutive spans with one weight share one norm.
+   */
+  private normBySpan(x: Tensor, step: LayerStep, norm: LoopNorm, shared: Tensor): Tensor {
+    const { backend, config } = this;
+    const weights = step.loopNorms.map((perNorm) => perNorm?.[norm] ?? shared);
+    if (weights.every((weight) => weight === weights[0]))
+      return backend.rmsNorm(x, weights[0]!, config.rmsNormEps);
+    const spanRows = step.rows.spans.map((s) => s.batch * s.length);
+    const parts: Tensor[] = [];
+    let start = 0;
+    for (let i = 0; i < weights.length; ) {
+      let end = i + 1;
+      let rows = spanRows[i]!;
+      while (end < weights.length && weights[end] === weights[i]) rows += spanRows[end++]!;
+      const begin = x.shape.map((_, axis) => (axis === 0 ? start : 0));
+      const size = x.shape.map((_, axis) => (axis === 0 ? rows : -1));
+      parts.push(backend.rmsNorm(backend.slice(x, begin, size), weights[i]!, config.rmsNormEps));
+      start += rows;
+      i = end;
+    }
+    return backend.concat(parts, 0);
   }
 
   /** Calls `fn` with each span's rows of `[1, M, n, hD]` tensors, each as `[B, T, n, hD]`. */
@@ -366,17 +564,30 @@ export class Decoder {
 
   private attention(x: Tensor, weights: LayerWeights, step: LayerStep): Tensor {
     const { backend, config } = this;
-    const { spans, count, cos, sin } = step.rows;
+    const { spans, count } = step.rows;
     const { numAttentionHeads: heads, headDim } = config;
     const spanRows = spans.map((s) => s.batch * s.length);
     const qLoras = step.loras.map((l) => l?.q_proj);
     // [M, heads·hD] → [1, M, heads, hD]: a free reshape; RoPE is per row, by each row's own position.
-    const queries = this.rotate(
-      backend.reshape(this.project(x, weights.linears.q_proj, qLoras, spanRows), [1, count, heads, headDim]),
-      cos,
-      sin,
-    );
+    let projected = backend.reshape(this.project(x, weights.linears.q_proj, qLoras, spanRows, step.masks), [
+      count,
+      heads,
+      headDim,
+    ]);
+    if (weights.qNorm) projected = this.normBySpan(projected, step, 'q_norm', weights.qNorm);
+    const queries = this.rotate(backend.reshape(projected, [1, count, heads, headDim]), step.cos, step.sin);
     const { keys, values } = this.keysAndValues(x, weights, step);
+    const oLoras = step.loras.map((l) => l?.o_proj);
+    // The options every span shares: the query scale, the stored layer's window, the score soft-cap.
+    const shared = {
+      scale: config.attentionScale,
+      ...(step.window !== undefined ? { window: step.window } : {}),
+      ...(config.attentionSoftCap !== undefined ? { softCap: config.attentionSoftCap } : {}),
+    };
+    if (this.allPaged(step)) {
+      const joined = this.pagedAttention(step, queries, keys, values, shared);
+      return this.project(joined, weights.linears.o_proj, oLoras, spanRows, step.masks);
+    }
     // Attention runs per span, each against its own history ([B, T, heads, hD] after a free reshape).
     const mixed = this.forEachSpan(step, keys, values, (span, index, spanKeys, spanValues, part) => {
       const { batch, length, offset } = span;
@@ -385,15 +596,102 @@ export class Decoder {
         ? cache.updateAndFetch(spanKeys, spanValues)
         : { keys: spanKeys, values: spanValues, length };
       const out = backend.attention(part(queries), cached.keys, cached.values, {
-        scale: 1 / Math.sqrt(headDim),
+        ...shared,
         queryOffset: offset,
         keyLength: cached.length,
       }); // [B, T, H, hD]
       return backend.reshape(out, [batch * length, heads * headDim]);
     });
     const joined = mixed.length === 1 ? mixed[0]! : backend.concat(mixed, 0);
-    const oLoras = step.loras.map((l) => l?.o_proj);
-    return this.project(joined, weights.linears.o_proj, oLoras, spanRows);
+    return this.project(joined, weights.linears.o_proj, oLoras, spanRows, step.masks);
+  }
+
+  /**
+   * Attention of spans whose caches are all paged (`appendSlots`): every span's keys and values written,
+   * then one `pagedAttention` call over every run of consecutive spans that share a pool (all of them for
+   * a `PagedKVCache`, whose pool holds every depth). `queries: [1, M, heads, hD]` → `[M, heads·hD]`.
+   */
+  private pagedAttention(
+    step: LayerStep,
+    queries: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    options: PagedAttentionOptions,
+  ): Tensor {
+    const { backend, config } = this;
+    const { spans, count } = step.rows;
+    const { numAttentionHeads: heads, headDim } = config;
+    const histories = this.pagedSlots(step);
+    this.writePaged(step, histories, keys, values);
+    const mixed: Tensor[] = [];
+    let start = 0;
+    for (let i = 0; i < spans.length; ) {
+      const { keyPool, valuePool } = histories[i]!;
+      let end = i;
+      let rows = 0;
+      const group = [];
+      while (
+        end < spans.length &&
+        histories[end]!.keyPool === keyPool &&
+        histories[end]!.valuePool === valuePool
+      ) {
+        const { pages, length } = histories[end]!;
+        const { length: spanRows, offset } = spans[end]!;
+        group.push({ rows: spanRows, queryOffset: offset, keyLength: length, pages });
+        rows += spanRows;
+        end++;
+      }
+      const groupQueries =
+        rows === count ? queries : backend.slice(queries, [0, start, 0, 0], [1, rows, heads, headDim]);
+      const out = backend.pagedAttention(groupQueries, keyPool, valuePool, group, options);
+      mixed.push(backend.reshape(out, [rows, heads * headDim]));
+      start += rows;
+      i = end;
+    }
+    return mixed.length === 1 ? mixed[0]! : backend.concat(mixed, 0);
+  }
+
+  /** Whether every span is one sequence with a paged cache ({@link LayerKV.appendSlots}). */
+  private allPaged(step: LayerStep): boolean {
+    return step.rows.spans.every((span, index) => span.batch === 1 && step.caches[index]?.appendSlots);
+  }
+
+  /** Each span's new positions in its paged cache. */
+  private pagedSlots(step: LayerStep): PagedKeyValues[] {
+    return step.rows.spans.map((span, index) => step.caches[index]!.appendSlots!(span.length));
+  }
+
+  /**
+   * Writes the spans' new keys and values `[1, M, kvHeads, hD]` to their pool rows: all rows in one
+   * `writeRows` per tensor when every span writes into one pool, else span by span.
+   */
+  private writePaged(step: LayerStep, slots: readonly PagedKeyValues[], keys: Tensor, values: Tensor): void {
+    const { backend } = this;
+    const { spans, count } = step.rows;
+    const [first] = slots;
+    const onePool = slots.every(
+      (slot, index) =>
+        slot.keyPool === first!.keyPool &&
+        slot.valuePool === first!.valuePool &&
+        slot.writeRows.length === spans[index]!.length,
+    );
+    if (onePool) {
+      const rows = new Int32Array(count);
+      let at = 0;
+      for (const slot of slots) {
+        rows.set(slot.writeRows, at);
+        at += slot.writeRows.length;
+      }
+      backend.writeRows(first!.keyPool, rows, keys);
+      backend.writeRows(first!.valuePool, rows, values);
+      return;
+    }
+    this.forEachSpan(step, keys, values, (_span, index, spanKeys, spanValues) => {
+      const slot = slots[index]!;
+      if (slot.writeRows.length === 0) return;
+      backend.writeRows(slot.keyPool, slot.writeRows, spanKeys);
+      backend.writeRows(slot.valuePool, slot.writeRows, spanValues);
+    });
   }
 
   private mlp(x: Tensor, weights: LayerWeights, step: LayerStep): Tensor {
@@ -402,13 +700,19 @@ export class Decoder {
     const spanRows = step.rows.spans.map((s) => s.batch * s.length);
     if (!weights.linears.gate_proj) {
       // GPT-NeoX: down(gelu(up(x))), no gate.
-      const up = this.project(x, weights.linears.up_proj, loras('up_proj'), spanRows);
-      return this.project(backend.gelu(up), weights.linears.down_proj, loras('down_proj'), spanRows);
+      const up = this.project(x, weights.linears.up_proj, loras('up_proj'), spanRows, step.masks);
+      return this.project(
+        backend.gelu(up),
+        weights.linears.down_proj,
+        loras('down_proj'),
+        spanRows,
+        step.masks,
+      );
     }
-    const gate = this.project(x, weights.linears.gate_proj, loras('gate_proj'), spanRows);
-    const up = this.project(x, weights.linears.up_proj, loras('up_proj'), spanRows);
+    const gate = this.project(x, weights.linears.gate_proj, loras('gate_proj'), spanRows, step.masks);
+    const up = this.project(x, weights.linears.up_proj, loras('up_proj'), spanRows, step.masks);
     const activated = backend.gatedActivation(gate, up, config.hiddenAct === 'silu' ? 'silu' : 'gelu-tanh');
-    return this.project(activated, weights.linears.down_proj, loras('down_proj'), spanRows);
+    return this.project(activated, weights.linears.down_proj, loras('down_proj'), spanRows, step.masks);
   }
 
   /**
@@ -421,12 +725,15 @@ export class Decoder {
     linear: Linear,
     loras: readonly (LoRA | undefined)[],
     spanRows: readonly number[],
+    masks?: Map<string, Tensor>,
   ): Tensor {
     const { backend } = this;
     let y = backend.matmul(x, linear.weight);
     if (linear.bias) y = backend.add(y, linear.bias);
     if (loras.every((lora) => lora === undefined)) return y;
     if (loras.every((lora) => lora === loras[0])) return backend.add(y, this.loraDelta(x, loras[0]!));
+    const masked = masks && this.maskedLoraDelta(x, loras, spanRows, masks);
+    if (masked) return backend.add(y, masked);
     // Segments: runs of spans with the same LoRA, each its own small product; rows without one get 0.
     const deltas: Tensor[] = [];
     let start = 0;
@@ -441,6 +748,67 @@ export class Decoder {
       i = end;
     }
     return backend.add(y, backend.concat(deltas, 0));
+  }
+
+  /**
+   * `masked` mode's delta of mixed-loop rows: `((x·A_cat) ⊙ mask)·B_cat`, the mask `[rows, L·r]` holding
+   * for each row 1 on its own LoRA's columns and 0 elsewhere (0 on every column for rows without one),
+   * then `·scale` when the loops share one scale (else each row's scale is in its mask). One mask per
+   * column layout and layer call, shared by the modules whose concatenations have that layout. Undefined where the LoRAs have no
+   * common concatenation (segment mode then serves the call). LoRAs with a bias (`lora_B.bias`,
+   * GPT-NeoX conversions) add `selector·bias_cat`: the selector `[rows, L]` holds the row's mask value on
+   * its own loop's column, the biases `[L, out]` are stacked in loop order, so each row gets its own loop's
+   * bias (exactly: one nonzero term per row) before the common scale, as {@link Decoder.loraDelta} adds it.
+   *
+   * NOTE: with one common scale the products add exact zeros for the other loops' columns and multiply
+   * by the same scale, which gave bit-identical results to per-row application on cpu and wasm in the
+   * tests (`masked-lora.test.ts`, and the mixed-loop relaxed NeoX in `neox.test.ts`).
+   */
+  private maskedLoraDelta(
+    x: Tensor,
+    loras: readonly (LoRA | undefined)[],
+    spanRows: readonly number[],
+    masks: Map<string, Tensor>,
+  ): Tensor | undefined {
+    const { backend } = this;
+    const columns = loras.map((lora) => (lora ? this.loraColumns.get(lora) : undefined));
+    const group = columns.find((c) => c !== undefined)?.group;
+    if (!group || columns.some((c, i) => loras[i] !== undefined && c?.group !== group)) return undefined;
+    const rows = spanRows.reduce((n, r) => n + r, 0);
+    // The row masks: `width` columns per row, each row's value on `start … start + count` of its LoRA.
+    const rowMask = (
+      key: string,
+      width: number,
+      place: (column: LoRAColumns, lora: LoRA) => [number, number],
+    ) => {
+      let mask = masks.get(key);
+      if (!mask) {
+        const values = new Float32Array(rows * width);
+        let row = 0;
+        for (const [i, count] of spanRows.entries()) {
+          const column = columns[i];
+          if (column) {
+            const value = group.scale === undefined ? loras[i]!.scale : 1;
+            const [start, length] = place(column, loras[i]!);
+            for (let r = row; r < row + count; r++) {
+              values.fill(value, r * width + start, r * width + start + length);
+            }
+          }
+          row += count;
+        }
+        mask = backend.fromArray(values, [rows, width]);
+        masks.set(key, mask);
+      }
+      return mask;
+    };
+    const mask = rowMask(group.layout, group.width, (column, lora) => [column.start, lora.a.shape[1]!]);
+    let delta = backend.matmul(backend.mul(backend.matmul(x, group.a), mask), group.b);
+    if (group.bias) {
+      const loops = group.bias.shape[0]!;
+      const selector = rowMask(`${group.layout}|bias`, loops, (column) => [column.index, 1]);
+      delta = backend.add(delta, backend.matmul(selector, group.bias));
+    }
+    return group.scale === undefined ? delta : backend.mul(delta, group.scale);
   }
 
   /** `scale·((x·Aᵀ)·Bᵀ + b_B)` of one LoRA on `x: [rows, in]` (`b_B`, PEFT's `lora_B.bias`, when it has one). */
@@ -473,9 +841,42 @@ export class Decoder {
 
 type LoRAs = Partial<Record<LinearModule, LoRA>> | undefined;
 
-/** One call of {@link Decoder.layer}: the rows, and per span its LoRAs and its KV history. */
+/** One call of {@link Decoder.layer}: the rows, and per span its LoRAs, loop norms and KV history. */
 interface LayerStep {
   rows: RaggedRows;
   loras: readonly LoRAs[];
+  loopNorms: readonly (LoopNorms | undefined)[];
   caches: readonly (LayerKV | undefined)[];
+  /** The stored layer's sliding window, or undefined for full causal attention. */
+  window: number | undefined;
+  /** The RoPE rows this layer rotates by (Gemma 3's local layers have their own). */
+  cos: Tensor;
+  sin: Tensor;
+  /** `masked` mode: the row masks of this call, one per column layout (made on first use). */
+  masks: Map<string, Tensor>;
+}
+
+/** One stored layer and module's LoRAs of every loop, concatenated (`masked` mode). */
+interface LoRAConcat {
+  /** `[in, Σ rank]`: each loop's `Aᵀ`, loop order. */
+  a: Tensor;
+  /** `[Σ rank, out]`: each loop's `Bᵀ`, loop order. */
+  b: Tensor;
+  /** `Σ rank`. */
+  width: number;
+  /** The loops' one scale, or undefined when they differ (then each row's is in its mask). */
+  scale: number | undefined;
+  /** The ranks (and mask values) per loop: concatenations with one layout share a row mask. */
+  layout: string;
+  /** `[L, out]`: each loop's `lora_B.bias`, loop order (zeros for a loop without one); absent when none has one. */
+  bias?: Tensor;
+}
+
+/** Where one LoRA sits in its {@link LoRAConcat}. */
+interface LoRAColumns {
+  group: LoRAConcat;
+  /** Its first column of `a` (row of `b`). */
+  start: number;
+  /** Its loop's position in the concatenation (row of `bias`). */
+  index: number;
 }

@@ -4,7 +4,7 @@ import type { Backend } from '@rrt/tensor';
 import { ConfigError } from '../errors.js';
 import { openCheckpoint } from '../safetensors/index.js';
 import { type ModelConfig, resolveConfig } from './config.js';
-import { Decoder } from './decoder.js';
+import { Decoder, type DecoderOptions, type LoRAMode } from './decoder.js';
 import { type LoadWeightsOptions, loadWeights } from './weights.js';
 
 /** Options of {@link loadModel}. */
@@ -13,6 +13,8 @@ export interface LoadModelOptions {
   onIgnoredKey?: (key: string) => void;
   /** Called with each checkpoint tensor the config does not use (see {@link LoadWeightsOptions}). */
   onUnusedTensor?: (name: string) => void;
+  /** How the decoder applies the loops' LoRAs to rows at different loops (see {@link DecoderOptions}). */
+  loraMode?: LoRAMode;
 }
 
 /** Reads and resolves `<dir>/config.json`. */
@@ -60,7 +62,7 @@ export async function loadModel(
     const weights = await loadWeights(backend, checkpoint, config, {
       onUnusedTensor: options.onUnusedTensor,
     });
-    return new Decoder(backend, config, weights);
+    return new Decoder(backend, config, weights, options.loraMode ? { loraMode: options.loraMode } : {});
   } finally {
     await checkpoint.close();
   }

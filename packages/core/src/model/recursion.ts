@@ -45,7 +45,24 @@ export interface RecursionConfig {
    * projections after LayerNorms (GPT-NeoX), where it keeps the full-rank model exact.
    */
   loraBias?: boolean;
+  /**
+   * Norms stored once per (loop, shared layer) instead of shared (`loop_norms`): the ones no projection
+   * can absorb (q/k norms, Gemma's post-attention and post-feed-forward norms), kept per loop so that a
+   * full-rank relaxed model stays exact. Absent or empty: every norm is shared.
+   */
+  loopNorms?: readonly LoopNorm[];
 }
+
+/** A layer norm that a recursive model may store per loop ({@link RecursionConfig.loopNorms}). */
+export type LoopNorm = 'q_norm' | 'k_norm' | 'post_attention_layernorm' | 'post_feedforward_layernorm';
+
+/** Every {@link LoopNorm}. */
+export const loopNormNames: readonly LoopNorm[] = [
+  'q_norm',
+  'k_norm',
+  'post_attention_layernorm',
+  'post_feedforward_layernorm',
+];
 
 /** One effective layer of the unrolled model. */
 export interface EffectiveLayer {
@@ -106,6 +123,10 @@ export function resolveRecursion(raw: unknown, numHiddenLayers: number, file: st
     }
     loraRanks[module] = rank;
   }
+  const loopNorms = section.loop_norms ?? [];
+  if (!Array.isArray(loopNorms) || !loopNorms.every((norm) => loopNormNames.includes(norm))) {
+    throw new ConfigError(file, 'recursion.loop_norms', `a list of ${loopNormNames.join(', ')}`);
+  }
   const loraAlpha = section.lora_alpha ?? 1;
   if (typeof loraAlpha !== 'number' || !(loraAlpha > 0)) {
     throw new ConfigError(file, 'recursion.lora_alpha', 'a positive number');
@@ -123,6 +144,7 @@ export function resolveRecursion(raw: unknown, numHiddenLayers: number, file: st
     loraAlpha,
     storedLayers: blockSize + (strategy === 'middle-cycle' ? 2 : 0),
     loraBias,
+    ...(loopNorms.length > 0 ? { loopNorms: loopNorms as LoopNorm[] } : {}),
   };
 }
 
@@ -136,6 +158,9 @@ export function recursionToJson(recursion: RecursionConfig): Record<string, unkn
     lora_ranks: { ...recursion.loraRanks },
     lora_alpha: recursion.loraAlpha,
     ...(recursion.loraBias ? { lora_bias: true } : {}),
+    ...(recursion.loopNorms && recursion.loopNorms.length > 0
+      ? { loop_norms: [...recursion.loopNorms] }
+      : {}),
   };
 }
 

@@ -4,7 +4,7 @@ import { WeightError } from '../errors.js';
 import { type Checkpoint, type RawTensor, toFloat32 } from '../safetensors/index.js';
 import type { ModelConfig } from './config.js';
 import { neoxCheckpointView } from './neox.js';
-import { type LinearModule, layerSchedule, linearModules } from './recursion.js';
+import { type LinearModule, type LoopNorm, layerSchedule, linearModules } from './recursion.js';
 
 /**
  * A linear layer `y = x·W + b` with `W` held as `[in, out]`: the transpose of the Hugging Face `[out, in]`
@@ -49,7 +49,57 @@ export interface LayerWeights {
   /** LayerNorm bias before the feed-forward network (`normType: 'layer'` only). */
   postAttentionNormBias?: Tensor;
   linears: LayerLinears;
+  /** Per-head RMSNorm weight of the queries, `[headDim]` (Qwen3, Gemma 3). */
+  qNorm?: Tensor;
+  /** Per-head RMSNorm weight of the keys, `[headDim]` (Qwen3, Gemma 3). */
+  kNorm?: Tensor;
+  /** Gemma 2/3: RMSNorm weight before the feed-forward network (`postAttentionNorm` then normalises the attention output). */
+  preFeedforwardNorm?: Tensor;
+  /** Gemma 2/3: RMSNorm weight of the feed-forward output. */
+  postFeedforwardNorm?: Tensor;
 }
+
+/** Every norm a decoder layer may have, by its Hugging Face name. */
+export type LayerNormName =
+  | 'input_layernorm'
+  | 'post_attention_layernorm'
+  | 'pre_feedforward_layernorm'
+  | 'post_feedforward_layernorm'
+  | 'q_norm'
+  | 'k_norm';
+
+/** The norms a layer of this config has, in file order, with the width each normalises. */
+export function layerNorms(
+  config: Pick<ModelConfig, 'qkNorm' | 'sandwichNorms' | 'hiddenSize' | 'headDim'>,
+): { norm: LayerNormName; width: number }[] {
+  const norms: { norm: LayerNormName; width: number }[] = [
+    { norm: 'input_layernorm', width: config.hiddenSize },
+    { norm: 'post_attention_layernorm', width: config.hiddenSize },
+  ];
+  if (config.sandwichNorms) {
+    norms.push({ norm: 'pre_feedforward_layernorm', width: config.hiddenSize });
+    norms.push({ norm: 'post_feedforward_layernorm', width: config.hiddenSize });
+  }
+  if (config.qkNorm) {
+    norms.push({ norm: 'q_norm', width: config.headDim });
+    norms.push({ norm: 'k_norm', width: config.headDim });
+  }
+  return norms;
+}
+
+/** Hugging Face name of a stored layer's norm weight (`model.layers.3.self_attn.q_norm.weight`). */
+export function normTensorName(blockLayer: number, norm: LayerNormName): string {
+  const path = norm === 'q_norm' || norm === 'k_norm' ? `self_attn.${norm}` : norm;
+  return `model.layers.${blockLayer}.${path}.weight`;
+}
+
+/** Name of the per-loop copy of a norm ({@link RecursionConfig.loopNorms}). */
+export function loopNormTensorName(loopIndex: number, blockLayer: number, norm: LayerNormName): string {
+  return `model.loras.${loopIndex}.${normTensorName(blockLayer, norm)}`;
+}
+
+/** Per-loop norms of one (loop, stored layer), already `1 + w` for Gemma. */
+export type LoopNorms = Partial<Record<LoopNorm, Tensor>>;
 
 /** Every weight of a decoder, as backend tensors. */
 export interface ModelWeights {
@@ -63,6 +113,8 @@ export interface ModelWeights {
   lmHead: Tensor;
   /** Per-loop LoRA of shared layers, keyed by {@link loraKey}; absent where the rank is 0. */
   loras: Map<string, Partial<Record<LinearModule, LoRA>>>;
+  /** Per-loop norms of shared layers ({@link RecursionConfig.loopNorms}), keyed by {@link loraKey}. */
+  loopNorms?: Map<string, LoopNorms>;
 }
 
 /** Hugging Face tensor-name prefix of a stored layer's module. */
@@ -149,8 +201,9 @@ export async function loadWeights(
     return transposed;
   };
   // Gemma's RMSNorm scales by (1 + w): fold the 1 in once at load time.
-  const norm = (name: string) =>
-    load(name, [config.hiddenSize], config.normAddOne ? (w) => w.map((value) => 1 + value) : undefined);
+  const norm = (name: string, width = config.hiddenSize) =>
+    load(name, [width], config.normAddOne ? (w) => w.map((value) => 1 + value) : undefined);
+  const headNorm = (name: string) => norm(name, config.headDim);
   // A LayerNorm's bias sits next to its weight.
   const normBias = async (weightName: string) =>
     config.normType === 'layer'
@@ -174,15 +227,24 @@ export async function loadWeights(
           ? { weight, bias: await load(`${prefix}.bias`, [outFeatures]) }
           : { weight };
       }
-      const inputNormName = `model.layers.${blockLayer}.input_layernorm.weight`;
-      const postAttentionNormName = `model.layers.${blockLayer}.post_attention_layernorm.weight`;
-      layers.push({
+      const inputNormName = normTensorName(blockLayer, 'input_layernorm');
+      const postAttentionNormName = normTensorName(blockLayer, 'post_attention_layernorm');
+      const layer: LayerWeights = {
         inputNorm: await norm(inputNormName),
         postAttentionNorm: await norm(postAttentionNormName),
         ...withBias(await normBias(inputNormName), 'inputNormBias'),
         ...withBias(await normBias(postAttentionNormName), 'postAttentionNormBias'),
         linears,
-      });
+      };
+      if (config.sandwichNorms) {
+        layer.preFeedforwardNorm = await norm(normTensorName(blockLayer, 'pre_feedforward_layernorm'));
+        layer.postFeedforwardNorm = await norm(normTensorName(blockLayer, 'post_feedforward_layernorm'));
+      }
+      if (config.qkNorm) {
+        layer.qNorm = await headNorm(normTensorName(blockLayer, 'q_norm'));
+        layer.kNorm = await headNorm(normTensorName(blockLayer, 'k_norm'));
+      }
+      layers.push(layer);
     }
     const finalNorm = await norm('model.norm.weight');
     const finalNormBias = await normBias('model.norm.weight');
@@ -191,8 +253,27 @@ export async function loadWeights(
       : await loadTransposed('lm_head.weight', [config.vocabSize, config.hiddenSize]);
     if (config.tieWordEmbeddings) created.push(lmHead);
     const loras = await loadLoras(config, shapes, loadTransposed, load);
+    const loopNorms = new Map<string, LoopNorms>();
+    for (const layer of layerSchedule(config.recursion, config.numHiddenLayers)) {
+      const names = config.recursion?.loopNorms ?? [];
+      if (!layer.shared || names.length === 0) continue;
+      const perNorm: LoopNorms = {};
+      for (const name of names) {
+        const width = name === 'q_norm' || name === 'k_norm' ? config.headDim : config.hiddenSize;
+        perNorm[name] = await norm(loopNormTensorName(layer.loopIndex, layer.blockLayer, name), width);
+      }
+      loopNorms.set(loraKey(layer.loopIndex, layer.blockLayer), perNorm);
+    }
     for (const name of checkpoint.entries.keys()) if (!used.has(name)) options.onUnusedTensor?.(name);
-    return { embedding, layers, finalNorm, ...withBias(finalNormBias, 'finalNormBias'), lmHead, loras };
+    return {
+      embedding,
+      layers,
+      finalNorm,
+      ...withBias(finalNormBias, 'finalNormBias'),
+      lmHead,
+      loras,
+      ...(loopNorms.size > 0 ? { loopNorms } : {}),
+    };
   } catch (error) {
     backend.dispose(created);
     throw error;
@@ -262,10 +343,16 @@ export function disposeWeights(backend: Backend, weights: ModelWeights): void {
     tensors.add(layer.postAttentionNorm);
     if (layer.inputNormBias) tensors.add(layer.inputNormBias);
     if (layer.postAttentionNormBias) tensors.add(layer.postAttentionNormBias);
+    for (const extra of [layer.qNorm, layer.kNorm, layer.preFeedforwardNorm, layer.postFeedforwardNorm]) {
+      if (extra) tensors.add(extra);
+    }
     for (const linear of Object.values(layer.linears)) {
       tensors.add(linear.weight);
       if (linear.bias) tensors.add(linear.bias);
     }
+  }
+  for (const perNorm of weights.loopNorms?.values() ?? []) {
+    for (const tensor of Object.values(perNorm)) tensors.add(tensor);
   }
   for (const perModule of weights.loras.values()) {
     for (const lora of Object.values(perModule)) {

@@ -16,6 +16,7 @@ import {
   compositeGatedActivation,
   compositeGelu,
   compositeLayerNorm,
+  compositePagedAttention,
 } from '../composite.js';
 import {
   argmaxRef,
@@ -32,6 +33,7 @@ import {
   matmulRef,
   maxRef,
   meanRef,
+  pagedAttentionRef,
   type RefArray,
   refArray,
   rmsNormRef,
@@ -989,6 +991,72 @@ function registerFusedOps(test: Register): void {
     }
   });
 
+  test('attention: sliding window (keys j > p − window) and soft-capped scores, against float64 and the composite', async (h) => {
+    // [B, T, H, kvH, D, S, offset, keyLength, window, softCap]: windows shorter than, equal to and longer
+    // than the keys, a chunk that straddles the window edge, decoding past it, and a cap that bites.
+    const cases: [number, number, number, number, number, number, number, number, number, number?][] = [
+      [1, 9, 4, 2, 8, 9, 0, 9, 3], // prefill: the window slides across the chunk
+      [2, 1, 2, 1, 4, 20, 17, 18, 5], // one decode step at position 17, window 5: keys 13…17
+      [1, 4, 6, 2, 4, 24, 10, 14, 4, 0.75], // a chunk after a cached prefix, window and cap
+      [1, 5, 2, 2, 8, 5, 0, 5, 1], // window 1: each query sees only itself
+      [1, 6, 2, 1, 4, 6, 0, 6, 100, 1.5], // a window longer than every key: the cap alone
+    ];
+    for (const [batch, length, heads, kvHeads, headDim, slots, offset, keyLength, window, softCap] of cases) {
+      const q = h.input([batch, length, heads, headDim], -2, 2);
+      const k = h.input([batch, slots, kvHeads, headDim], -2, 2);
+      const v = h.input([batch, slots, kvHeads, headDim]);
+      const options = {
+        scale: 1 / Math.sqrt(headDim),
+        queryOffset: offset,
+        keyLength,
+        window,
+        ...(softCap !== undefined ? { softCap } : {}),
+      };
+      const want = attentionRef(q.r, k.r, v.r, options.scale, offset, keyLength, { window, softCap });
+      const label = `attention window=${window} softCap=${softCap} T=${length} offset=${offset} keys=${keyLength}`;
+      await h.within(label, h.b.attention(q.t, k.t, v.t, options), want, h.tol.normalization);
+      await h.within(
+        `${label} (composite)`,
+        compositeAttention(h.b, q.t, k.t, v.t, options),
+        want,
+        h.tol.normalization,
+      );
+    }
+  });
+
+  test('attention: with window w a query at position p sees exactly the keys p − w + 1 … p', async (h) => {
+    // Zero queries weigh every visible key alike; value j is the one-hot of j, so the output's nonzero
+    // entries name the keys a query saw. 8 keys, queries at positions 2…7 after a cache of 2.
+    const keys = 8;
+    const eye = Float32Array.from({ length: keys * keys }, (_, i) => (i % (keys + 1) === 0 ? 1 : 0));
+    const values = h.from([1, keys, 1, keys], eye);
+    const zeros = h.from([1, 6, 1, keys], new Float32Array(6 * keys));
+    for (const window of [1, 3, 8]) {
+      const options = { scale: 1, queryOffset: 2, window };
+      for (const [how, out] of [
+        ['fused', h.b.attention(zeros.t, values.t, values.t, options)],
+        ['composite', compositeAttention(h.b, zeros.t, values.t, values.t, options)],
+      ] as const) {
+        const data = await h.b.read(out);
+        h.b.dispose(out);
+        for (let t = 0; t < 6; t++) {
+          const position = 2 + t;
+          const seen = [...data.subarray(t * keys, (t + 1) * keys)].flatMap((weight, j) =>
+            weight > 0 ? [j] : [],
+          );
+          const expected = Array.from({ length: keys }, (_, j) => j).filter(
+            (j) => j <= position && position - j < window,
+          );
+          if (seen.join() !== expected.join()) {
+            throw new Error(
+              `${how}, window ${window}, position ${position}: saw keys ${seen}, expected ${expected}`,
+            );
+          }
+        }
+      }
+    }
+  });
+
   test('attention: keyLength defaults to every key; unused slots do not matter (NaN there)', async (h) => {
     const q = h.input([1, 2, 2, 4]);
     const k = h.input([1, 3, 1, 4]);
@@ -1008,6 +1076,78 @@ function registerFusedOps(test: Register): void {
       'attention ignores slots ≥ keyLength',
       h.b.attention(q.t, poisoned(k).t, poisoned(v).t, { scale: 0.5, queryOffset: 0, keyLength: 2 }),
       attentionRef(q.r, k.r, v.r, 0.5, 0, 2),
+      h.tol.normalization,
+    );
+  });
+
+  test('pagedAttention: ragged spans over a paged pool, against float64 and the composite', async (h) => {
+    // [H, kvH, D, pageSize, pages] and spans { rows, queryOffset, keyLength, pages }: block tables out of
+    // page order, partial last pages, a table longer than needed, prefill chunks and decode rows.
+    const cases = [
+      {
+        heads: 4,
+        kvHeads: 2,
+        headDim: 8,
+        pageSize: 3,
+        pages: 9,
+        spans: [
+          { rows: 1, queryOffset: 6, keyLength: 7, pages: [5, 0, 7] }, // decode row, last page 1 of 3
+          { rows: 4, queryOffset: 0, keyLength: 4, pages: [2, 8] }, // a whole prompt of 4
+          { rows: 3, queryOffset: 5, keyLength: 8, pages: [6, 1, 3, 4] }, // a chunk after 5; table longer
+          { rows: 1, queryOffset: 0, keyLength: 1, pages: [4] }, // the first token of a sequence
+        ],
+      },
+      {
+        heads: 6,
+        kvHeads: 2,
+        headDim: 4,
+        pageSize: 4,
+        pages: 5,
+        spans: [{ rows: 2, queryOffset: 9, keyLength: 11, pages: [3, 0, 4] }],
+      },
+      {
+        heads: 2,
+        kvHeads: 1,
+        headDim: 6, // not a multiple of 4: the SIMD kernel's fallback
+        pageSize: 2,
+        pages: 4,
+        spans: [
+          { rows: 2, queryOffset: 1, keyLength: 3, pages: [3, 1] },
+          { rows: 1, queryOffset: 4, keyLength: 5, pages: [0, 2, 1] },
+        ],
+      },
+    ];
+    for (const { heads, kvHeads, headDim, pageSize, pages, spans } of cases) {
+      const rows = spans.reduce((n, span) => n + span.rows, 0);
+      const q = h.input([1, rows, heads, headDim], -2, 2);
+      const k = h.input([pages, pageSize, kvHeads, headDim], -2, 2);
+      const v = h.input([pages, pageSize, kvHeads, headDim]);
+      const options = { scale: 1 / Math.sqrt(headDim) };
+      const want = pagedAttentionRef(q.r, k.r, v.r, spans, options.scale);
+      const label = `pagedAttention H=${heads} kvH=${kvHeads} D=${headDim} pageSize=${pageSize} spans=${spans.length}`;
+      await h.within(label, h.b.pagedAttention(q.t, k.t, v.t, spans, options), want, h.tol.normalization);
+      await h.within(
+        `${label} (composite)`,
+        compositePagedAttention(h.b, q.t, k.t, v.t, spans, options),
+        want,
+        h.tol.normalization,
+      );
+    }
+  });
+
+  test('pagedAttention: positions past keyLength and pages outside the table are not read (NaN there)', async (h) => {
+    const data = h.rng.floats(4 * 2 * 1 * 4, -1, 1);
+    const poisoned = Float32Array.from(data);
+    poisoned.fill(Number.NaN, (1 * 2 + 1) * 4, (1 * 2 + 2) * 4); // page 1 slot 1: past keyLength 3
+    poisoned.fill(Number.NaN, 2 * 2 * 4, 3 * 2 * 4); // page 2: in no table
+    const pool = h.from([4, 2, 1, 4], poisoned);
+    const clean = refArray([4, 2, 1, 4], data);
+    const q = h.input([1, 2, 2, 4]);
+    const spans = [{ rows: 2, queryOffset: 1, keyLength: 3, pages: [3, 1] }];
+    await h.within(
+      'pagedAttention ignores unread slots',
+      h.b.pagedAttention(q.t, pool.t, pool.t, spans, { scale: 0.5 }),
+      pagedAttentionRef(q.r, clean, clean, spans, 0.5),
       h.tol.normalization,
     );
   });
@@ -1361,6 +1501,13 @@ function registerGradientChecks(test: Register): void {
       [q, k, v],
       (b, [x, y, z]) => b.attention(x!, y!, z!, options),
       ([x, y, z]) => attentionRef(x!, y!, z!, 0.5, 1, 4),
+    );
+    const windowed = { ...options, window: 2, softCap: 0.8 };
+    await h.gradCheck(
+      'attention with a window and a soft-cap',
+      [q, k, v],
+      (b, [x, y, z]) => b.attention(x!, y!, z!, windowed),
+      ([x, y, z]) => attentionRef(x!, y!, z!, 0.5, 1, 4, { window: 2, softCap: 0.8 }),
     );
     const gate = h.input([2, 5], -3, 3);
     const up = h.input([2, 5]);

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Shape } from '../backend.js';
+import type { PagedAttentionSpan, Shape } from '../backend.js';
 import { sizeOf } from '../shape.js';
 
 /** A float64 n-dimensional array: row-major `data` of `shape`. */
@@ -450,7 +450,8 @@ export const geluScalar = (v: number): number => 0.5 * v * (1 + erfScalar(v / Ma
 
 /**
  * Causal grouped-query attention: `q: [B, T, H, D]`, `k`, `v: [B, S, kvH, D]` → `[B, T, H, D]`; query `t`
- * sees keys `j ≤ min(offset + t, keyLength − 1)`; head `h` reads key head `⌊h·kvH/H⌋`.
+ * sees keys `j ≤ min(offset + t, keyLength − 1)` (and, with a `window`, `j > offset + t − window`); head
+ * `h` reads key head `⌊h·kvH/H⌋`; with `softCap` the scaled scores are `softCap·tanh(s/softCap)`.
  */
 export function attentionRef(
   q: RefArray,
@@ -459,6 +460,7 @@ export function attentionRef(
   scale: number,
   offset: number,
   keyLength = k.shape[1]!,
+  { window, softCap }: { window?: number; softCap?: number } = {},
 ): RefArray {
   const [batch, length, heads, headDim] = q.shape as [number, number, number, number];
   const [, keySlots, kvHeads] = k.shape as [number, number, number, number];
@@ -469,22 +471,63 @@ export function attentionRef(
         const kvh = Math.floor((h * kvHeads) / heads);
         const last = Math.min(offset + t, keyLength - 1);
         const qBase = ((b * length + t) * heads + h) * headDim;
+        // A window keeps the keys j with (offset + t) − j < window.
+        const first = window === undefined ? 0 : Math.max(0, offset + t - window + 1);
         const scores: number[] = [];
-        for (let j = 0; j <= last; j++) {
+        for (let j = first; j <= last; j++) {
           const kBase = ((b * keySlots + j) * kvHeads + kvh) * headDim;
           let dot = 0;
           for (let i = 0; i < headDim; i++) dot += q.data[qBase + i]! * k.data[kBase + i]!;
-          scores.push(dot * scale);
+          scores.push(softCap === undefined ? dot * scale : softCap * Math.tanh((dot * scale) / softCap));
         }
         const top = Math.max(...scores);
         const weights = scores.map((s) => Math.exp(s - top));
         const total = weights.reduce((s, w) => s + w, 0);
-        for (let j = 0; j <= last; j++) {
+        for (let j = first; j <= last; j++) {
           const vBase = ((b * keySlots + j) * kvHeads + kvh) * headDim;
-          for (let i = 0; i < headDim; i++) data[qBase + i]! += (weights[j]! / total) * v.data[vBase + i]!;
+          for (let i = 0; i < headDim; i++)
+            data[qBase + i]! += (weights[j - first]! / total) * v.data[vBase + i]!;
         }
       }
     }
+  }
+  return { shape: q.shape, data };
+}
+
+/**
+ * Paged attention: each span's key and value positions read one by one from the pools `[pages, pageSize,
+ * kvH, D]` through its block table into a contiguous history, then {@link attentionRef} over it; the spans'
+ * rows `[1, M, H, D]` in order.
+ */
+export function pagedAttentionRef(
+  q: RefArray,
+  keyPool: RefArray,
+  valuePool: RefArray,
+  spans: readonly PagedAttentionSpan[],
+  scale: number,
+): RefArray {
+  const [, , heads, headDim] = q.shape as [number, number, number, number];
+  const [, pageSize, kvHeads] = keyPool.shape as [number, number, number, number];
+  const width = kvHeads * headDim;
+  const data = new Float64Array(q.data.length);
+  let firstRow = 0;
+  for (const span of spans) {
+    const history = (pool: RefArray) => {
+      const rows = new Float64Array(span.keyLength * width);
+      for (let j = 0; j < span.keyLength; j++) {
+        const at = (span.pages[Math.floor(j / pageSize)]! * pageSize + (j % pageSize)) * width;
+        rows.set(pool.data.subarray(at, at + width), j * width);
+      }
+      return refArray([1, span.keyLength, kvHeads, headDim], rows);
+    };
+    const rowWidth = heads * headDim;
+    const queries = refArray(
+      [1, span.rows, heads, headDim],
+      q.data.subarray(firstRow * rowWidth, (firstRow + span.rows) * rowWidth),
+    );
+    const out = attentionRef(queries, history(keyPool), history(valuePool), scale, span.queryOffset);
+    data.set(out.data, firstRow * rowWidth);
+    firstRow += span.rows;
   }
   return { shape: q.shape, data };
 }
