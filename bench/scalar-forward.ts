@@ -64,7 +64,7 @@ export class ScalarForward {
         k: await read(l.k_proj.weight),
         v: await read(l.v_proj.weight),
         o: await read(l.o_proj.weight),
-        gate: await read(l.gate_proj.weight),
+        gate: await read(l.gate_proj!.weight), // SiLU models are gated
         up: await read(l.up_proj.weight),
         down: await read(l.down_proj.weight),
       });

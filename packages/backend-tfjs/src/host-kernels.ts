@@ -1,8 +1,8 @@
 /**
  * Fused kernels written in JavaScript over the tensors' own memory, registered with tfjs for its `cpu`
- * and `wasm` backends: RMSNorm, RoPE, causal grouped-query attention (over contiguous keys, and over a
- * paged KV pool for a ragged batch of spans) and the gated activation of the feed-forward network, each
- * one dispatch instead of 2–15.
+ * and `wasm` backends: RMSNorm, LayerNorm, exact GELU, RoPE, causal grouped-query attention (over
+ * contiguous keys, and over a paged KV pool for a ragged batch of spans) and the gated activation of the
+ * feed-forward network, each one dispatch instead of 2–15.
  *
  * NOTE: why JavaScript and not the wasm backend's C++ kernels. A decode step of a small model is bound
  * by dispatches (≈ 3 µs each on wasm, bench/profile.ts), not by arithmetic, and the attention products
@@ -19,11 +19,12 @@
  * loaded machine). Its sums are float32, still in a fixed order per output row.
  *
  * Attention has a gradient (`RrtAttentionGrad`, one kernel for all three inputs) and so has RoPE (the
- * inverse rotation, by the same kernel); RMSNorm and the gated activation have none, and
+ * inverse rotation, by the same kernel); RMSNorm, LayerNorm, GELU and the gated activation have none, and
  * {@link TfjsBackend} uses their composite ops while it is taking gradients (inside `valueAndGrad`).
  *
  * @module
  */
+import { erfcCoefficients } from '@rrt/tensor';
 import * as tf from '@tensorflow/tfjs-core';
 import { attentionWasmBase64 } from './attention-wasm.js';
 import { unbroadcast } from './gradients.js';
@@ -31,6 +32,8 @@ import { unbroadcast } from './gradients.js';
 /** Kernel names, distinct from tfjs's own. */
 export const fusedKernelNames = {
   rmsNorm: 'RrtRmsNorm',
+  layerNorm: 'RrtLayerNorm',
+  gelu: 'RrtGelu',
   rope: 'RrtRope',
   attention: 'RrtAttention',
   attentionGrad: 'RrtAttentionGrad',
@@ -348,6 +351,34 @@ function rmsNorm(x: Float32Array, w: Float32Array, eps: number, out: Float32Arra
   }
 }
 
+/** `(x − mean) / √(var + eps) · w + b` per row of the last axis (two passes, float64 sums). */
+function layerNorm(x: Float32Array, w: Float32Array, b: Float32Array, eps: number, out: Float32Array): void {
+  const width = w.length;
+  for (let start = 0; start < x.length; start += width) {
+    let sum = 0;
+    for (let i = 0; i < width; i++) sum += x[start + i]!;
+    const mean = sum / width;
+    let squares = 0;
+    for (let i = 0; i < width; i++) squares += (x[start + i]! - mean) ** 2;
+    const inverse = 1 / Math.sqrt(squares / width + eps);
+    for (let i = 0; i < width; i++) out[start + i] = (x[start + i]! - mean) * inverse * w[i]! + b[i]!;
+  }
+}
+
+/** Exact GELU as `compositeGelu` computes it (`max(x, 0) − ½|x|·erfc(|x|/√2)`), in float64 per element. */
+function gelu(x: Float32Array, out: Float32Array): void {
+  const last = erfcCoefficients.length - 1;
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i]!;
+    const magnitude = Math.abs(v);
+    const z = magnitude * Math.SQRT1_2;
+    const t = 1 / (1 + 0.5 * z);
+    let polynomial = erfcCoefficients[last]!;
+    for (let k = last - 1; k >= 0; k--) polynomial = polynomial * t + erfcCoefficients[k]!;
+    out[i] = Math.max(v, 0) - 0.5 * magnitude * t * Math.exp(polynomial - z * z);
+  }
+}
+
 /**
  * For each row of `x`'s leading shape, the row of a table whose leading shape broadcasts against it
  * (right-aligned; axes of size 1 repeat).
@@ -653,6 +684,25 @@ function kernels(backendName: string): tf.KernelConfig[] {
         return hostCompute(backendName, backend, [x, weight], [...x.shape], ([xs, ws], out) =>
           rmsNorm(xs!, ws!, eps, out),
         );
+      },
+    },
+    {
+      kernelName: fusedKernelNames.layerNorm,
+      backendName,
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const { x, weight, bias } = inputs as Record<'x' | 'weight' | 'bias', tf.TensorInfo>;
+        const eps = (attrs as { eps: number }).eps;
+        return hostCompute(backendName, backend, [x, weight, bias], [...x.shape], ([xs, ws, bs], out) =>
+          layerNorm(xs!, ws!, bs!, eps, out),
+        );
+      },
+    },
+    {
+      kernelName: fusedKernelNames.gelu,
+      backendName,
+      kernelFunc: ({ inputs, backend }) => {
+        const { x } = inputs as { x: tf.TensorInfo };
+        return hostCompute(backendName, backend, [x], [...x.shape], ([xs], out) => gelu(xs!, out));
       },
     },
     {

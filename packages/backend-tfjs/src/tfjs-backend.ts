@@ -2,10 +2,10 @@
  * {@link TfjsBackend}: the rrt {@link Backend} interface over tfjs ops.
  *
  * NOTE: a tensor of this backend *is* the `tf.Tensor`, cast to the opaque {@link Tensor} type, so an op
- * costs one tfjs dispatch and nothing more. RMSNorm, RoPE, attention and the gated activation run as
+ * costs one tfjs dispatch and nothing more. RMSNorm, LayerNorm, exact GELU, RoPE, attention and the gated activation run as
  * one fused kernel each on tfjs's cpu and wasm backends (`host-kernels.ts`), and as composites of tfjs
  * ops elsewhere. While gradients are being taken, attention and RoPE stay fused (they have gradient
- * kernels) and RMSNorm and the gated activation run as composites, whose gradients are the
+ * kernels) and RMSNorm, LayerNorm, GELU and the gated activation run as composites, whose gradients are the
  * conformance-checked ones of `gradients.ts`. Paged attention has fused kernels on cpu and wasm and a WGSL
  * kernel on webgpu (`webgpu-kernels.ts`), and no gradient: it runs as its composite inside `valueAndGrad`.
  *
@@ -31,6 +31,8 @@ import type {
 import {
   compositeAttention,
   compositeGatedActivation,
+  compositeGelu,
+  compositeLayerNorm,
   compositePagedAttention,
   decodeBfloat16,
   decodeFloat16,
@@ -307,6 +309,11 @@ export class TfjsBackend implements Backend {
       }),
     );
   }
+  gelu(x: Tensor): Tensor {
+    this.check();
+    if (this.fused()) return ours(tf.engine().runKernel(fusedKernelNames.gelu, { x: asTf(x) }) as tf.Tensor);
+    return compositeGelu(this, x);
+  }
   cast(x: Tensor, dtype: DType): Tensor {
     this.check();
     return ours(tf.cast(asTf(x), dtype));
@@ -383,6 +390,21 @@ export class TfjsBackend implements Backend {
         return tf.mul(tf.mul(tx, inverseRms), tw);
       }),
     );
+  }
+  layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps: number): Tensor {
+    this.check();
+    if (this.fused()) {
+      return ours(
+        tf
+          .engine()
+          .runKernel(
+            fusedKernelNames.layerNorm,
+            { x: asTf(x), weight: asTf(weight), bias: asTf(bias) },
+            { eps },
+          ) as tf.Tensor,
+      );
+    }
+    return compositeLayerNorm(this, x, weight, bias, eps);
   }
   rope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
     this.check();

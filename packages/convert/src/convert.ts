@@ -7,6 +7,7 @@
 import { resolve } from 'node:path';
 import {
   assertOutputApart,
+  configLinearModules,
   ConfigError,
   checkLoopsRepeatLayerTypes,
   type InitMethod,
@@ -88,6 +89,13 @@ export interface ConvertOptions {
    * factors plain `W_orig − W_shared`, as the paper does.
    */
   foldNorms?: boolean;
+  /**
+   * Give every LoRA a per-loop bias correction (PEFT's `lora_B.bias`), so that loops whose layers had
+   * different biases, or whose LayerNorm biases pass through the projection differently, are exact at
+   * full rank; default true where the source's norms carry a bias (GPT-NeoX), false otherwise (the
+   * shared bias is then the initial one, as before). Only with ranks > 0.
+   */
+  loraBias?: boolean;
   /** How the truncated SVDs run. */
   svd?: SvdOptions;
   /** Measure the reconstruction error of every LoRA (costs one low-rank product each); default true. */
@@ -251,6 +259,7 @@ export async function convertToRecursive(
     }
     const shapes = linearShapes(config);
     const loraRanks = resolveRanks(options.ranks, shapes, warn);
+    if (!config.gatedMlp) loraRanks.gate_proj = 0; // GPT-NeoX has no gate
     const maxRank = Math.max(...Object.values(loraRanks));
     const alpha = options.alpha ?? (maxRank > 0 ? maxRank : 1);
     const inits = sharedInits(layout, init, options.seed ?? 0);
@@ -263,6 +272,7 @@ export async function convertToRecursive(
       loraRanks,
       loraAlpha: alpha,
       storedLayers: layout.storedLayers.length,
+      loraBias: maxRank > 0 && (options.loraBias ?? config.normType === 'layer'),
       ...(loopNorms.length > 0 ? { loopNorms } : {}),
     };
     // Effective depth i runs source layer keptLayers[i] (all of them unless subsampled).
@@ -473,6 +483,7 @@ function planTensors(
   for (const layer of layout.storedLayers)
     planLayer(stream, context, layer.index, layer.sources, layer.shared, inits[layer.index]!);
   copy('model.norm.weight', [config.hiddenSize]);
+  if (config.normType === 'layer') copy('model.norm.bias', [config.hiddenSize]);
   if (source.checkpoint.has('lm_head.weight')) copy('lm_head.weight', [config.vocabSize, config.hiddenSize]);
 }
 
@@ -522,21 +533,25 @@ function planLayer(
   const norms = layerNorms(config);
   const widthOf = (norm: NormName) => norms.find((entry) => entry.norm === norm)!.width;
   // Shared norms as stored, and each source layer's original norms: small, kept for the layer's modules.
-  const sharedNorms = new Map<NormName, Float32Array>();
+  // LayerNorms (GPT-NeoX) also have a bias, `.bias` next to `.weight`; keyed here as `norm` / `norm.bias`.
+  const normParts = config.normType === 'layer' ? (['weight', 'bias'] as const) : (['weight'] as const);
+  const sharedNorms = new Map<string, Float32Array>();
   const originalNorms = new Map<string, Float32Array>();
-  const originalNorm = async (layer: number, norm: NormName) => {
-    const name = normTensorName(layer, norm);
+  const originalNorm = async (layer: number, norm: NormName, part: 'weight' | 'bias' = 'weight') => {
+    const name = normTensorName(layer, norm).replace(/weight$/, part);
     if (!originalNorms.has(name)) originalNorms.set(name, await source.readValues(name, [widthOf(norm)]));
     return originalNorms.get(name)!;
   };
 
   // Norms that no projection absorbs run per loop in a relaxed model: each loop's copy is its source layer's.
   const loopNorms = shared ? (recursion.loopNorms ?? []) : [];
-  const normEntries: TensorPlanEntry[] = norms.map(({ norm, width }) => ({
-    name: normTensorName(index, norm),
-    dtype: outputDtype,
-    shape: [width],
-  }));
+  const normEntries: TensorPlanEntry[] = norms.flatMap(({ norm, width }) =>
+    normParts.map((part) => ({
+      name: normTensorName(index, norm).replace(/weight$/, part),
+      dtype: outputDtype,
+      shape: [width],
+    })),
+  );
   for (const norm of loopNorms) {
     for (let loop = 0; loop < sources.length; loop++) {
       normEntries.push({
@@ -549,9 +564,12 @@ function planLayer(
   stream.add(normEntries, async () => {
     const out = new Map<string, Uint8Array>();
     for (const { norm, width } of norms) {
-      const values = await initialValues(context, init, (layer) => normTensorName(layer, norm), [width]);
-      sharedNorms.set(norm, values.stored);
-      out.set(normTensorName(index, norm), values.bytes);
+      for (const part of normParts) {
+        const nameOf = (layer: number) => normTensorName(layer, norm).replace(/weight$/, part);
+        const values = await initialValues(context, init, nameOf, [width]);
+        sharedNorms.set(part === 'weight' ? norm : `${norm}.bias`, values.stored);
+        out.set(nameOf(index), values.bytes);
+      }
     }
     for (const norm of loopNorms) {
       for (const [loop, layer] of sources.entries()) {
@@ -564,7 +582,7 @@ function planLayer(
     return out;
   });
 
-  for (const module of linearModules) {
+  for (const module of configLinearModules(config)) {
     const [outFeatures, inFeatures] = shapes[module];
     const rank = shared ? recursion.loraRanks[module] : 0;
     const hasBias = config.biasedModules.includes(module);
@@ -586,6 +604,9 @@ function planLayer(
         const prefix = loraTensorName(loop, index, module);
         entries.push({ name: `${prefix}.lora_A.weight`, dtype: loraDtype, shape: [rank, inFeatures] });
         entries.push({ name: `${prefix}.lora_B.weight`, dtype: loraDtype, shape: [outFeatures, rank] });
+        if (recursion.loraBias) {
+          entries.push({ name: `${prefix}.lora_B.bias`, dtype: loraDtype, shape: [outFeatures] });
+        }
       }
     }
     stream.add(entries, async () => {
@@ -593,11 +614,13 @@ function planLayer(
       const weightOf = (layer: number) => `${moduleTensorName(layer, module)}.weight`;
       const weight = await initialValues(context, init, weightOf, [outFeatures, inFeatures]);
       out.set(entries[0]!.name, weight.bytes);
+      let sharedBias: Float32Array | undefined;
       if (hasBias) {
         const biasOf = (layer: number) => `${moduleTensorName(layer, module)}.bias`;
         const bias = await initialValues(context, init, biasOf, [outFeatures]);
         out.set(entries[1]!.name, bias.bytes);
-        if (shared && rank > 0) {
+        sharedBias = bias.stored;
+        if (shared && rank > 0 && !recursion.loraBias) {
           for (const layer of sources) {
             const original = await source.readValues(biasOf(layer), [outFeatures]);
             if (original.some((value, i) => value !== bias.stored[i])) context.differingBiases += 1;
@@ -654,6 +677,34 @@ function planLayer(
         const prefix = loraTensorName(loop, index, module);
         out.set(`${prefix}.lora_A.weight`, a.bytes);
         out.set(`${prefix}.lora_B.weight`, b.bytes);
+        if (recursion.loraBias) {
+          const normBiases =
+            norm && config.normType === 'layer'
+              ? {
+                  original: await originalNorm(layer, norm, 'bias'),
+                  shared: sharedNorms.get(`${norm}.bias`)!,
+                }
+              : undefined;
+          const correction = loopBiasCorrection({
+            originalWeight: target,
+            sharedWeight: weight.stored,
+            inFeatures,
+            factors,
+            originalBias: hasBias
+              ? await source.readValues(`${moduleTensorName(layer, module)}.bias`, [outFeatures])
+              : undefined,
+            sharedBias,
+            normBiases,
+          });
+          const scale = recursion.loraAlpha / rank;
+          out.set(
+            `${prefix}.lora_B.bias`,
+            storeAs(
+              correction.map((value) => value / scale),
+              loraDtype,
+            ).bytes,
+          );
+        }
         if (measure) {
           group.relaxed += await lowRankErrorSquared(
             residual.values,
@@ -670,4 +721,44 @@ function planLayer(
       return out;
     });
   }
+}
+
+/**
+ * The bias a loop must add to the shared projection's output for the loop to compute what its original
+ * layer did, at full rank: `b_o + W_o·β_o − W_applied·β_s − b_s`.
+ *
+ * NOTE: why a per-loop bias and not a folded or shared one. A LayerNorm's bias β passes through the next
+ * projection as the constant `W·β`, which differs per loop (each loop has its own W_o, and its own β_o);
+ * so do the projections' own biases, layer by layer. The shared norm weight can be folded into each
+ * loop's LoRA target (a per-column scale, `normFoldFactors`), but a constant cannot be folded into
+ * `B·A`; it can only go into a bias, and a bias per loop is what that takes. So the norms (weights and
+ * biases) stay shared in the block, as the RMSNorm gains are, and every LoRA carries PEFT's
+ * `lora_B.bias`, computed here with `W_applied` the weight the loop's LoRA targets (`W_o·diag(f)` with
+ * the norm-fold factors f; the shared column where a factor is NaN, as `foldedResidual` does).
+ */
+function loopBiasCorrection(parts: {
+  originalWeight: Float32Array;
+  sharedWeight: Float32Array;
+  inFeatures: number;
+  factors: Float64Array | undefined;
+  originalBias: Float32Array | undefined;
+  sharedBias: Float32Array | undefined;
+  normBiases: { original: Float32Array; shared: Float32Array } | undefined;
+}): Float64Array {
+  const { originalWeight, sharedWeight, inFeatures, factors, originalBias, sharedBias, normBiases } = parts;
+  const outFeatures = originalWeight.length / inFeatures;
+  const correction = new Float64Array(outFeatures);
+  for (let o = 0; o < outFeatures; o++) {
+    let value = (originalBias?.[o] ?? 0) - (sharedBias?.[o] ?? 0);
+    if (normBiases) {
+      for (let j = 0; j < inFeatures; j++) {
+        const original = originalWeight[o * inFeatures + j]!;
+        const factor = factors ? factors[j]! : 1;
+        const applied = Number.isNaN(factor) ? sharedWeight[o * inFeatures + j]! : original * factor;
+        value += original * normBiases.original[j]! - applied * normBiases.shared[j]!;
+      }
+    }
+    correction[o] = value;
+  }
+  return correction;
 }

@@ -7,15 +7,19 @@
 import { resolve } from 'node:path';
 import {
   assertOutputApart,
+  configLinearModules,
+  type EffectiveLayer,
+  fuseQkvRows,
+  type LinearModule,
   layerNorms,
   layerSchedule,
-  linearModules,
   type LoopNorm,
   loopNormTensorName,
   normTensorName,
   linearShapes,
   loraTensorName,
   moduleTensorName,
+  neoxTensorName,
   type TensorPlanEntry,
   unrolledModelConfig,
 } from '@rrt/core';
@@ -87,27 +91,77 @@ export async function exportUnrolled(
     const storedDtype = checkDecoderTensors(source, storedLayers);
     const hasHead = source.checkpoint.has('lm_head.weight');
     const schedule = layerSchedule(recursion, config.numHiddenLayers);
+    const modules = configLinearModules(config);
     for (const step of schedule) {
       if (!step.shared) continue;
       for (const norm of recursion.loopNorms ?? []) {
         const width = norm === 'q_norm' || norm === 'k_norm' ? config.headDim : config.hiddenSize;
         source.check(loopNormTensorName(step.loopIndex, step.blockLayer, norm), [width]);
       }
-      for (const module of linearModules) {
+      for (const module of modules) {
         const rank = recursion.loraRanks[module];
         if (rank === 0) continue;
         const [outFeatures, inFeatures] = shapes[module];
         const prefix = loraTensorName(step.loopIndex, step.blockLayer, module);
         source.check(`${prefix}.lora_A.weight`, [rank, inFeatures]);
         source.check(`${prefix}.lora_B.weight`, [outFeatures, rank]);
+        if (recursion.loraBias) source.check(`${prefix}.lora_B.bias`, [outFeatures]);
       }
     }
     const outputDtype = options.outputDtype ?? storedDtype;
 
     const stream = new TensorStream('export', options.onProgress, options.signal);
+    // A plain gpt_neox checkpoint gets NeoX's own names back, its q, k and v fused (see core's neox.ts).
+    const neox = config.family === 'gpt_neox';
+    const outName = neox ? neoxTensorName : (name: string) => name;
     const copy = (from: string, to: string, shape: readonly number[]) =>
-      addCopy(stream, source, from, to, shape, outputDtype);
+      addCopy(stream, source, from, outName(to), shape, outputDtype);
+    const normParts = config.normType === 'layer' ? ['weight', 'bias'] : ['weight'];
     copy('model.embed_tokens.weight', 'model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]);
+
+    /** The loop's weight `W_shared + (α/r)·B·A`, or the shared one where it has no LoRA. */
+    const mergedWeight = async (step: EffectiveLayer, module: LinearModule) => {
+      const [outFeatures, inFeatures] = shapes[module];
+      const rank = step.shared ? recursion.loraRanks[module] : 0;
+      const stored = await source.readValues(`${moduleTensorName(step.blockLayer, module)}.weight`);
+      if (rank === 0) return stored;
+      const prefix = loraTensorName(step.loopIndex, step.blockLayer, module);
+      return addLowRank(
+        stored,
+        await source.readValues(`${prefix}.lora_B.weight`),
+        await source.readValues(`${prefix}.lora_A.weight`),
+        outFeatures,
+        inFeatures,
+        rank,
+        recursion.loraAlpha / rank,
+        options.backend,
+      );
+    };
+    /** The loop's bias: the shared one (or 0), plus `(α/r)·b_B` where its LoRA carries one. */
+    const mergedBias = async (step: EffectiveLayer, module: LinearModule) => {
+      const [outFeatures] = shapes[module];
+      const bias = new Float64Array(outFeatures);
+      if (config.biasedModules.includes(module)) {
+        bias.set(await source.readValues(`${moduleTensorName(step.blockLayer, module)}.bias`));
+      }
+      const rank = step.shared ? recursion.loraRanks[module] : 0;
+      if (rank > 0 && recursion.loraBias) {
+        const prefix = loraTensorName(step.loopIndex, step.blockLayer, module);
+        const correction = await source.readValues(`${prefix}.lora_B.bias`);
+        const scale = recursion.loraAlpha / rank;
+        for (let o = 0; o < outFeatures; o++) bias[o]! += scale * correction[o]!;
+      }
+      return bias;
+    };
+    const add = (
+      name: string,
+      shape: readonly number[],
+      values: () => Promise<Float32Array | Float64Array>,
+    ) => {
+      const entry: TensorPlanEntry = { name, dtype: outputDtype, shape };
+      stream.add([entry], async () => new Map([[name, storeAs(await values(), outputDtype).bytes]]));
+    };
+
     for (const step of schedule) {
       const { depth, blockLayer, loopIndex } = step;
       for (const { norm, width } of layerNorms(config)) {
@@ -116,37 +170,42 @@ export async function exportUnrolled(
         const from = perLoop
           ? loopNormTensorName(loopIndex, blockLayer, norm)
           : normTensorName(blockLayer, norm);
-        copy(from, normTensorName(depth, norm), [width]);
+        // A LayerNorm's bias sits next to its weight.
+        for (const part of normParts) {
+          copy(from.replace(/weight$/, part), normTensorName(depth, norm).replace(/weight$/, part), [width]);
+        }
       }
-      for (const module of linearModules) {
+      for (const module of modules) {
         const [outFeatures, inFeatures] = shapes[module];
-        const rank = step.shared ? recursion.loraRanks[module] : 0;
+        if (neox && (module === 'k_proj' || module === 'v_proj')) continue; // fused with q_proj below
+        if (neox && module === 'q_proj') {
+          // query_key_value: [heads, 3, headDim] rows, q, k and v of each head in turn.
+          const qkv = ['q_proj', 'k_proj', 'v_proj'] as const;
+          const heads = config.numAttentionHeads;
+          const fused = async (part: (m: LinearModule) => Promise<Float32Array | Float64Array>) => {
+            const [q, k, v] = await Promise.all(qkv.map(async (m) => Float64Array.from(await part(m))));
+            return fuseQkvRows([q!, k!, v!], heads);
+          };
+          const prefix = neoxTensorName(`${moduleTensorName(depth, module)}.weight`).replace(/\.weight$/, '');
+          add(`${prefix}.weight`, [3 * outFeatures, inFeatures], () => fused((m) => mergedWeight(step, m)));
+          add(`${prefix}.bias`, [3 * outFeatures], () => fused((m) => mergedBias(step, m)));
+          continue;
+        }
         const name = `${moduleTensorName(depth, module)}.weight`;
-        const entry: TensorPlanEntry = { name, dtype: outputDtype, shape: [outFeatures, inFeatures] };
-        stream.add([entry], async () => {
-          const storedName = `${moduleTensorName(blockLayer, module)}.weight`;
-          if (rank === 0) return new Map([[name, await source.readAs(storedName, outputDtype)]]);
-          const prefix = loraTensorName(loopIndex, blockLayer, module);
-          const merged = await addLowRank(
-            await source.readValues(storedName),
-            await source.readValues(`${prefix}.lora_B.weight`),
-            await source.readValues(`${prefix}.lora_A.weight`),
-            outFeatures,
-            inFeatures,
-            rank,
-            recursion.loraAlpha / rank,
-            options.backend,
-          );
-          return new Map([[name, storeAs(merged, outputDtype).bytes]]);
-        });
-        if (config.biasedModules.includes(module)) {
-          copy(`${moduleTensorName(blockLayer, module)}.bias`, `${moduleTensorName(depth, module)}.bias`, [
-            outFeatures,
-          ]);
+        const rank = step.shared ? recursion.loraRanks[module] : 0;
+        if (rank === 0)
+          copy(`${moduleTensorName(blockLayer, module)}.weight`, name, [outFeatures, inFeatures]);
+        else add(outName(name), [outFeatures, inFeatures], () => mergedWeight(step, module));
+        const biasName = `${moduleTensorName(depth, module)}.bias`;
+        if (rank > 0 && recursion.loraBias)
+          add(outName(biasName), [outFeatures], () => mergedBias(step, module));
+        else if (config.biasedModules.includes(module)) {
+          copy(`${moduleTensorName(blockLayer, module)}.bias`, biasName, [outFeatures]);
         }
       }
     }
     copy('model.norm.weight', 'model.norm.weight', hidden);
+    if (config.normType === 'layer') copy('model.norm.bias', 'model.norm.bias', hidden);
     if (hasHead) copy('lm_head.weight', 'lm_head.weight', [config.vocabSize, config.hiddenSize]);
 
     const outputConfig: Record<string, unknown> = {

@@ -9,12 +9,13 @@ import { join } from 'node:path';
 import {
   type Checkpoint,
   ConfigError,
+  configLinearModules,
   type LayerNormName,
   layerNorms,
-  linearModules,
   linearShapes,
   type ModelConfig,
   moduleTensorName,
+  neoxCheckpointView,
   normTensorName,
   openCheckpoint,
   type RawTensor,
@@ -127,6 +128,8 @@ export async function openSource(dir: string, expect: RecursionExpectation): Pro
   let checkpoint: Checkpoint;
   try {
     checkpoint = await openCheckpoint(dir);
+    // GPT-NeoX's own names read as the canonical ones, its fused QKV as q, k and v (see core's neox.ts).
+    if (config.family === 'gpt_neox') checkpoint = neoxCheckpointView(checkpoint, config);
   } catch (cause) {
     throw new SourceCheckpointError(
       dir,
@@ -215,7 +218,10 @@ async function identify(file: string): Promise<FileIdentity> {
   return { size: info.size, mtimeMs: info.mtimeMs, ino: info.ino };
 }
 
-/** The two RMSNorms every decoder layer has, in file order (see `layerNorms` for a config's full list). */
+/**
+ * The two norms every decoder layer has (RMSNorms, or LayerNorms with a bias), in file order (see
+ * `layerNorms` for a config's full list).
+ */
 export const normNames = ['input_layernorm', 'post_attention_layernorm'] as const;
 /** A layer norm's Hugging Face name. */
 export type NormName = LayerNormName;
@@ -236,12 +242,19 @@ export function decoderTensorShapes(
     ['model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]],
     ['model.norm.weight', hidden],
   ]);
+  const normBiases = config.normType === 'layer';
+  if (normBiases) tensors.set('model.norm.bias', hidden);
   if (!config.tieWordEmbeddings || source.checkpoint.has('lm_head.weight')) {
     tensors.set('lm_head.weight', [config.vocabSize, config.hiddenSize]);
   }
   for (const layer of layers) {
-    for (const { norm, width } of layerNorms(config)) tensors.set(normTensorName(layer, norm), [width]);
-    for (const module of linearModules) {
+    for (const { norm, width } of layerNorms(config)) {
+      const weightName = normTensorName(layer, norm);
+      tensors.set(weightName, [width]);
+      // A LayerNorm's bias sits next to its weight.
+      if (normBiases) tensors.set(weightName.replace(/weight$/, 'bias'), [width]);
+    }
+    for (const module of configLinearModules(config)) {
       tensors.set(`${moduleTensorName(layer, module)}.weight`, shapes[module]);
       if (config.biasedModules.includes(module)) {
         tensors.set(`${moduleTensorName(layer, module)}.bias`, [shapes[module][0]]);

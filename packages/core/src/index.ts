@@ -44,6 +44,7 @@ export {
   type HiddenActivation,
   type ModelConfig,
   type ModelFamily,
+  type NormType,
   type ResolvedConfig,
   recursiveModelConfig,
   recursiveModelTypePrefix,
@@ -64,6 +65,7 @@ export {
   type SpanLayer,
 } from './model/decoder.js';
 export { type RopeScaling, ropeFrequencies, ropeTables } from './model/rope.js';
+export { fuseQkvRows, neoxCheckpointView, neoxEmbeddingName, neoxTensorName } from './model/neox.js';
 export { type LoadModelOptions, loadModel, readConfig } from './model/load.js';
 export {
   type EffectiveLayer,
@@ -81,6 +83,8 @@ export {
   type SharingStrategy,
 } from './model/recursion.js';
 export {
+  configLinearModules,
+  type LayerLinears,
   type LayerNormName,
   type LayerWeights,
   layerNorms,

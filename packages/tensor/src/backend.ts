@@ -206,6 +206,11 @@ export interface Backend {
   silu(x: Tensor): Tensor;
   /** GELU, tanh approximation: `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`. */
   geluTanh(x: Tensor): Tensor;
+  /**
+   * GELU, exact (erf) form: `x·Φ(x) = ½x(1 + erf(x/√2))` (PyTorch's default `nn.GELU()`, GPT-NeoX's
+   * `hidden_act: "gelu"`).
+   */
+  gelu(x: Tensor): Tensor;
   /** Converts between float32 and int32 (float → int truncates toward zero). */
   cast(x: Tensor, dtype: DType): Tensor;
 
@@ -230,6 +235,11 @@ export interface Backend {
   logSoftmax(x: Tensor, axis?: number): Tensor;
   /** RMSNorm over the last axis: `x / √(mean(x²) + eps) · weight`, `weight: [d]`. */
   rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor;
+  /**
+   * LayerNorm over the last axis: `(x − mean(x)) / √(var(x) + eps) · weight + bias` with the biased
+   * variance `mean((x − mean(x))²)` (PyTorch's `nn.LayerNorm`), `weight`, `bias: [d]`.
+   */
+  layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps: number): Tensor;
   /**
    * Rotary position embedding, "rotate half" layout (Hugging Face Llama): with `x = [x₁, x₂]` split in
    * halves along the last axis, returns `[x₁·cos − x₂·sin, x₂·cos + x₁·sin]`.

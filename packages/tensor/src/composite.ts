@@ -143,3 +143,46 @@ export function compositeGatedActivation(
 ): Tensor {
   return b.tidy(() => b.mul(activation === 'silu' ? b.silu(gate) : b.geluTanh(gate), up));
 }
+
+/**
+ * {@link Backend.layerNorm} from elementary ops: centre, scale by `1/√(mean of squares + eps)`, then
+ * `· weight + bias`.
+ */
+export function compositeLayerNorm(b: Backend, x: Tensor, weight: Tensor, bias: Tensor, eps: number): Tensor {
+  return b.tidy(() => {
+    const centred = b.sub(x, b.mean(x, -1, true));
+    const inverseStd = b.rsqrt(b.add(b.mean(b.square(centred), -1, true), eps));
+    return b.add(b.mul(b.mul(centred, inverseStd), weight), bias);
+  });
+}
+
+/**
+ * Coefficients of the Chebyshev-fitted `erfc(z) ≈ t·exp(−z² + P(t))`, `t = 1/(1 + z/2)`, `z ≥ 0`, whose
+ * *relative* error is below 1.2e-7 for every z (Press et al., Numerical Recipes, `erfcc`). `P`'s
+ * coefficients, constant term first.
+ */
+export const erfcCoefficients: readonly number[] = [
+  -1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807, -1.13520398, 1.48851587,
+  -0.82215223, 0.17087277,
+];
+
+/**
+ * {@link Backend.gelu} from elementary ops: `x·Φ(x) = max(x, 0) − ½|x|·erfc(|x|/√2)`, with `erfc` from
+ * {@link erfcCoefficients}.
+ *
+ * NOTE: this form, rather than `½x(1 + erf(x/√2))`, keeps the error relative for negative x, where
+ * GELU tends to 0 and `1 + erf` would cancel: the fit's relative error in erfc carries over to the result.
+ */
+export function compositeGelu(b: Backend, x: Tensor): Tensor {
+  return b.tidy(() => {
+    const magnitude = b.maximum(x, b.neg(x));
+    const z = b.mul(magnitude, Math.SQRT1_2);
+    const t = b.div(b.fill(x.shape, 1), b.add(b.mul(z, 0.5), 1));
+    let polynomial: Tensor = b.fill(x.shape, erfcCoefficients[erfcCoefficients.length - 1]!);
+    for (let i = erfcCoefficients.length - 2; i >= 0; i--) {
+      polynomial = b.add(b.mul(polynomial, t), erfcCoefficients[i]!);
+    }
+    const erfc = b.mul(t, b.exp(b.sub(polynomial, b.square(z))));
+    return b.sub(b.maximum(x, 0), b.mul(b.mul(magnitude, 0.5), erfc));
+  });
+}

@@ -35,7 +35,10 @@ export {
 export {
   compositeAttention,
   compositeGatedActivation,
+  compositeGelu,
+  compositeLayerNorm,
   compositePagedAttention,
+  erfcCoefficients,
   keyBlock,
 } from './composite.js';
 export { formatShape, sameShape, sizeOf } from './shape.js';

@@ -51,3 +51,13 @@ export class TeacherMismatchError extends TrainError {
     super(`teacher ${teacher}: ${problem}`);
   }
 }
+
+/** The model is of a kind training does not support yet (GPT-NeoX's LayerNorm biases, say). */
+export class UnsupportedModelError extends TrainError {
+  constructor(
+    readonly model: string,
+    problem: string,
+  ) {
+    super(`${model}: ${problem}`);
+  }
+}

@@ -28,6 +28,7 @@ export {
   TrainError,
   TrainingDataError,
   TrainOptionError,
+  UnsupportedModelError,
 } from './errors.js';
 export { type RandomInitOptions, writeRandomModel } from './init.js';
 export {

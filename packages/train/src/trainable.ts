@@ -27,6 +27,7 @@ import {
   writeSafetensors,
 } from '@rrt/core';
 import type { Backend, Tensor, Variable } from '@rrt/tensor';
+import { UnsupportedModelError } from './errors.js';
 
 /** How a parameter's in-memory tensor relates to its checkpoint tensor. */
 export type ParameterLayout =
@@ -66,6 +67,14 @@ export class TrainableModel {
     readonly sourceDir: string,
   ) {
     const { config } = source;
+    if (config.normType === 'layer') {
+      // NOTE: the trainable weights hold no LayerNorm biases and no per-loop LoRA biases yet.
+      source.dispose();
+      throw new UnsupportedModelError(
+        sourceDir,
+        `training ${config.modelType} models (LayerNorm with bias) is not supported yet`,
+      );
+    }
     const parameters: Parameter[] = [];
     const variable = (tensor: Tensor, name: string, layout: ParameterLayout, kind: Parameter['kind']) => {
       const v = backend.variable(tensor, name);
@@ -80,6 +89,7 @@ export class TrainableModel {
       for (const module of linearModules) {
         const prefix = moduleTensorName(blockLayer, module);
         const linear = layer.linears[module];
+        if (!linear) continue;
         linears[module] = {
           weight: variable(linear.weight, `${prefix}.weight`, 'transposed', 'matrix'),
           ...(linear.bias ? { bias: variable(linear.bias, `${prefix}.bias`, 'plain', 'bias') } : {}),

@@ -29,9 +29,21 @@ function layerList(layers: readonly number[]): string {
   return parts.join(', ');
 }
 
-/** The architecture features beyond a plain Llama that the config switches on, one phrase each. */
+/**
+ * The architecture features beyond a plain Llama that the config switches on, one phrase each: what a
+ * user checks first when a model's outputs look wrong.
+ */
 function featureList(config: ModelConfig): string[] {
   const features: string[] = [];
+  if (config.normType === 'layer') features.push('LayerNorm with bias');
+  if (config.family === 'gpt_neox') {
+    features.push(config.parallelResidual ? 'parallel residual' : 'sequential residual');
+  }
+  if (config.rotaryDim !== config.headDim) {
+    const share = Math.round((100 * config.rotaryDim) / config.headDim);
+    features.push(`rotary ${config.rotaryDim} of ${config.headDim} head dims (${share}%)`);
+  }
+  if (!config.gatedMlp) features.push('non-gated MLP');
   if (config.qkNorm) features.push('q/k norms');
   if (config.sandwichNorms) features.push('pre/post attention and feed-forward norms');
   const local = config.layerWindows.flatMap((window, layer) => (window === undefined ? [] : [layer]));
@@ -55,10 +67,10 @@ function featureList(config: ModelConfig): string[] {
 /** The parameter group a tensor name belongs to. */
 function groupOf(name: string): string {
   if (name.startsWith('model.loras.')) return 'lora';
-  if (name.includes('embed_tokens')) return 'embedding';
-  if (name.startsWith('lm_head')) return 'head';
+  if (name.includes('embed_tokens') || name.includes('embed_in')) return 'embedding';
+  if (name.startsWith('lm_head') || name.startsWith('embed_out')) return 'head';
   if (name.includes('norm')) return 'norms';
-  if (name.includes('.self_attn.')) return 'attention';
+  if (name.includes('.self_attn.') || name.includes('.attention.')) return 'attention';
   if (name.includes('.mlp.')) return 'mlp';
   return 'other';
 }
@@ -69,7 +81,8 @@ export const inspectCommand: Command = {
   help: `rrt inspect <model-dir> [--json]
 
 Reads config.json and the safetensors headers (no weights are loaded) and prints the architecture,
-the recursion layout if any, and parameters and bytes per group and per dtype.
+the recursion layout if any, the features beyond a plain Llama (GPT-NeoX's parallel residual, LayerNorm
+and rotary share, say), and parameters and bytes per group and per dtype.
 A model may also be a Hub repo id (owner/name[@revision]), pulled into the cache first;
 --offline, --hub-url and --cache-dir work as for rrt pull.
 
@@ -125,7 +138,8 @@ Example:
               .join(' ')}, α ${recursion.loraAlpha}` +
             (recursion.loopNorms && recursion.loopNorms.length > 0
               ? `, per-loop ${recursion.loopNorms.join('/')}`
-              : '')
+              : '') +
+            (recursion.loraBias ? ', per-loop LoRA bias' : '')
           : '  recursion: none (vanilla)',
         '',
         formatTable(

@@ -4,12 +4,16 @@ import type { RopeScaling } from './rope.js';
 
 /**
  * Architecture families that the decoder implements; `model_type` values map onto these (`llama`:
- * llama, mistral, qwen2, qwen3; `gemma`: gemma, gemma2, gemma3_text). Finer differences are config fields.
+ * llama, mistral, qwen2, qwen3; `gemma`: gemma, gemma2, gemma3_text; `gpt_neox`: gpt_neox). Finer
+ * differences are config fields.
  */
-export type ModelFamily = 'llama' | 'gemma';
+export type ModelFamily = 'llama' | 'gemma' | 'gpt_neox';
 
-/** Activation of the gated feed-forward network. */
-export type HiddenActivation = 'silu' | 'gelu_tanh';
+/** Activation of the feed-forward network (of its gate, when it is gated). */
+export type HiddenActivation = 'silu' | 'gelu_tanh' | 'gelu';
+
+/** The norm of the residual stream: RMSNorm (weight only) or LayerNorm (mean removed; weight and bias). */
+export type NormType = 'rms' | 'layer';
 
 /**
  * A decoder's configuration, resolved from a Hugging Face `config.json`: field names follow the HF ones in
@@ -38,7 +42,7 @@ export interface ModelConfig {
   numKeyValueHeads: number;
   /** Per-head dimension; Gemma sets it independently of `hiddenSize / numAttentionHeads`. */
   headDim: number;
-  /** RMSNorm epsilon. */
+  /** Epsilon of the norms: `rms_norm_eps`, or `layer_norm_eps` where {@link ModelConfig.normType} is `layer`. */
   rmsNormEps: number;
   /** RoPE base θ. */
   ropeTheta: number;
@@ -65,6 +69,20 @@ export interface ModelConfig {
   eosTokenIds: number[];
   /** Present for recursive and relaxed models: how the stored block is looped. */
   recursion: RecursionConfig | undefined;
+  /** RMSNorm, or LayerNorm with a bias (GPT-NeoX). */
+  normType: NormType;
+  /**
+   * Attention and feed-forward read the same layer input and add to it together,
+   * `x + attn(ln₁(x)) + mlp(ln₂(x))` (GPT-NeoX `use_parallel_residual`), rather than one after the other.
+   */
+  parallelResidual: boolean;
+  /**
+   * Leading dimensions of each query/key head that RoPE rotates (rotate-half within them); the rest pass
+   * through. `headDim` except for GPT-NeoX, `⌊headDim · rotary_pct⌋`.
+   */
+  rotaryDim: number;
+  /** The feed-forward network is gated, `down(act(gate(x)) · up(x))`; else `down(act(up(x)))` (GPT-NeoX). */
+  gatedMlp: boolean;
   /**
    * Per-head RMSNorm of queries and keys after their projections, before RoPE (Qwen3, Gemma 3:
    * `self_attn.q_norm`, `self_attn.k_norm`, weight `[headDim]`).
@@ -100,6 +118,7 @@ const familyByModelType: Record<string, ModelFamily> = {
   qwen2: 'llama',
   qwen3: 'llama',
   gemma: 'gemma',
+  gpt_neox: 'gpt_neox',
   gemma2: 'gemma',
   gemma3_text: 'gemma',
 };
@@ -189,6 +208,14 @@ const knownKeys = new Set([
   'sliding_window',
   'use_sliding_window',
   'max_window_layers',
+  // GPT-NeoX
+  'layer_norm_eps',
+  'use_parallel_residual',
+  'rotary_pct',
+  'rotary_emb_base',
+  'partial_rotary_factor',
+  'hidden_dropout',
+  'classifier_dropout',
   'layer_types',
   'query_pre_attn_scalar',
   'attn_logit_softcapping',
@@ -327,6 +354,7 @@ export function resolveConfig(raw: unknown, file: string): ResolvedConfig {
       `one of ${supportedModelTypes.join(', ')} (got "${modelType}")`,
     );
   }
+  if (family === 'gpt_neox') return resolveNeoxConfig(fields, file);
   const isGemma = family === 'gemma';
   const isGemma2 = modelType === 'gemma2';
   const isGemma3 = modelType === 'gemma3_text';
@@ -390,6 +418,102 @@ export function resolveConfig(raw: unknown, file: string): ResolvedConfig {
     finalSoftCap: optionalPositive(withDefaults, 'final_logit_softcapping', file),
     layerWindows: layerWindows(withDefaults, file, modelType, numHiddenLayers),
     localRopeTheta: isGemma3 ? positiveNumber(withDefaults, 'rope_local_base_freq', file, 10_000) : undefined,
+    normType: 'rms',
+    parallelResidual: false,
+    rotaryDim: headDim,
+    gatedMlp: true,
+  };
+  if (config.recursion) checkLoopsRepeatLayerTypes(config, config.recursion, file);
+  const ignoredKeys = Object.keys(fields).filter((key) => !knownKeys.has(key));
+  return { config, ignoredKeys };
+}
+
+/**
+ * GPT-NeoX / Pythia (`gpt_neox`), following Hugging Face's `GPTNeoXConfig` defaults: LayerNorms with a
+ * bias (`layer_norm_eps`), parallel residual unless `use_parallel_residual` is false, RoPE on the first
+ * `⌊headDim · rotary_pct⌋` dimensions of each head with base `rotary_emb_base`, biases on every
+ * projection (`attention_bias`, default true, for the fused QKV and `dense`; the MLP's always), a
+ * non-gated MLP with exact GELU, an untied `embed_out` head, and no grouped-query attention.
+ */
+function resolveNeoxConfig(fields: Record<string, unknown>, file: string): ResolvedConfig {
+  const hiddenSize = positiveInt(fields, 'hidden_size', file);
+  const numAttentionHeads = positiveInt(fields, 'num_attention_heads', file);
+  if (hiddenSize % numAttentionHeads !== 0) {
+    throw new ConfigError(
+      file,
+      'num_attention_heads',
+      `a divisor of hidden_size ${hiddenSize} (got ${numAttentionHeads})`,
+    );
+  }
+  const headDim = hiddenSize / numAttentionHeads;
+  // Newer transformers also write partial_rotary_factor and rope_theta (copies of these two).
+  const rotaryPct = fields.rotary_pct ?? fields.partial_rotary_factor ?? 0.25;
+  if (typeof rotaryPct !== 'number' || !(rotaryPct > 0 && rotaryPct <= 1)) {
+    throw new ConfigError(
+      file,
+      'rotary_pct',
+      `a number in (0, 1] (got ${JSON.stringify(fields.rotary_pct)})`,
+    );
+  }
+  // HF: rotary_ndims = int(head_size * rotary_pct); rotate-half needs it even.
+  const rotaryDim = Math.floor(headDim * rotaryPct);
+  if (rotaryDim < 2 || rotaryDim % 2 !== 0) {
+    throw new ConfigError(
+      file,
+      'rotary_pct',
+      `a share of head_dim ${headDim} that rotates an even number ≥ 2 of dimensions (got ${rotaryPct}: ${rotaryDim})`,
+    );
+  }
+  const act = fields.hidden_act ?? 'gelu';
+  if (act !== 'gelu') {
+    throw new ConfigError(file, 'hidden_act', `"gelu" for gpt_neox (got ${JSON.stringify(act)})`);
+  }
+  const numHiddenLayers = positiveInt(fields, 'num_hidden_layers', file);
+  const attentionBias = booleanField(fields, 'attention_bias', file, true);
+  const config: ModelConfig = {
+    modelType: 'gpt_neox',
+    family: 'gpt_neox',
+    vocabSize: positiveInt(fields, 'vocab_size', file),
+    hiddenSize,
+    intermediateSize: positiveInt(fields, 'intermediate_size', file),
+    numHiddenLayers,
+    numAttentionHeads,
+    numKeyValueHeads: numAttentionHeads,
+    headDim,
+    rmsNormEps: positiveNumber(fields, 'layer_norm_eps', file, 1e-5),
+    ropeTheta: positiveNumber(
+      fields,
+      'rotary_emb_base',
+      file,
+      positiveNumber(fields, 'rope_theta', file, 10000),
+    ),
+    ropeScaling: ropeScaling(fields.rope_scaling, file),
+    maxPositionEmbeddings: positiveInt(fields, 'max_position_embeddings', file, 2048),
+    tieWordEmbeddings: booleanField(fields, 'tie_word_embeddings', file, false),
+    biasedModules: [
+      ...(attentionBias ? (['q_proj', 'k_proj', 'v_proj', 'o_proj'] as const) : []),
+      'up_proj',
+      'down_proj',
+    ],
+    hiddenAct: 'gelu',
+    normAddOne: false,
+    embeddingScale: 1,
+    bosTokenId: optionalInt(fields, 'bos_token_id', file),
+    eosTokenIds: tokenIds(fields.eos_token_id, file),
+    recursion:
+      fields.recursion === undefined ? undefined : resolveRecursion(fields.recursion, numHiddenLayers, file),
+    normType: 'layer',
+    parallelResidual: booleanField(fields, 'use_parallel_residual', file, true),
+    rotaryDim,
+    gatedMlp: false,
+    qkNorm: false,
+    sandwichNorms: false,
+    attentionScale: 1 / Math.sqrt(headDim),
+    attentionSoftCap: undefined,
+    finalSoftCap: undefined,
+    // GPTNeoXConfig has no sliding window.
+    layerWindows: new Array<number | undefined>(numHiddenLayers).fill(undefined),
+    localRopeTheta: undefined,
   };
   if (config.recursion) checkLoopsRepeatLayerTypes(config, config.recursion, file);
   const ignoredKeys = Object.keys(fields).filter((key) => !knownKeys.has(key));

@@ -49,9 +49,9 @@ export interface RaggedRows {
   readonly spans: readonly RowSpan[];
   /** M, the number of rows. */
   readonly count: number;
-  /** RoPE cosines of each row's position, `[M, 1, headDim/2]`. */
+  /** RoPE cosines of each row's position, `[M, 1, rotaryDim/2]` (`rotaryDim` is `headDim` but for GPT-NeoX). */
   readonly cos: Tensor;
-  /** RoPE sines of each row's position, `[M, 1, headDim/2]`. */
+  /** RoPE sines of each row's position, `[M, 1, rotaryDim/2]`. */
   readonly sin: Tensor;
   /** Gemma 3: the local (sliding) layers' RoPE cosines of each row, `[M, 1, headDim/2]` (own base, unscaled). */
   readonly localCos?: Tensor;
@@ -132,7 +132,8 @@ export interface ForwardOutput {
  * One decoder for vanilla, recursive and relaxed models: the stored layers run in the order of
  * {@link layerSchedule}, each effective layer with its loop's LoRA when it has one. Llama, Mistral, Qwen2/3
  * and Gemma 1/2/3 differ only in config-driven details (bias, norm offset, embedding scale, activation,
- * q/k norms, norms around each sublayer, sliding windows, soft-caps, local RoPE).
+ * q/k norms, norms around each sublayer, sliding windows, soft-caps, local RoPE); GPT-NeoX in a few more
+ * (LayerNorm with bias, parallel residual, partial rotary, non-gated MLP).
  */
 export class Decoder {
   /** The schedule of effective layers, depth 0 first. */
@@ -144,7 +145,7 @@ export class Decoder {
   /** How mixed-loop layer calls apply LoRAs. */
   readonly loraMode: LoRAMode;
   /** `masked` mode: each LoRA's concatenation (its stored layer and module, every loop) and its columns. */
-  private readonly loraColumns = new Map<LoRA, { group: LoRAConcat; start: number }>();
+  private readonly loraColumns = new Map<LoRA, LoRAColumns>();
 
   constructor(
     readonly backend: Backend,
@@ -154,14 +155,16 @@ export class Decoder {
   ) {
     this.schedule = layerSchedule(config.recursion, config.numHiddenLayers);
     this.exitAfter = new Set(exitDepths(config.recursion, config.numHiddenLayers));
-    const { cos, sin } = ropeTables(config);
-    const shape = [config.maxPositionEmbeddings, config.headDim / 2];
+    // Partial rotary (GPT-NeoX): the frequencies are those of a head of rotaryDim dimensions.
+    const { cos, sin } = ropeTables({ ...config, headDim: config.rotaryDim });
+    const shape = [config.maxPositionEmbeddings, config.rotaryDim / 2];
     this.ropeCos = backend.fromArray(cos, shape);
     this.ropeSin = backend.fromArray(sin, shape);
     if (config.localRopeTheta !== undefined) {
       // Gemma 3's local layers: their own base, and none of the global layers' rope_scaling.
       const local = ropeTables({
         ...config,
+        headDim: config.rotaryDim,
         ropeTheta: config.localRopeTheta,
         ropeScaling: { type: 'none' },
       });
@@ -205,12 +208,27 @@ export class Decoder {
           width: 0,
           scale: scales.size === 1 ? loras[0]!.scale : undefined,
           layout: '',
+          // LoRA biases (GPT-NeoX conversions) stacked `[L, out]`; a loop without one contributes zeros.
+          ...(loras.some((lora) => lora.bias)
+            ? {
+                bias: backend.tidy(() =>
+                  backend.concat(
+                    loras.map((lora) =>
+                      lora.bias
+                        ? backend.reshape(lora.bias, [1, -1])
+                        : backend.fill([1, lora.b.shape[1]!], 0),
+                    ),
+                    0,
+                  ),
+                ),
+              }
+            : {}),
         };
         group.layout = loras
           .map((lora) => `${lora.a.shape[1]}:${group.scale === undefined ? lora.scale : 1}`)
           .join(',');
-        for (const lora of loras) {
-          this.loraColumns.set(lora, { group, start: group.width });
+        for (const [index, lora] of loras.entries()) {
+          this.loraColumns.set(lora, { group, start: group.width, index });
           group.width += lora.a.shape[1]!;
         }
       }
@@ -309,7 +327,7 @@ export class Decoder {
       for (let b = 0; b < batch; b++) for (let t = 0; t < length; t++) positions.push(offset + t);
     }
     const count = positions.length;
-    const half = config.headDim / 2;
+    const half = config.rotaryDim / 2;
     const { localRope } = this;
     const tables = backend.tidy(() => {
       const index = backend.fromArray(Int32Array.from(positions), [count], 'int32');
@@ -340,10 +358,16 @@ export class Decoder {
     const { backend, config } = this;
     const { weights, step } = this.layerStep(rows, spanLayers);
     return backend.tidy(() => {
-      const attentionIn = backend.rmsNorm(hidden, weights.inputNorm, config.rmsNormEps);
+      const attentionIn = this.norm(hidden, weights.inputNorm, weights.inputNormBias);
+      if (config.parallelResidual) {
+        // GPT-NeoX: both branches read the layer's input, x + attn(ln₁(x)) + mlp(ln₂(x)), summed as HF does.
+        const attention = this.attention(attentionIn, weights, step);
+        const mlpIn = this.norm(hidden, weights.postAttentionNorm, weights.postAttentionNormBias);
+        return backend.add(backend.add(this.mlp(mlpIn, weights, step), attention), hidden);
+      }
       if (!config.sandwichNorms) {
         const afterAttention = backend.add(hidden, this.attention(attentionIn, weights, step));
-        const mlpIn = backend.rmsNorm(afterAttention, weights.postAttentionNorm, config.rmsNormEps);
+        const mlpIn = this.norm(afterAttention, weights.postAttentionNorm, weights.postAttentionNormBias);
         return backend.add(afterAttention, this.mlp(mlpIn, weights, step));
       }
       // Gemma 2/3: each sublayer's output is normalised before it joins the residual stream.
@@ -368,10 +392,10 @@ export class Decoder {
    * the depths a token skipped by exiting early from its exit hidden state.
    */
   appendKV(hidden: Tensor, rows: RaggedRows, spanLayers: readonly SpanLayer[]): void {
-    const { backend, config } = this;
+    const { backend } = this;
     const { weights, step } = this.layerStep(rows, spanLayers);
     backend.tidy(() => {
-      const x = backend.rmsNorm(hidden, weights.inputNorm, config.rmsNormEps);
+      const x = this.norm(hidden, weights.inputNorm, weights.inputNormBias);
       const { keys, values } = this.keysAndValues(x, weights, step);
       if (this.allPaged(step)) {
         // Paged caches take the rows in place, without gathering the history back (nothing reads it here).
@@ -388,7 +412,7 @@ export class Decoder {
   readout(hidden: Tensor): Tensor {
     const { backend, config } = this;
     return backend.tidy(() => {
-      const normed = backend.rmsNorm(hidden, this.weights.finalNorm, config.rmsNormEps);
+      const normed = this.norm(hidden, this.weights.finalNorm, this.weights.finalNormBias);
       const logits = this.project(normed, { weight: this.weights.lmHead }, [undefined], [hidden.shape[0]!]);
       const cap = config.finalSoftCap;
       // Gemma 2's final soft-capping: cap·tanh(logits/cap).
@@ -401,7 +425,9 @@ export class Decoder {
     disposeWeights(this.backend, this.weights);
     this.backend.dispose([this.ropeCos, this.ropeSin]);
     if (this.localRope) this.backend.dispose([this.localRope.cos, this.localRope.sin]);
-    for (const { group } of this.loraColumns.values()) this.backend.dispose([group.a, group.b]);
+    const groups = new Set([...this.loraColumns.values()].map(({ group }) => group));
+    for (const group of groups)
+      this.backend.dispose(group.bias ? [group.a, group.b, group.bias] : [group.a, group.b]);
     this.loraColumns.clear();
   }
 
@@ -476,7 +502,7 @@ export class Decoder {
     let keys = split(this.project(x, weights.linears.k_proj, loras('k_proj'), spanRows, step.masks));
     if (weights.kNorm) keys = this.normBySpan(keys, step, 'k_norm', weights.kNorm);
     return {
-      keys: backend.rope(
+      keys: this.rotate(
         backend.reshape(keys, [1, count, config.numKeyValueHeads, config.headDim]),
         step.cos,
         step.sin,
@@ -549,7 +575,7 @@ export class Decoder {
       headDim,
     ]);
     if (weights.qNorm) projected = this.normBySpan(projected, step, 'q_norm', weights.qNorm);
-    const queries = backend.rope(backend.reshape(projected, [1, count, heads, headDim]), step.cos, step.sin);
+    const queries = this.rotate(backend.reshape(projected, [1, count, heads, headDim]), step.cos, step.sin);
     const { keys, values } = this.keysAndValues(x, weights, step);
     const oLoras = step.loras.map((l) => l?.o_proj);
     // The options every span shares: the query scale, the stored layer's window, the score soft-cap.
@@ -672,6 +698,17 @@ export class Decoder {
     const { backend, config } = this;
     const loras = (module: LinearModule) => step.loras.map((l) => l?.[module]);
     const spanRows = step.rows.spans.map((s) => s.batch * s.length);
+    if (!weights.linears.gate_proj) {
+      // GPT-NeoX: down(gelu(up(x))), no gate.
+      const up = this.project(x, weights.linears.up_proj, loras('up_proj'), spanRows, step.masks);
+      return this.project(
+        backend.gelu(up),
+        weights.linears.down_proj,
+        loras('down_proj'),
+        spanRows,
+        step.masks,
+      );
+    }
     const gate = this.project(x, weights.linears.gate_proj, loras('gate_proj'), spanRows, step.masks);
     const up = this.project(x, weights.linears.up_proj, loras('up_proj'), spanRows, step.masks);
     const activated = backend.gatedActivation(gate, up, config.hiddenAct === 'silu' ? 'silu' : 'gelu-tanh');
@@ -718,11 +755,14 @@ export class Decoder {
    * for each row 1 on its own LoRA's columns and 0 elsewhere (0 on every column for rows without one),
    * then `·scale` when the loops share one scale (else each row's scale is in its mask). One mask per
    * column layout and layer call, shared by the modules whose concatenations have that layout. Undefined where the LoRAs have no
-   * common concatenation (segment mode then serves the call).
+   * common concatenation (segment mode then serves the call). LoRAs with a bias (`lora_B.bias`,
+   * GPT-NeoX conversions) add `selector·bias_cat`: the selector `[rows, L]` holds the row's mask value on
+   * its own loop's column, the biases `[L, out]` are stacked in loop order, so each row gets its own loop's
+   * bias (exactly: one nonzero term per row) before the common scale, as {@link Decoder.loraDelta} adds it.
    *
    * NOTE: with one common scale the products add exact zeros for the other loops' columns and multiply
    * by the same scale, which gave bit-identical results to per-row application on cpu and wasm in the
-   * tests (`masked-lora.test.ts`).
+   * tests (`masked-lora.test.ts`, and the mixed-loop relaxed NeoX in `neox.test.ts`).
    */
   private maskedLoraDelta(
     x: Tensor,
@@ -734,33 +774,68 @@ export class Decoder {
     const columns = loras.map((lora) => (lora ? this.loraColumns.get(lora) : undefined));
     const group = columns.find((c) => c !== undefined)?.group;
     if (!group || columns.some((c, i) => loras[i] !== undefined && c?.group !== group)) return undefined;
-    let mask = masks.get(group.layout);
-    if (!mask) {
-      const rows = spanRows.reduce((n, r) => n + r, 0);
-      const values = new Float32Array(rows * group.width);
-      let row = 0;
-      for (const [i, count] of spanRows.entries()) {
-        const column = columns[i];
-        if (column) {
-          const value = group.scale === undefined ? loras[i]!.scale : 1;
-          const rank = loras[i]!.a.shape[1]!;
-          for (let r = row; r < row + count; r++) {
-            values.fill(value, r * group.width + column.start, r * group.width + column.start + rank);
+    const rows = spanRows.reduce((n, r) => n + r, 0);
+    // The row masks: `width` columns per row, each row's value on `start … start + count` of its LoRA.
+    const rowMask = (
+      key: string,
+      width: number,
+      place: (column: LoRAColumns, lora: LoRA) => [number, number],
+    ) => {
+      let mask = masks.get(key);
+      if (!mask) {
+        const values = new Float32Array(rows * width);
+        let row = 0;
+        for (const [i, count] of spanRows.entries()) {
+          const column = columns[i];
+          if (column) {
+            const value = group.scale === undefined ? loras[i]!.scale : 1;
+            const [start, length] = place(column, loras[i]!);
+            for (let r = row; r < row + count; r++) {
+              values.fill(value, r * width + start, r * width + start + length);
+            }
           }
+          row += count;
         }
-        row += count;
+        mask = backend.fromArray(values, [rows, width]);
+        masks.set(key, mask);
       }
-      mask = backend.fromArray(values, [rows, group.width]);
-      masks.set(group.layout, mask);
+      return mask;
+    };
+    const mask = rowMask(group.layout, group.width, (column, lora) => [column.start, lora.a.shape[1]!]);
+    let delta = backend.matmul(backend.mul(backend.matmul(x, group.a), mask), group.b);
+    if (group.bias) {
+      const loops = group.bias.shape[0]!;
+      const selector = rowMask(`${group.layout}|bias`, loops, (column) => [column.index, 1]);
+      delta = backend.add(delta, backend.matmul(selector, group.bias));
     }
-    const delta = backend.matmul(backend.mul(backend.matmul(x, group.a), mask), group.b);
     return group.scale === undefined ? delta : backend.mul(delta, group.scale);
   }
 
-  /** `scale·(x·Aᵀ)·Bᵀ` of one LoRA on `x: [rows, in]`. */
+  /** `scale·((x·Aᵀ)·Bᵀ + b_B)` of one LoRA on `x: [rows, in]` (`b_B`, PEFT's `lora_B.bias`, when it has one). */
   private loraDelta(x: Tensor, lora: LoRA): Tensor {
     const { backend } = this;
-    return backend.mul(backend.matmul(backend.matmul(x, lora.a), lora.b), lora.scale);
+    const product = backend.matmul(backend.matmul(x, lora.a), lora.b);
+    return backend.mul(lora.bias ? backend.add(product, lora.bias) : product, lora.scale);
+  }
+
+  /** The config's norm of rows `x`: RMSNorm, or LayerNorm with its bias. */
+  private norm(x: Tensor, weight: Tensor, bias: Tensor | undefined): Tensor {
+    const { backend, config } = this;
+    if (config.normType === 'layer') return backend.layerNorm(x, weight, bias!, config.rmsNormEps);
+    return backend.rmsNorm(x, weight, config.rmsNormEps);
+  }
+
+  /**
+   * RoPE on heads `x: [1, M, n, hD]`: all of each head, or (GPT-NeoX's partial rotary) its first
+   * `rotaryDim` dimensions, rotate-half within them, the rest passed through.
+   */
+  private rotate(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+    const { backend, config } = this;
+    const { rotaryDim, headDim } = config;
+    if (rotaryDim === headDim) return backend.rope(x, cos, sin);
+    const rotated = backend.rope(backend.slice(x, [0, 0, 0, 0], [-1, -1, -1, rotaryDim]), cos, sin);
+    const passed = backend.slice(x, [0, 0, 0, rotaryDim], [-1, -1, -1, headDim - rotaryDim]);
+    return backend.concat([rotated, passed], 3);
   }
 }
 
@@ -793,4 +868,15 @@ interface LoRAConcat {
   scale: number | undefined;
   /** The ranks (and mask values) per loop: concatenations with one layout share a row mask. */
   layout: string;
+  /** `[L, out]`: each loop's `lora_B.bias`, loop order (zeros for a loop without one); absent when none has one. */
+  bias?: Tensor;
+}
+
+/** Where one LoRA sits in its {@link LoRAConcat}. */
+interface LoRAColumns {
+  group: LoRAConcat;
+  /** Its first column of `a` (row of `b`). */
+  start: number;
+  /** Its loop's position in the concatenation (row of `bias`). */
+  index: number;
 }

@@ -40,6 +40,12 @@ export interface RecursionConfig {
   /** Layers stored in the checkpoint: K, or K + 2 for `middle-cycle`. */
   storedLayers: number;
   /**
+   * Each LoRA also carries a per-loop bias correction, PEFT's `lora_B.bias` (`lora_bias` in the section;
+   * default false): the loop's output gains `scale · b_B`. Written by conversions of models with biased
+   * projections after LayerNorms (GPT-NeoX), where it keeps the full-rank model exact.
+   */
+  loraBias?: boolean;
+  /**
    * Norms stored once per (loop, shared layer) instead of shared (`loop_norms`): the ones no projection
    * can absorb (q/k norms, Gemma's post-attention and post-feed-forward norms), kept per loop so that a
    * full-rank relaxed model stays exact. Absent or empty: every norm is shared.
@@ -125,6 +131,10 @@ export function resolveRecursion(raw: unknown, numHiddenLayers: number, file: st
   if (typeof loraAlpha !== 'number' || !(loraAlpha > 0)) {
     throw new ConfigError(file, 'recursion.lora_alpha', 'a positive number');
   }
+  const loraBias = section.lora_bias ?? false;
+  if (typeof loraBias !== 'boolean') {
+    throw new ConfigError(file, 'recursion.lora_bias', `true or false (got ${JSON.stringify(loraBias)})`);
+  }
   return {
     blockSize,
     loops,
@@ -133,6 +143,7 @@ export function resolveRecursion(raw: unknown, numHiddenLayers: number, file: st
     loraRanks,
     loraAlpha,
     storedLayers: blockSize + (strategy === 'middle-cycle' ? 2 : 0),
+    loraBias,
     ...(loopNorms.length > 0 ? { loopNorms: loopNorms as LoopNorm[] } : {}),
   };
 }
@@ -146,6 +157,7 @@ export function recursionToJson(recursion: RecursionConfig): Record<string, unkn
     init: recursion.init,
     lora_ranks: { ...recursion.loraRanks },
     lora_alpha: recursion.loraAlpha,
+    ...(recursion.loraBias ? { lora_bias: true } : {}),
     ...(recursion.loopNorms && recursion.loopNorms.length > 0
       ? { loop_norms: [...recursion.loopNorms] }
       : {}),

@@ -3,6 +3,7 @@ import { formatShape, sameShape } from '@rrt/tensor';
 import { WeightError } from '../errors.js';
 import { type Checkpoint, type RawTensor, toFloat32 } from '../safetensors/index.js';
 import type { ModelConfig } from './config.js';
+import { neoxCheckpointView } from './neox.js';
 import { type LinearModule, type LoopNorm, layerSchedule, linearModules } from './recursion.js';
 
 /**
@@ -30,7 +31,12 @@ export interface LoRA {
   b: Tensor;
   /** `loraAlpha / rank`. */
   scale: number;
+  /** PEFT's `lora_B.bias`, `[out]`: the loop's bias correction is `scale · bias` (see `RecursionConfig.loraBias`). */
+  bias?: Tensor;
 }
+
+/** A layer's linear modules: every {@link LinearModule}, but no `gate_proj` where the MLP is not gated. */
+export type LayerLinears = Record<Exclude<LinearModule, 'gate_proj'>, Linear> & { gate_proj?: Linear };
 
 /** The weights of one stored decoder layer. */
 export interface LayerWeights {
@@ -38,7 +44,11 @@ export interface LayerWeights {
   inputNorm: Tensor;
   /** RMSNorm weight before the feed-forward network (already `1 + w` for Gemma). */
   postAttentionNorm: Tensor;
-  linears: Record<LinearModule, Linear>;
+  /** LayerNorm bias before attention (`normType: 'layer'` only). */
+  inputNormBias?: Tensor;
+  /** LayerNorm bias before the feed-forward network (`normType: 'layer'` only). */
+  postAttentionNormBias?: Tensor;
+  linears: LayerLinears;
   /** Per-head RMSNorm weight of the queries, `[headDim]` (Qwen3, Gemma 3). */
   qNorm?: Tensor;
   /** Per-head RMSNorm weight of the keys, `[headDim]` (Qwen3, Gemma 3). */
@@ -97,6 +107,8 @@ export interface ModelWeights {
   embedding: Tensor;
   layers: LayerWeights[];
   finalNorm: Tensor;
+  /** The final LayerNorm's bias (`normType: 'layer'` only). */
+  finalNormBias?: Tensor;
   /** The output head, transposed: `[hidden, vocab]` (a transposed copy of the embedding when tied). */
   lmHead: Tensor;
   /** Per-loop LoRA of shared layers, keyed by {@link loraKey}; absent where the rank is 0. */
@@ -120,6 +132,11 @@ export function loraTensorName(loopIndex: number, blockLayer: number, module: Li
 /** Key of {@link ModelWeights.loras}. */
 export function loraKey(loopIndex: number, blockLayer: number): string {
   return `${loopIndex}.${blockLayer}`;
+}
+
+/** The linear modules a layer of this config has, attention first: no `gate_proj` without a gated MLP. */
+export function configLinearModules(config: Pick<ModelConfig, 'gatedMlp'>): readonly LinearModule[] {
+  return config.gatedMlp ? linearModules : linearModules.filter((module) => module !== 'gate_proj');
 }
 
 /** `[out, in]` of each linear module. */
@@ -154,10 +171,12 @@ const storageDTypes: Record<string, StorageDType> = { F32: 'float32', F16: 'floa
  */
 export async function loadWeights(
   backend: Backend,
-  checkpoint: Checkpoint,
+  stored: Checkpoint,
   config: ModelConfig,
   options: LoadWeightsOptions = {},
 ): Promise<ModelWeights> {
+  // GPT-NeoX's own tensor names (and its fused QKV) read as the canonical ones.
+  const checkpoint = config.family === 'gpt_neox' ? neoxCheckpointView(stored, config) : stored;
   const created: Tensor[] = [];
   const used = new Set<string>();
   const load = async (
@@ -185,6 +204,12 @@ export async function loadWeights(
   const norm = (name: string, width = config.hiddenSize) =>
     load(name, [width], config.normAddOne ? (w) => w.map((value) => 1 + value) : undefined);
   const headNorm = (name: string) => norm(name, config.headDim);
+  // A LayerNorm's bias sits next to its weight.
+  const normBias = async (weightName: string) =>
+    config.normType === 'layer'
+      ? await load(weightName.replace(/weight$/, 'bias'), [config.hiddenSize])
+      : undefined;
+  const withBias = (bias: Tensor | undefined, key: string) => (bias ? { [key]: bias } : {});
 
   try {
     const shapes = linearShapes(config);
@@ -192,8 +217,8 @@ export async function loadWeights(
     const embedding = await load('model.embed_tokens.weight', [config.vocabSize, config.hiddenSize]);
     const layers: LayerWeights[] = [];
     for (let blockLayer = 0; blockLayer < storedLayers; blockLayer++) {
-      const linears = {} as Record<LinearModule, Linear>;
-      for (const module of linearModules) {
+      const linears = {} as LayerLinears;
+      for (const module of configLinearModules(config)) {
         const prefix = moduleTensorName(blockLayer, module);
         const [outFeatures] = shapes[module];
         const hasBias = config.biasedModules.includes(module);
@@ -202,9 +227,13 @@ export async function loadWeights(
           ? { weight, bias: await load(`${prefix}.bias`, [outFeatures]) }
           : { weight };
       }
+      const inputNormName = normTensorName(blockLayer, 'input_layernorm');
+      const postAttentionNormName = normTensorName(blockLayer, 'post_attention_layernorm');
       const layer: LayerWeights = {
-        inputNorm: await norm(normTensorName(blockLayer, 'input_layernorm')),
-        postAttentionNorm: await norm(normTensorName(blockLayer, 'post_attention_layernorm')),
+        inputNorm: await norm(inputNormName),
+        postAttentionNorm: await norm(postAttentionNormName),
+        ...withBias(await normBias(inputNormName), 'inputNormBias'),
+        ...withBias(await normBias(postAttentionNormName), 'postAttentionNormBias'),
         linears,
       };
       if (config.sandwichNorms) {
@@ -218,11 +247,12 @@ export async function loadWeights(
       layers.push(layer);
     }
     const finalNorm = await norm('model.norm.weight');
+    const finalNormBias = await normBias('model.norm.weight');
     const lmHead = config.tieWordEmbeddings
       ? backend.transpose(embedding)
       : await loadTransposed('lm_head.weight', [config.vocabSize, config.hiddenSize]);
     if (config.tieWordEmbeddings) created.push(lmHead);
-    const loras = await loadLoras(config, shapes, loadTransposed);
+    const loras = await loadLoras(config, shapes, loadTransposed, load);
     const loopNorms = new Map<string, LoopNorms>();
     for (const layer of layerSchedule(config.recursion, config.numHiddenLayers)) {
       const names = config.recursion?.loopNorms ?? [];
@@ -235,7 +265,15 @@ export async function loadWeights(
       loopNorms.set(loraKey(layer.loopIndex, layer.blockLayer), perNorm);
     }
     for (const name of checkpoint.entries.keys()) if (!used.has(name)) options.onUnusedTensor?.(name);
-    return { embedding, layers, finalNorm, lmHead, loras, ...(loopNorms.size > 0 ? { loopNorms } : {}) };
+    return {
+      embedding,
+      layers,
+      finalNorm,
+      ...withBias(finalNormBias, 'finalNormBias'),
+      lmHead,
+      loras,
+      ...(loopNorms.size > 0 ? { loopNorms } : {}),
+    };
   } catch (error) {
     backend.dispose(created);
     throw error;
@@ -246,6 +284,7 @@ async function loadLoras(
   config: ModelConfig,
   shapes: Record<LinearModule, [number, number]>,
   loadTransposed: (name: string, shape: readonly [number, number]) => Promise<Tensor>,
+  load: (name: string, shape: readonly number[]) => Promise<Tensor>,
 ): Promise<ModelWeights['loras']> {
   const loras: ModelWeights['loras'] = new Map();
   const recursion = config.recursion;
@@ -253,7 +292,7 @@ async function loadLoras(
   for (const layer of layerSchedule(recursion, config.numHiddenLayers)) {
     if (!layer.shared) continue;
     const perModule: Partial<Record<LinearModule, LoRA>> = {};
-    for (const module of linearModules) {
+    for (const module of configLinearModules(config)) {
       const rank = recursion.loraRanks[module];
       if (rank === 0) continue;
       const [outFeatures, inFeatures] = shapes[module];
@@ -262,6 +301,7 @@ async function loadLoras(
         a: await loadTransposed(`${prefix}.lora_A.weight`, [rank, inFeatures]),
         b: await loadTransposed(`${prefix}.lora_B.weight`, [outFeatures, rank]),
         scale: recursion.loraAlpha / rank,
+        ...(recursion.loraBias ? { bias: await load(`${prefix}.lora_B.bias`, [outFeatures]) } : {}),
       };
     }
     loras.set(loraKey(layer.loopIndex, layer.blockLayer), perModule);
@@ -279,15 +319,17 @@ async function readChecked(
     const where = checkpoint.indexFile ?? checkpoint.shards[0]?.path ?? checkpoint.path;
     throw new WeightError(where, name, 'is missing: the config needs it');
   }
+  // A renaming view (GPT-NeoX's) keeps the stored name in info.name: errors name what is in the file.
+  const stored = info.name === name ? name : `${info.name} (read as ${name})`;
   if (!sameShape(info.shape, shape)) {
     throw new WeightError(
       info.file,
-      name,
+      stored,
       `has shape ${formatShape(info.shape)}, expected ${formatShape(shape)}`,
     );
   }
   if (!(info.dtype in storageDTypes)) {
-    throw new WeightError(info.file, name, `has dtype ${info.dtype}, expected F32, F16 or BF16`);
+    throw new WeightError(info.file, stored, `has dtype ${info.dtype}, expected F32, F16 or BF16`);
   }
   return checkpoint.readTensor(name);
 }
@@ -295,9 +337,12 @@ async function readChecked(
 /** Frees every tensor of a model's weights. */
 export function disposeWeights(backend: Backend, weights: ModelWeights): void {
   const tensors = new Set<Tensor>([weights.embedding, weights.finalNorm, weights.lmHead]);
+  if (weights.finalNormBias) tensors.add(weights.finalNormBias);
   for (const layer of weights.layers) {
     tensors.add(layer.inputNorm);
     tensors.add(layer.postAttentionNorm);
+    if (layer.inputNormBias) tensors.add(layer.inputNormBias);
+    if (layer.postAttentionNormBias) tensors.add(layer.postAttentionNormBias);
     for (const extra of [layer.qNorm, layer.kNorm, layer.preFeedforwardNorm, layer.postFeedforwardNorm]) {
       if (extra) tensors.add(extra);
     }
@@ -313,6 +358,7 @@ export function disposeWeights(backend: Backend, weights: ModelWeights): void {
     for (const lora of Object.values(perModule)) {
       tensors.add(lora.a);
       tensors.add(lora.b);
+      if (lora.bias) tensors.add(lora.bias);
     }
   }
   backend.dispose([...tensors]);

@@ -11,7 +11,13 @@ import { decodeBfloat16, decodeFloat16, encodeBfloat16, encodeFloat16 } from '..
 import { sizeOf } from '../shape.js';
 import { expectClose, expectExact, expectShape, expectWithin, type Tolerance } from './compare.js';
 import { SeededRandom } from './random.js';
-import { compositeAttention, compositeGatedActivation, compositePagedAttention } from '../composite.js';
+import {
+  compositeAttention,
+  compositeGatedActivation,
+  compositeGelu,
+  compositeLayerNorm,
+  compositePagedAttention,
+} from '../composite.js';
 import {
   argmaxRef,
   attentionRef,
@@ -19,7 +25,9 @@ import {
   causalMaskRef,
   concatRef,
   gatherRef,
+  geluScalar,
   geluTanhScalar,
+  layerNormRef,
   logSoftmaxRef,
   matmulAbsRef,
   matmulRef,
@@ -566,6 +574,7 @@ function registerElementwise(test: Register): void {
     ['sigmoid', sigmoidScalar, -10, 10, 'transcendental'],
     ['silu', siluScalar, -10, 10, 'transcendental'],
     ['geluTanh', geluTanhScalar, -6, 6, 'transcendental'],
+    ['gelu', geluScalar, -6, 6, 'transcendental'],
   ] as const;
   for (const [op, f, low, high, kind] of unaries) {
     test(`${op}: random inputs in [${low}, ${high}), length-1 and empty`, async (h) => {
@@ -583,6 +592,7 @@ function registerElementwise(test: Register): void {
       ['tanh', Math.tanh],
       ['silu', siluScalar],
       ['geluTanh', geluTanhScalar],
+      ['gelu', geluScalar],
     ] as const) {
       await h.within(`${op} large |x|`, h.b[op](x.t), unaryRef(x.r, f), h.tol.transcendental);
     }
@@ -718,6 +728,44 @@ function registerTransformerOps(test: Register): void {
         h.tol.normalization,
       );
     }
+  });
+
+  test('layerNorm: rank 2 and 3, an offset mean, eps that matters for small inputs, width 1', async (h) => {
+    for (const [shape, low, high, eps] of [
+      [[5, 16], -1, 1, 1e-5],
+      [[2, 3, 8], 2, 5, 1e-6], // a mean far from 0: centring must happen before squaring
+      [[4, 8], -1e-3, 1e-3, 1e-5], // var ≈ 3e-7, comparable to eps
+      [[3, 1], -1, 1, 1e-5], // width 1: every row normalises to its bias
+    ] as const) {
+      const x = h.input(shape, low, high);
+      const w = h.input([shape.at(-1)!], 0.5, 1.5);
+      const bias = h.input([shape.at(-1)!]);
+      const want = layerNormRef(x.r, w.r, bias.r, eps);
+      await h.within(`layerNorm [${shape}]`, h.b.layerNorm(x.t, w.t, bias.t, eps), want, h.tol.normalization);
+      await h.within(
+        `layerNorm [${shape}] (composite)`,
+        compositeLayerNorm(h.b, x.t, w.t, bias.t, eps),
+        want,
+        h.tol.normalization,
+      );
+    }
+  });
+
+  test('gelu (composite) matches the exact GELU, saturation included', async (h) => {
+    const x = h.input([6, 9], -8, 8);
+    await h.within(
+      'gelu composite',
+      compositeGelu(h.b, x.t),
+      unaryRef(x.r, geluScalar),
+      h.tol.transcendental,
+    );
+    const large = h.from([6], Float32Array.from([-80, -30, -10, 10, 30, 80]));
+    await h.within(
+      'gelu composite large |x|',
+      compositeGelu(h.b, large.t),
+      unaryRef(large.r, geluScalar),
+      h.tol.transcendental,
+    );
   });
 
   test('rope: [B, H, T, D] with cos/sin [T, D/2] and [1, 1, T, D/2]; rank 2; D = 2', async (h) => {
@@ -1322,6 +1370,7 @@ function registerGradientChecks(test: Register): void {
     ['sigmoid', sigmoidScalar, -3, 3],
     ['silu', siluScalar, -3, 3],
     ['geluTanh', geluTanhScalar, -3, 3],
+    ['gelu', geluScalar, -3, 3],
   ] as const;
   for (const [op, f, low, high] of unaryOps) {
     test(`gradient of ${op}`, async (h) => {
@@ -1427,6 +1476,18 @@ function registerGradientChecks(test: Register): void {
       [x, cos, sin],
       (b, [v, c, s]) => b.rope(v!, c!, s!),
       ([v, c, s]) => ropeRef(v!, c!, s!),
+    );
+  });
+
+  test('gradient of layerNorm (input, weight and bias)', async (h) => {
+    const x = h.input([2, 3, 6]);
+    const w = h.input([6], 0.5, 1.5);
+    const bias = h.input([6]);
+    await h.gradCheck(
+      'layerNorm',
+      [x, w, bias],
+      (b, [v, g, c]) => b.layerNorm(v!, g!, c!, 1e-5),
+      ([v, g, c]) => layerNormRef(v!, g!, c!, 1e-5),
     );
   });
 

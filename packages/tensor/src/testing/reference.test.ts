@@ -7,7 +7,10 @@ import {
   binaryRef,
   causalMaskRef,
   concatRef,
+  erfScalar,
   gatherRef,
+  geluScalar,
+  layerNormRef,
   logSoftmaxRef,
   matmulRef,
   maxRef,
@@ -76,6 +79,40 @@ describe('reference arithmetic', () => {
       [Math.log(0.25), Math.log(0.75), Math.log(0.5), Math.log(0.5)],
       () => 1e-15,
     );
+  });
+
+  it('erf and the exact GELU against tabulated values; layerNorm by hand', () => {
+    // erf values from Abramowitz & Stegun table 7.1 / mpmath, to 16 digits.
+    const table: [number, number][] = [
+      [0, 0],
+      [0.5, 0.5204998778130465],
+      [1, 0.8427007929497149],
+      [2, 0.9953222650189527],
+      [2.9, 0.9999589021219005],
+      [3.5, 0.9999992569016276],
+      [-1, -0.8427007929497149],
+    ];
+    expectClose(
+      'erf',
+      table.map(([x]) => erfScalar(x)),
+      table.map(([, y]) => y),
+      () => 3e-14, // the series near |x| = 3 loses ~2e-14 to cancellation; ample for float32 checks
+    );
+    // GELU(1) = Φ(1) = 0.8413447460685429; GELU(−2) = −2·Φ(−2) = −0.04550026389635842.
+    expectClose(
+      'gelu',
+      [geluScalar(1), geluScalar(-2)],
+      [0.8413447460685429, -0.04550026389635842],
+      () => 1e-15,
+    );
+    const normed = layerNormRef(
+      refArray([3], [1, 2, 3]),
+      refArray([3], [1, 2, 1]),
+      refArray([3], [0, 1, -1]),
+      0,
+    );
+    const unit = Math.sqrt(1.5); // (x − 2) / √(2/3)
+    expectClose('layerNorm', normed.data, [-unit, 1, unit - 1], () => 1e-15);
   });
 
   it('rmsNorm, rope, causal mask', () => {

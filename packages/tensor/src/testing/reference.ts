@@ -248,6 +248,24 @@ export function rmsNormRef(x: RefArray, weight: RefArray, eps: number): RefArray
   return { shape: x.shape, data };
 }
 
+/** LayerNorm over the last axis, biased variance (two passes, float64). */
+export function layerNormRef(x: RefArray, weight: RefArray, bias: RefArray, eps: number): RefArray {
+  const width = x.shape.at(-1)!;
+  const data = new Float64Array(x.data.length);
+  for (let start = 0; start < data.length; start += width) {
+    let sum = 0;
+    for (let i = 0; i < width; i++) sum += x.data[start + i]!;
+    const mean = sum / width;
+    let squares = 0;
+    for (let i = 0; i < width; i++) squares += (x.data[start + i]! - mean) ** 2;
+    const scale = 1 / Math.sqrt(squares / width + eps);
+    for (let i = 0; i < width; i++) {
+      data[start + i] = (x.data[start + i]! - mean) * scale * weight.data[i]! + bias.data[i]!;
+    }
+  }
+  return { shape: x.shape, data };
+}
+
 /** RoPE, rotate-half layout: `[x₁·cos − x₂·sin, x₂·cos + x₁·sin]` with `cos`, `sin` broadcasting. */
 export function ropeRef(x: RefArray, cos: RefArray, sin: RefArray): RefArray {
   const width = x.shape.at(-1)!;
@@ -389,6 +407,46 @@ export const sigmoidScalar = (v: number): number => 1 / (1 + Math.exp(-v));
 /** GELU, tanh approximation. */
 export const geluTanhScalar = (v: number): number =>
   0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+
+/**
+ * The error function to float64 precision: its Maclaurin series for |x| < 3 (cancellation between its
+ * terms costs up to ~2e-14 near 3), the continued fraction
+ * of erfc beyond (Lentz's method). Independent of the Chebyshev fit the backends use.
+ */
+export function erfScalar(x: number): number {
+  const z = Math.abs(x);
+  let value: number;
+  if (z < 3) {
+    let term = z;
+    let sum = z;
+    for (let n = 1; Math.abs(term) > 1e-17 * Math.abs(sum); n++) {
+      term *= (-z * z) / n;
+      sum += term / (2 * n + 1);
+    }
+    value = (2 / Math.sqrt(Math.PI)) * sum;
+  } else {
+    // erfc(z) = e^(−z²)/√π · 1/(z + (1/2)/(z + 1/(z + (3/2)/(z + 2/(z + …))))).
+    const tiny = 1e-300;
+    let f = z;
+    let c = z;
+    let d = 0;
+    for (let n = 1; n < 200; n++) {
+      const a = n / 2;
+      d = z + a * d;
+      d = d === 0 ? tiny : 1 / d;
+      c = z + a / c;
+      if (c === 0) c = tiny;
+      const delta = c * d;
+      f *= delta;
+      if (Math.abs(delta - 1) < 1e-16) break;
+    }
+    value = 1 - Math.exp(-z * z) / (Math.sqrt(Math.PI) * f);
+  }
+  return x < 0 ? -value : value;
+}
+
+/** GELU, exact: `½x(1 + erf(x/√2))`. */
+export const geluScalar = (v: number): number => 0.5 * v * (1 + erfScalar(v / Math.SQRT2));
 
 /**
  * Causal grouped-query attention: `q: [B, T, H, D]`, `k`, `v: [B, S, kvH, D]` → `[B, T, H, D]`; query `t`
