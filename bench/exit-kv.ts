@@ -9,7 +9,10 @@
  * (compute: a token counts once per step it runs in; propagations are not rows).
  *
  *   node --import tsx bench/exit-kv.ts [--backend wasm] [--requests 32] [--slots 8] [--thresholds 0.9,0.99]
- *     [--min-loops 1] [--repeats 1] [--clock cpu|wall]
+ *     [--min-loops 1] [--repeats 1] [--clock cpu|wall] [--model <relaxed model dir>]
+ *
+ * `--model <dir>` runs a relaxed model of the user's (e.g. the early-exit-trained one from `rrt train
+ * --early-exit`) instead of converting stories260K in the run.
  *
  * `--repeats n` runs the whole list n times, interleaved (row 1, row 2, …, row 1, …), so that load from
  * other processes falls on every row alike; token outputs are deterministic and taken from the first round.
@@ -43,6 +46,7 @@ const { values } = parseArgs({
     'min-loops': { type: 'string', default: '1' },
     clock: { type: 'string', default: 'cpu' },
     seed: { type: 'string', default: '7' },
+    model: { type: 'string' },
   },
 });
 const assets = stories260KAssetsOrExit('exit-kv');
@@ -135,9 +139,12 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 const workDir = await mkdtemp(join(tmpdir(), 'rrt-bench-exit-kv-'));
 try {
-  const originalDir = await importStories260K(assets, workDir);
-  const relaxedDir = join(workDir, 'relaxed-1x5');
-  await convertToRecursive(originalDir, relaxedDir, { loops: 5, init: 'average', ranks: 8 });
+  let relaxedDir = values.model;
+  if (relaxedDir === undefined) {
+    const originalDir = await importStories260K(assets, workDir);
+    relaxedDir = join(workDir, 'relaxed-1x5');
+    await convertToRecursive(originalDir, relaxedDir, { loops: 5, init: 'average', ranks: 8 });
+  }
   const { backend, kind, reason } = await createBackend(values.backend as BackendKind);
   const model = await loadModel(relaxedDir, backend);
   const trace = makeTrace(Number(values.requests), Number(values.seed), model.config.vocabSize);
@@ -146,7 +153,7 @@ try {
   console.log(`backend ${kind}: ${reason}`);
   console.log(
     `trace: ${trace.length} requests (seed ${values.seed}), ${emitted} output tokens, ${values.slots} slots, ` +
-      `depth mode, relaxed 1×5 stories260K (not uptrained), median of ${repeats} run(s)\n`,
+      `depth mode, ${values.model ?? 'relaxed 1×5 stories260K (not uptrained)'}, median of ${repeats} run(s)\n`,
   );
   const none: ExitPolicy = { kind: 'none' };
   const rows: [string, string, Pick<EngineOptions, 'exit' | 'exitKV' | 'sharing'>][] = [

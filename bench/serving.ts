@@ -19,7 +19,7 @@
  * perplexity with exits, and the paper-style simulation of the same trace. `--json <file>` writes the
  * whole result.
  *
- *   node --import tsx bench/serving.ts [--backend wasm] [--requests 256] [--slots 8] [--rate 100] [--seed 7]
+ *   node --import tsx bench/serving.ts [--backend wasm] [--requests 256] [--slots 8] [--rate 2000] [--seed 7]
  *        [--attention paged|gather]
  *        [--max-change 0.01] [--contrast 0.9] [--calibration-tokens 4096] [--early-exit-model <dir>]
  *        [--early-exit-steps 60] [--no-synthetic] [--synthetic-requests N] [--no-simulate] [--json <file>]
@@ -56,7 +56,7 @@ const { values } = parseArgs({
     backend: { type: 'string', default: 'wasm' },
     requests: { type: 'string', default: '256' },
     slots: { type: 'string', default: '8' },
-    rate: { type: 'string', default: '100' },
+    rate: { type: 'string', default: '2000' },
     seed: { type: 'string', default: '7' },
     attention: { type: 'string', default: 'paged' },
     'max-change': { type: 'string', default: '0.01' },
