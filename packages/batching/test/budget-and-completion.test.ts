@@ -7,15 +7,10 @@
  *   background, so every later token attends to exact keys and values: each emitted token equals the
  *   full recompute's readout at the loop it exited at.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createBackend } from '@rrt/backend-tfjs';
-import { argmax, type Decoder, generateTokens, loadModel, seededRandom, yieldToEventLoop } from '@rrt/core';
+import { argmax, type Decoder, generateTokens, seededRandom, yieldToEventLoop } from '@rrt/core';
 import { createPagedKVCache } from '@rrt/kv-cache';
 import type { Backend } from '@rrt/tensor';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeRelaxedModel } from '../../core/test/relaxed-model.js';
+import { describe, expect, it } from 'vitest';
 import {
   type BatchingMode,
   createEngine,
@@ -26,27 +21,15 @@ import {
   type RequestStats,
   Scheduler,
 } from '../src/index.js';
+import { useRelaxedModel } from './support.js';
 
 describe('token budget and FREE-style completion (wasm)', () => {
   let backend: Backend;
-  let workDir: string;
   let model: Decoder;
-  let baseline: number;
-  let withModel: number;
   let seed: number;
-  beforeAll(async () => {
-    backend = (await createBackend('wasm')).backend;
-    workDir = await mkdtemp(join(tmpdir(), 'rrt-budget-'));
-    seed = 1000 + Math.floor(Math.random() * 1e6);
-    await writeRelaxedModel(join(workDir, 'relaxed'), seed);
-    baseline = backend.numTensors();
-    model = await loadModel(join(workDir, 'relaxed'), backend);
-    withModel = backend.numTensors();
-  });
-  afterAll(async () => {
-    model.dispose();
-    expect(backend.numTensors()).toBe(baseline);
-    await rm(workDir, { recursive: true, force: true });
+  let withModel: number;
+  useRelaxedModel('rrt-budget-', (fixture) => {
+    ({ backend, model, seed, withModel } = fixture);
   });
 
   async function greedy(prompt: readonly number[], maxTokens: number) {

@@ -4,36 +4,19 @@
  * greedy tokens for every request, over random arrival traces, prompt lengths, chunk sizes, page sizes and
  * slot counts. Then cancellation, the bounded queue, and early exits (CALM propagation) without leaks.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createBackend } from '@rrt/backend-tfjs';
-import { type Decoder, generateTokens, loadModel, seededRandom, yieldToEventLoop } from '@rrt/core';
+import { type Decoder, generateTokens, seededRandom, yieldToEventLoop } from '@rrt/core';
 import type { Backend } from '@rrt/tensor';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeRelaxedModel } from '../../core/test/relaxed-model.js';
+import { describe, expect, it } from 'vitest';
 import { type BatchingMode, createEngine, QueueFullError, type RequestStats } from '../src/index.js';
+import { useRelaxedModel } from './support.js';
 
 describe('serving engine (wasm)', () => {
   let backend: Backend;
-  let workDir: string;
   let model: Decoder;
-  let baseline: number;
-  let withModel: number;
   let seed: number;
-  beforeAll(async () => {
-    backend = (await createBackend('wasm')).backend;
-    workDir = await mkdtemp(join(tmpdir(), 'rrt-engine-'));
-    seed = 1000 + Math.floor(Math.random() * 1e6);
-    await writeRelaxedModel(join(workDir, 'relaxed'), seed);
-    baseline = backend.numTensors();
-    model = await loadModel(join(workDir, 'relaxed'), backend);
-    withModel = backend.numTensors();
-  });
-  afterAll(async () => {
-    model.dispose();
-    expect(backend.numTensors()).toBe(baseline);
-    await rm(workDir, { recursive: true, force: true });
+  let withModel: number;
+  useRelaxedModel('rrt-engine-', (fixture) => {
+    ({ backend, model, seed, withModel } = fixture);
   });
 
   async function greedy(prompt: readonly number[], maxTokens: number, stopTokens: readonly number[]) {

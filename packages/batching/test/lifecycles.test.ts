@@ -7,15 +7,10 @@
  * serves the same tokens it served at the start. Run per exit-KV method, with early exits and a step
  * token budget, so that propagation and background completion rows are cut short by every kind of ending.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createBackend } from '@rrt/backend-tfjs';
-import { type Decoder, generateTokens, loadModel, seededRandom, yieldToEventLoop } from '@rrt/core';
+import { type Decoder, generateTokens, seededRandom, yieldToEventLoop } from '@rrt/core';
 import { KVCapacityError } from '@rrt/kv-cache';
 import type { Backend } from '@rrt/tensor';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeRelaxedModel } from '../../core/test/relaxed-model.js';
+import { describe, expect, it } from 'vitest';
 import {
   createEngine,
   type Engine,
@@ -24,6 +19,7 @@ import {
   RequestError,
   type RequestStats,
 } from '../src/index.js';
+import { useRelaxedModel } from './support.js';
 
 type Kind =
   | 'finish'
@@ -51,22 +47,10 @@ const maxQueue = 3;
 
 describe('1,000 random request lifecycles through the engine (wasm)', () => {
   let backend: Backend;
-  let workDir: string;
   let model: Decoder;
-  let baseline: number;
   let seed: number;
-  beforeAll(async () => {
-    backend = (await createBackend('wasm')).backend;
-    workDir = await mkdtemp(join(tmpdir(), 'rrt-lifecycles-'));
-    seed = 1000 + Math.floor(Math.random() * 1e6);
-    await writeRelaxedModel(join(workDir, 'relaxed'), seed);
-    baseline = backend.numTensors();
-    model = await loadModel(join(workDir, 'relaxed'), backend);
-  });
-  afterAll(async () => {
-    model.dispose();
-    expect(backend.numTensors()).toBe(baseline);
-    await rm(workDir, { recursive: true, force: true });
+  useRelaxedModel('rrt-lifecycles-', (fixture) => {
+    ({ backend, model, seed } = fixture);
   });
 
   /** Reads a stream to its end; `stopAfter` tokens in, aborts (or, with no controller, stops reading). */

@@ -1,0 +1,45 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createBackend } from '@rrt/backend-tfjs';
+import { type Decoder, loadModel } from '@rrt/core';
+import type { Backend } from '@rrt/tensor';
+import { afterAll, beforeAll, expect } from 'vitest';
+import { writeRelaxedModel } from '../../core/test/relaxed-model.js';
+
+/** What {@link useRelaxedModel} hands a test file once its `beforeAll` has run. */
+export interface RelaxedModelFixture {
+  backend: Backend;
+  model: Decoder;
+  /** The seed the model's weights were drawn with (fresh each run; name it in assertion messages). */
+  seed: number;
+  /** Live tensors before the model was loaded: the count `afterAll` requires once it is disposed. */
+  baseline: number;
+  /** Live tensors with the model loaded: the count each test must return to. */
+  withModel: number;
+}
+
+/**
+ * The engine tests' model: the relaxed K = 2, L = 3 test model written with a fresh seed into a temporary
+ * directory and loaded on wasm in `beforeAll` (then handed to `ready`); disposed in `afterAll`, which
+ * requires the live-tensor count back at its baseline and removes the directory.
+ */
+export function useRelaxedModel(prefix: string, ready: (fixture: RelaxedModelFixture) => void): void {
+  let workDir: string;
+  let fixture: RelaxedModelFixture;
+  beforeAll(async () => {
+    const { backend } = await createBackend('wasm');
+    workDir = await mkdtemp(join(tmpdir(), prefix));
+    const seed = 1000 + Math.floor(Math.random() * 1e6);
+    await writeRelaxedModel(join(workDir, 'relaxed'), seed);
+    const baseline = backend.numTensors();
+    const model = await loadModel(join(workDir, 'relaxed'), backend);
+    fixture = { backend, model, seed, baseline, withModel: backend.numTensors() };
+    ready(fixture);
+  });
+  afterAll(async () => {
+    fixture.model.dispose();
+    expect(fixture.backend.numTensors()).toBe(fixture.baseline);
+    await rm(workDir, { recursive: true, force: true });
+  });
+}
