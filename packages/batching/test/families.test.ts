@@ -9,11 +9,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createBackend } from '@rrt/backend-tfjs';
-import { generateTokens, loadModel, seededRandom } from '@rrt/core';
+import { loadModel, seededRandom } from '@rrt/core';
 import type { Backend } from '@rrt/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeRandomModel } from '../../core/test/random-model.js';
 import { createEngine, type RequestStats } from '../src/index.js';
+import { greedyReference } from './support.js';
 
 describe('serving engine on windowed, soft-capped families (wasm)', () => {
   let backend: Backend;
@@ -39,13 +40,7 @@ describe('serving engine on windowed, soft-capped families (wasm)', () => {
         prompt: Array.from({ length: int(5, 14) }, () => int(0, reference.vocabSize - 1)),
         maxTokens: int(4, 9),
       }));
-      const expected: number[][] = [];
-      for (const { prompt, maxTokens } of requests) {
-        const tokens: number[] = [];
-        for await (const token of generateTokens(model, prompt, { maxTokens, stopTokens: [] }))
-          tokens.push(token);
-        expected.push(tokens);
-      }
+      const expected = await greedyReference(model, requests);
       for (const mode of ['static', 'sequence', 'depth'] as const) {
         const engine = createEngine(model, {
           mode,

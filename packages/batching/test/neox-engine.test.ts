@@ -9,10 +9,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createBackend } from '@rrt/backend-tfjs';
-import { generateTokens, loadModel, seededRandom, yieldToEventLoop } from '@rrt/core';
+import { loadModel, seededRandom, yieldToEventLoop } from '@rrt/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeRelaxedNeoxModel } from '../../core/test/neox-model.js';
 import { type BatchingMode, createEngine } from '../src/index.js';
+import { greedyReference } from './support.js';
 
 describe('serving engine on relaxed GPT-NeoX (wasm)', () => {
   let workDir: string;
@@ -39,13 +40,7 @@ describe('serving engine on relaxed GPT-NeoX (wasm)', () => {
         prompt: Array.from({ length: int(1, 9) }, () => int(0, model.config.vocabSize - 1)),
         maxTokens: int(2, 8),
       }));
-      const expected: number[][] = [];
-      for (const { prompt, maxTokens } of requests) {
-        const tokens: number[] = [];
-        for await (const token of generateTokens(model, prompt, { maxTokens, stopTokens: [] }))
-          tokens.push(token);
-        expected.push(tokens);
-      }
+      const expected = await greedyReference(model, requests);
       const runs = (['static', 'sequence', 'depth'] as const satisfies readonly BatchingMode[]).flatMap(
         (mode) => (['paged', 'gather'] as const).map((attention) => ({ mode, attention })),
       );

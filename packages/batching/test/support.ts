@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createBackend } from '@rrt/backend-tfjs';
-import { type Decoder, loadModel } from '@rrt/core';
+import { type Decoder, generateTokens, loadModel } from '@rrt/core';
 import type { Backend } from '@rrt/tensor';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { writeRelaxedModel } from '../../core/test/relaxed-model.js';
@@ -42,4 +42,19 @@ export function useRelaxedModel(prefix: string, ready: (fixture: RelaxedModelFix
     expect(fixture.backend.numTensors()).toBe(fixture.baseline);
     await rm(workDir, { recursive: true, force: true });
   });
+}
+
+/** Single-sequence greedy tokens of each request (`generateTokens`, no stop tokens): what the engine must yield. */
+export async function greedyReference(
+  model: Decoder,
+  requests: readonly { prompt: readonly number[]; maxTokens: number }[],
+): Promise<number[][]> {
+  const expected: number[][] = [];
+  for (const { prompt, maxTokens } of requests) {
+    const tokens: number[] = [];
+    for await (const token of generateTokens(model, prompt, { maxTokens, stopTokens: [] }))
+      tokens.push(token);
+    expected.push(tokens);
+  }
+  return expected;
 }
