@@ -182,8 +182,9 @@ const defaultCurve = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999];
 /**
  * Picks the smallest τ such that at τ and at every larger threshold the changed share is within
  * `maxChange` (the changed share need not fall monotonically with τ; this stops at the first breach from
- * above). Exact: it sweeps every probability at which some position's exit loop moves. `threshold` is
- * `Infinity` (never exit) when even the highest breakpoint changes too many tokens.
+ * above). Exact: it sweeps every probability at which some position's exit loop moves, and names the
+ * lowest such breakpoint that holds (every τ down to the next breakpoint gives the same exits). `threshold`
+ * is `Infinity` (never exit) when even the highest breakpoint changes too many tokens.
  */
 export function chooseThreshold(profile: ExitProfile, options: CalibrationOptions = {}): ExitCalibration {
   const maxChange = options.maxChange ?? 0.01;
