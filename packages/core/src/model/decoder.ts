@@ -192,6 +192,7 @@ export class Decoder {
           .filter((lora): lora is LoRA => lora !== undefined);
         if (loras.length < 2) continue;
         const scales = new Set(loras.map((lora) => lora.scale));
+        const scale = scales.size === 1 ? loras[0]!.scale : undefined;
         const group: LoRAConcat = {
           a: backend.keep(
             backend.concat(
@@ -205,9 +206,9 @@ export class Decoder {
               0,
             ),
           ),
-          width: 0,
-          scale: scales.size === 1 ? loras[0]!.scale : undefined,
-          layout: '',
+          width: loras.reduce((width, lora) => width + lora.a.shape[1]!, 0),
+          scale,
+          layout: loras.map((lora) => `${lora.a.shape[1]}:${scale === undefined ? lora.scale : 1}`).join(','),
           // LoRA biases (GPT-NeoX conversions) stacked `[L, out]`; a loop without one contributes zeros.
           ...(loras.some((lora) => lora.bias)
             ? {
@@ -224,12 +225,10 @@ export class Decoder {
               }
             : {}),
         };
-        group.layout = loras
-          .map((lora) => `${lora.a.shape[1]}:${group.scale === undefined ? lora.scale : 1}`)
-          .join(',');
+        let start = 0;
         for (const [index, lora] of loras.entries()) {
-          this.loraColumns.set(lora, { group, start: group.width, index });
-          group.width += lora.a.shape[1]!;
+          this.loraColumns.set(lora, { group, start, index });
+          start += lora.a.shape[1]!;
         }
       }
     }
@@ -481,6 +480,7 @@ export class Decoder {
       weights: this.weights.layers[blockLayer]!,
       step: {
         rows,
+        spanRows: rows.spans.map((span) => span.batch * span.length),
         loras,
         loopNorms,
         caches: spanLayers.map((s) => s.cache),
@@ -495,8 +495,8 @@ export class Decoder {
   /** Keys and values of rows `x` (normed), `[1, M, kvHeads, hD]`, RoPE applied (after the k norm, if any). */
   private keysAndValues(x: Tensor, weights: LayerWeights, step: LayerStep): { keys: Tensor; values: Tensor } {
     const { backend, config } = this;
-    const { count, spans } = step.rows;
-    const spanRows = spans.map((s) => s.batch * s.length);
+    const { count } = step.rows;
+    const { spanRows } = step;
     const loras = (module: LinearModule) => step.loras.map((l) => l?.[module]);
     const split = (y: Tensor) => backend.reshape(y, [count, config.numKeyValueHeads, config.headDim]);
     let keys = split(this.project(x, weights.linears.k_proj, loras('k_proj'), spanRows, step.masks));
@@ -521,21 +521,13 @@ export class Decoder {
   private normBySpan(x: Tensor, step: LayerStep, norm: LoopNorm, shared: Tensor): Tensor {
     const { backend, config } = this;
     const weights = step.loopNorms.map((perNorm) => perNorm?.[norm] ?? shared);
-    if (weights.every((weight) => weight === weights[0]))
-      return backend.rmsNorm(x, weights[0]!, config.rmsNormEps);
-    const spanRows = step.rows.spans.map((s) => s.batch * s.length);
-    const parts: Tensor[] = [];
-    let start = 0;
-    for (let i = 0; i < weights.length; ) {
-      let end = i + 1;
-      let rows = spanRows[i]!;
-      while (end < weights.length && weights[end] === weights[i]) rows += spanRows[end++]!;
+    const runs = spanRuns(weights, step.spanRows);
+    if (runs.length === 1) return backend.rmsNorm(x, weights[0]!, config.rmsNormEps);
+    const parts = runs.map(({ value, start, rows }) => {
       const begin = x.shape.map((_, axis) => (axis === 0 ? start : 0));
       const size = x.shape.map((_, axis) => (axis === 0 ? rows : -1));
-      parts.push(backend.rmsNorm(backend.slice(x, begin, size), weights[i]!, config.rmsNormEps));
-      start += rows;
-      i = end;
-    }
+      return backend.rmsNorm(backend.slice(x, begin, size), value, config.rmsNormEps);
+    });
     return backend.concat(parts, 0);
   }
 
@@ -564,9 +556,9 @@ export class Decoder {
 
   private attention(x: Tensor, weights: LayerWeights, step: LayerStep): Tensor {
     const { backend, config } = this;
-    const { spans, count } = step.rows;
+    const { count } = step.rows;
+    const { spanRows } = step;
     const { numAttentionHeads: heads, headDim } = config;
-    const spanRows = spans.map((s) => s.batch * s.length);
     const qLoras = step.loras.map((l) => l?.q_proj);
     // [M, heads·hD] → [1, M, heads, hD]: a free reshape; RoPE is per row, by each row's own position.
     let projected = backend.reshape(this.project(x, weights.linears.q_proj, qLoras, spanRows, step.masks), [
@@ -623,31 +615,21 @@ export class Decoder {
     const { numAttentionHeads: heads, headDim } = config;
     const histories = this.pagedSlots(step);
     this.writePaged(step, histories, keys, values);
-    const mixed: Tensor[] = [];
-    let start = 0;
-    for (let i = 0; i < spans.length; ) {
-      const { keyPool, valuePool } = histories[i]!;
-      let end = i;
-      let rows = 0;
-      const group = [];
-      while (
-        end < spans.length &&
-        histories[end]!.keyPool === keyPool &&
-        histories[end]!.valuePool === valuePool
-      ) {
-        const { pages, length } = histories[end]!;
-        const { length: spanRows, offset } = spans[end]!;
-        group.push({ rows: spanRows, queryOffset: offset, keyLength: length, pages });
-        rows += spanRows;
-        end++;
-      }
+    const samePool = (a: PagedKeyValues, b: PagedKeyValues) =>
+      a.keyPool === b.keyPool && a.valuePool === b.valuePool;
+    const mixed = spanRuns(histories, step.spanRows, samePool).map(({ value, first, end, start, rows }) => {
+      const { keyPool, valuePool } = value;
+      const group = spans.slice(first, end).map(({ length, offset }, index) => ({
+        rows: length,
+        queryOffset: offset,
+        keyLength: histories[first + index]!.length,
+        pages: histories[first + index]!.pages,
+      }));
       const groupQueries =
         rows === count ? queries : backend.slice(queries, [0, start, 0, 0], [1, rows, heads, headDim]);
       const out = backend.pagedAttention(groupQueries, keyPool, valuePool, group, options);
-      mixed.push(backend.reshape(out, [rows, heads * headDim]));
-      start += rows;
-      i = end;
-    }
+      return backend.reshape(out, [rows, heads * headDim]);
+    });
     return mixed.length === 1 ? mixed[0]! : backend.concat(mixed, 0);
   }
 
@@ -697,7 +679,7 @@ export class Decoder {
   private mlp(x: Tensor, weights: LayerWeights, step: LayerStep): Tensor {
     const { backend, config } = this;
     const loras = (module: LinearModule) => step.loras.map((l) => l?.[module]);
-    const spanRows = step.rows.spans.map((s) => s.batch * s.length);
+    const { spanRows } = step;
     if (!weights.linears.gate_proj) {
       // GPT-NeoX: down(gelu(up(x))), no gate.
       const up = this.project(x, weights.linears.up_proj, loras('up_proj'), spanRows, step.masks);
@@ -735,18 +717,11 @@ export class Decoder {
     const masked = masks && this.maskedLoraDelta(x, loras, spanRows, masks);
     if (masked) return backend.add(y, masked);
     // Segments: runs of spans with the same LoRA, each its own small product; rows without one get 0.
-    const deltas: Tensor[] = [];
-    let start = 0;
-    for (let i = 0; i < loras.length; ) {
-      let end = i + 1;
-      let rows = spanRows[i]!;
-      while (end < loras.length && loras[end] === loras[i]) rows += spanRows[end++]!;
-      const lora = loras[i];
-      const segment = backend.slice(x, [start, 0], [rows, -1]);
-      deltas.push(lora ? this.loraDelta(segment, lora) : backend.fill([rows, y.shape[1]!], 0));
-      start += rows;
-      i = end;
-    }
+    const deltas = spanRuns(loras, spanRows).map(({ value: lora, start, rows }) =>
+      lora
+        ? this.loraDelta(backend.slice(x, [start, 0], [rows, -1]), lora)
+        : backend.fill([rows, y.shape[1]!], 0),
+    );
     return backend.add(y, backend.concat(deltas, 0));
   }
 
@@ -841,9 +816,43 @@ export class Decoder {
 
 type LoRAs = Partial<Record<LinearModule, LoRA>> | undefined;
 
+/** A run of consecutive spans with one value: spans `first … end − 1`, rows `start … start + rows − 1`. */
+interface SpanRun<T> {
+  value: T;
+  first: number;
+  end: number;
+  start: number;
+  rows: number;
+}
+
+/**
+ * Groups consecutive spans whose `values` are the same (`===` unless `same` says otherwise) into runs, so
+ * a ragged call does one operation per run of one LoRA, one norm weight or one KV pool (one run when the
+ * whole call has one).
+ */
+function spanRuns<T>(
+  values: readonly T[],
+  spanRows: readonly number[],
+  same: (a: T, b: T) => boolean = (a, b) => a === b,
+): SpanRun<T>[] {
+  const runs: SpanRun<T>[] = [];
+  let start = 0;
+  for (let first = 0; first < values.length; ) {
+    let end = first + 1;
+    let rows = spanRows[first]!;
+    while (end < values.length && same(values[end]!, values[first]!)) rows += spanRows[end++]!;
+    runs.push({ value: values[first]!, first, end, start, rows });
+    start += rows;
+    first = end;
+  }
+  return runs;
+}
+
 /** One call of {@link Decoder.layer}: the rows, and per span its LoRAs, loop norms and KV history. */
 interface LayerStep {
   rows: RaggedRows;
+  /** Rows of each span (`batch · length`). */
+  spanRows: readonly number[];
   loras: readonly LoRAs[];
   loopNorms: readonly (LoopNorms | undefined)[];
   caches: readonly (LayerKV | undefined)[];
