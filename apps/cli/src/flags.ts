@@ -2,7 +2,7 @@
  * Parsing of command lines and flag values, shared by the commands. Every mistake becomes one
  * {@link UsageError} line that names the flag, says what was expected and what was given.
  */
-import { readdir, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import type { BackendKind } from '@rrt/backend-tfjs';
@@ -214,4 +214,16 @@ export async function outputDirFlag(out: string | undefined, overwrite: boolean)
     break;
   }
   return out;
+}
+
+/**
+ * The text of the file a `--text` flag names, read as UTF-8; a file that cannot be read is a usage
+ * error naming the flag, the path and the reason (`ENOENT`, `EISDIR`, ...).
+ */
+export async function readTextFlag(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (error) {
+    throw new UsageError(`--text ${path}: ${(error as NodeJS.ErrnoException).code ?? error}`);
+  }
 }

@@ -324,6 +324,23 @@ describe('bad input gets one line naming the flag, and exit 2', () => {
     }
   });
 
+  it('a --text file that cannot be read is named with the reason, for every command that reads one', async () => {
+    const missing = join(work, 'no-such-text.txt');
+    for (const args of [
+      ['eval', small, '--text', missing],
+      ['calibrate-exit', small, '--text', missing],
+      ['train', small, '--text', missing, '--out', join(work, 'never-trained')],
+      ['bench', 'serving', small, '--text', missing],
+    ]) {
+      const run = await rrt(args);
+      usage(run);
+      expect(run.stderr).toContain(`--text ${missing}: ENOENT`);
+    }
+    const directory = await rrt(['eval', small, '--text', work]);
+    usage(directory);
+    expect(directory.stderr).toContain(`--text ${work}: EISDIR`);
+  });
+
   it('extra positionals are refused; negative numbers and ranges are stated', async () => {
     const inspect = await rrt(['inspect', small, 'b']);
     usage(inspect);

@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { createBackend } from '@rrt/backend-tfjs';
 import {
   exitProfile,
@@ -11,7 +10,7 @@ import {
 import { type Decoder, loadModel, loadTokenizer } from '@rrt/core';
 import { encodeDocuments } from '@rrt/eval';
 import { type CliIO, type Command, UsageError } from '../cli-io.js';
-import { backendFlag, numberFlag, parseFlags } from '../flags.js';
+import { backendFlag, numberFlag, parseFlags, readTextFlag } from '../flags.js';
 import { hubFlags, modelArgument } from '../model-argument.js';
 
 const servingHelp = `rrt bench serving <model-dir> [--baseline <vanilla-model-dir>] [--text <held-out file>]
@@ -76,14 +75,7 @@ async function serving(args: string[], io: CliIO): Promise<number> {
   const calibrationTokens = numberFlag('calibration-tokens', values['calibration-tokens'], positiveInteger)!;
   const kvMiB = numberFlag('kv-mib', values['kv-mib'], positiveInteger)!;
   const backendKind = backendFlag(values.backend);
-  let text: string | undefined;
-  if (values.text) {
-    try {
-      text = await readFile(values.text, 'utf8');
-    } catch (error) {
-      throw new UsageError(`--text ${values.text}: ${(error as NodeJS.ErrnoException).code ?? error}`);
-    }
-  }
+  const text = values.text ? await readTextFlag(values.text) : undefined;
   const dir = await modelArgument(positionals[0]!, values, io);
   const baselineDir = values.baseline ? await modelArgument(values.baseline, values, io) : undefined;
   const { backend, kind, reason } = await createBackend(backendKind);

@@ -1,10 +1,9 @@
-import { readFile } from 'node:fs/promises';
 import { createBackend } from '@rrt/backend-tfjs';
 import { calibrateExit } from '@rrt/batching';
 import { loadModel, loadTokenizer, readConfig } from '@rrt/core';
 import { encodeDocuments } from '@rrt/eval';
 import { type Command, formatTable, UsageError } from '../cli-io.js';
-import { backendFlag, numberFlag, parseFlags } from '../flags.js';
+import { backendFlag, numberFlag, parseFlags, readTextFlag } from '../flags.js';
 import { hubFlags, modelArgument } from '../model-argument.js';
 
 const percent = (share: number) => `${(100 * share).toFixed(2)} %`;
@@ -52,12 +51,7 @@ Example:
     const minLoops = numberFlag('min-loops', values['min-loops'], { integer: true, min: 1 })!;
     const maxTokens = numberFlag('max-tokens', values['max-tokens'], { integer: true, min: 1 })!;
     const backendKind = backendFlag(values.backend);
-    let text: string;
-    try {
-      text = await readFile(values.text, 'utf8');
-    } catch (error) {
-      throw new UsageError(`--text ${values.text}: ${(error as NodeJS.ErrnoException).code ?? error}`);
-    }
+    const text = await readTextFlag(values.text);
     const dir = await modelArgument(positionals[0]!, values, io);
     const config = await readConfig(dir);
     const loops = config.recursion?.loops ?? 1;

@@ -11,7 +11,7 @@ import type { Backend } from '@rrt/tensor';
 import { splitDocuments, TextDataset, train } from '@rrt/train';
 import { readBrownDocuments } from '../brown.js';
 import { type CliIO, type Command, formatTable, progressReporter, UsageError } from '../cli-io.js';
-import { backendFlag, numberFlag, parseFlags } from '../flags.js';
+import { backendFlag, numberFlag, parseFlags, readTextFlag } from '../flags.js';
 import { hubFlags, modelArgument } from '../model-argument.js';
 
 /** The first directory above this module that holds `relative` (src/commands in tests, dist when built). */
@@ -54,9 +54,7 @@ async function demoSubject(
   if (values.model !== undefined) {
     if (!values.text) throw new UsageError('--model needs --text <file> to measure and uptrain it on');
     const dir = await modelArgument(values.model, values, io);
-    const text = await readFile(values.text, 'utf8').catch((error: NodeJS.ErrnoException) => {
-      throw new UsageError(`--text ${values.text}: cannot read it (${error.code})`);
-    });
+    const text = await readTextFlag(values.text);
     const documents = splitDocuments(text);
     return {
       name: values.model,

@@ -1,4 +1,4 @@
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { createBackend } from '@rrt/backend-tfjs';
 import { loadModel, loadTokenizer, openCheckpoint, readConfig } from '@rrt/core';
@@ -16,7 +16,7 @@ import {
   windowPerplexity,
 } from '@rrt/eval';
 import { type Command, formatTable, progressReporter, UsageError } from '../cli-io.js';
-import { backendFlag, numberFlag, oneOf, parseFlags } from '../flags.js';
+import { backendFlag, numberFlag, oneOf, parseFlags, readTextFlag } from '../flags.js';
 import { hubFlags, modelArgument } from '../model-argument.js';
 
 const protocols = ['documents', 'window'] as const;
@@ -75,12 +75,7 @@ Example:
     const batchTokens = numberFlag('batch-tokens', values['batch-tokens'], positiveInteger);
     const perLoop = values['per-loop'];
 
-    let text: string;
-    try {
-      text = await readFile(values.text, 'utf8');
-    } catch (error) {
-      throw new UsageError(`--text ${values.text}: ${(error as NodeJS.ErrnoException).code ?? error}`);
-    }
+    const text = await readTextFlag(values.text);
     const dir = await modelArgument(positionals[0]!, values, io);
     const config = await readConfig(dir);
     const checkpoint = await openCheckpoint(dir);

@@ -19,7 +19,7 @@ import {
   progressReporter,
   UsageError,
 } from '../cli-io.js';
-import { backendFlag, numberFlag, oneOf, outputDirFlag, parseFlags } from '../flags.js';
+import { backendFlag, numberFlag, oneOf, outputDirFlag, parseFlags, readTextFlag } from '../flags.js';
 import { hubFlags, modelArgument } from '../model-argument.js';
 
 const positiveInteger = { integer: true, min: 1 };
@@ -175,7 +175,7 @@ Examples:
     };
     const heldOutFraction = numberFlag('held-out', values['held-out'], { above: 0, max: 0.5 });
 
-    const documents = splitDocuments(await readFile(values.text, 'utf8'));
+    const documents = splitDocuments(await readTextFlag(values.text));
     let modelDir = initConfig ? '' : await modelArgument(modelArg!, values, io);
     let initDir: string | undefined;
     let tokenizer: Tokenizer;
