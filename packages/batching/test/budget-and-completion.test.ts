@@ -7,7 +7,7 @@
  *   background, so every later token attends to exact keys and values: each emitted token equals the
  *   full recompute's readout at the loop it exited at.
  */
-import { argmax, type Decoder, generateTokens, seededRandom, yieldToEventLoop } from '@rrt/core';
+import { argmax, type Decoder, seededRandom, yieldToEventLoop } from '@rrt/core';
 import { createPagedKVCache } from '@rrt/kv-cache';
 import type { Backend } from '@rrt/tensor';
 import { describe, expect, it } from 'vitest';
@@ -18,10 +18,9 @@ import {
   exitRule,
   modeRule,
   RequestError,
-  type RequestStats,
   Scheduler,
 } from '../src/index.js';
-import { useRelaxedModel } from './support.js';
+import { collect, greedyReference, useRelaxedModel } from './support.js';
 
 describe('token budget and FREE-style completion (wasm)', () => {
   let backend: Backend;
@@ -31,22 +30,6 @@ describe('token budget and FREE-style completion (wasm)', () => {
   useRelaxedModel('rrt-budget-', (fixture) => {
     ({ backend, model, seed, withModel } = fixture);
   });
-
-  async function greedy(prompt: readonly number[], maxTokens: number) {
-    const tokens: number[] = [];
-    for await (const token of generateTokens(model, prompt, { maxTokens, stopTokens: [] }))
-      tokens.push(token);
-    return tokens;
-  }
-
-  async function collect(stream: AsyncGenerator<number, RequestStats>) {
-    const tokens: number[] = [];
-    while (true) {
-      const next = await stream.next();
-      if (next.done) return { tokens, stats: next.value };
-      tokens.push(next.value);
-    }
-  }
 
   for (const mode of ['static', 'sequence', 'depth'] as const satisfies readonly BatchingMode[]) {
     it(`${mode}: under a step token budget no step exceeds it, and exit none still yields the greedy tokens`, async () => {
@@ -71,8 +54,7 @@ describe('token budget and FREE-style completion (wasm)', () => {
           maxTokens: int(1, 10),
           delay: int(0, 6),
         }));
-        const expected = [];
-        for (const request of requests) expected.push(await greedy(request.prompt, request.maxTokens));
+        const expected = await greedyReference(model, requests);
         const results = await Promise.all(
           requests.map(async (request) => {
             for (let tick = 0; tick < request.delay; tick++) await yieldToEventLoop();

@@ -4,11 +4,11 @@
  * greedy tokens for every request, over random arrival traces, prompt lengths, chunk sizes, page sizes and
  * slot counts. Then cancellation, the bounded queue, and early exits (CALM propagation) without leaks.
  */
-import { type Decoder, generateTokens, seededRandom, yieldToEventLoop } from '@rrt/core';
+import { type Decoder, seededRandom, yieldToEventLoop } from '@rrt/core';
 import type { Backend } from '@rrt/tensor';
 import { describe, expect, it } from 'vitest';
-import { type BatchingMode, createEngine, QueueFullError, type RequestStats } from '../src/index.js';
-import { useRelaxedModel } from './support.js';
+import { type BatchingMode, createEngine, QueueFullError } from '../src/index.js';
+import { collect, greedy, useRelaxedModel } from './support.js';
 
 describe('serving engine (wasm)', () => {
   let backend: Backend;
@@ -18,21 +18,6 @@ describe('serving engine (wasm)', () => {
   useRelaxedModel('rrt-engine-', (fixture) => {
     ({ backend, model, seed, withModel } = fixture);
   });
-
-  async function greedy(prompt: readonly number[], maxTokens: number, stopTokens: readonly number[]) {
-    const tokens: number[] = [];
-    for await (const token of generateTokens(model, prompt, { maxTokens, stopTokens })) tokens.push(token);
-    return tokens;
-  }
-
-  async function collect(stream: AsyncGenerator<number, RequestStats>) {
-    const tokens: number[] = [];
-    while (true) {
-      const next = await stream.next();
-      if (next.done) return { tokens, stats: next.value };
-      tokens.push(next.value);
-    }
-  }
 
   for (const mode of ['static', 'sequence', 'depth'] as const satisfies readonly BatchingMode[]) {
     it(`${mode}: with exit none, every request of random arrival traces yields exactly the greedy tokens`, async () => {
@@ -55,7 +40,7 @@ describe('serving engine (wasm)', () => {
         }));
         const expected = [];
         for (const request of requests) {
-          const all = await greedy(request.prompt, request.maxTokens, []);
+          const all = await greedy(model, request.prompt, request.maxTokens);
           // Some requests stop at a token greedy decoding reaches: the eos path.
           const stop = random() < 0.3 && all.length > 2 ? [all[2]!] : [];
           expected.push(stop.length > 0 ? all.slice(0, all.indexOf(stop[0]!)) : all);
@@ -104,7 +89,7 @@ describe('serving engine (wasm)', () => {
     controller.abort();
     const rest = await collect(first);
     expect(rest.stats.reason).toBe('aborted');
-    expect((await waitingDone).tokens).toEqual(await greedy([4], 3, []));
+    expect((await waitingDone).tokens).toEqual(await greedy(model, [4], 3));
     expect(engine.cache.usedBytes()).toBe(0);
     engine.dispose();
     expect(backend.numTensors()).toBe(expectedTensors);

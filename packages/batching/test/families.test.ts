@@ -13,8 +13,8 @@ import { loadModel, seededRandom } from '@rrt/core';
 import type { Backend } from '@rrt/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeRandomModel } from '../../core/test/random-model.js';
-import { createEngine, type RequestStats } from '../src/index.js';
-import { greedyReference } from './support.js';
+import { createEngine } from '../src/index.js';
+import { collect, greedyReference } from './support.js';
 
 describe('serving engine on windowed, soft-capped families (wasm)', () => {
   let backend: Backend;
@@ -51,13 +51,7 @@ describe('serving engine on windowed, soft-capped families (wasm)', () => {
         });
         const results = await Promise.all(
           requests.map(async ({ prompt, maxTokens }) => {
-            const stream = engine.generate(prompt, { maxTokens, stopTokens: [] });
-            const tokens: number[] = [];
-            while (true) {
-              const next: IteratorResult<number, RequestStats> = await stream.next();
-              if (next.done) return tokens;
-              tokens.push(next.value);
-            }
+            return (await collect(engine.generate(prompt, { maxTokens, stopTokens: [] }))).tokens;
           }),
         );
         results.forEach((tokens, index) => {

@@ -13,7 +13,7 @@ import { loadModel, seededRandom, yieldToEventLoop } from '@rrt/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeRelaxedNeoxModel } from '../../core/test/neox-model.js';
 import { type BatchingMode, createEngine } from '../src/index.js';
-import { greedyReference } from './support.js';
+import { collect, greedyReference } from './support.js';
 
 describe('serving engine on relaxed GPT-NeoX (wasm)', () => {
   let workDir: string;
@@ -56,10 +56,7 @@ describe('serving engine on relaxed GPT-NeoX (wasm)', () => {
         const results = await Promise.all(
           requests.map(async ({ prompt, maxTokens }, index) => {
             for (let tick = 0; tick < index; tick++) await yieldToEventLoop();
-            const tokens: number[] = [];
-            for await (const token of engine.generate(prompt, { maxTokens, stopTokens: [] }))
-              tokens.push(token);
-            return tokens;
+            return (await collect(engine.generate(prompt, { maxTokens, stopTokens: [] }))).tokens;
           }),
         );
         expect(results, `${mode}, ${attention}, seed ${seed}`).toEqual(expected);

@@ -6,6 +6,7 @@ import { type Decoder, generateTokens, loadModel } from '@rrt/core';
 import type { Backend } from '@rrt/tensor';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { writeRelaxedModel } from '../../core/test/relaxed-model.js';
+import type { RequestStats } from '../src/index.js';
 
 /** What {@link useRelaxedModel} hands a test file once its `beforeAll` has run. */
 export interface RelaxedModelFixture {
@@ -44,17 +45,36 @@ export function useRelaxedModel(prefix: string, ready: (fixture: RelaxedModelFix
   });
 }
 
-/** Single-sequence greedy tokens of each request (`generateTokens`, no stop tokens): what the engine must yield. */
+/** Single-sequence greedy tokens of one prompt (`generateTokens`): what the engine must yield for it. */
+export async function greedy(
+  model: Decoder,
+  prompt: readonly number[],
+  maxTokens: number,
+  stopTokens: readonly number[] = [],
+): Promise<number[]> {
+  const tokens: number[] = [];
+  for await (const token of generateTokens(model, prompt, { maxTokens, stopTokens })) tokens.push(token);
+  return tokens;
+}
+
+/** {@link greedy} for each request (no stop tokens). */
 export async function greedyReference(
   model: Decoder,
   requests: readonly { prompt: readonly number[]; maxTokens: number }[],
 ): Promise<number[][]> {
   const expected: number[][] = [];
-  for (const { prompt, maxTokens } of requests) {
-    const tokens: number[] = [];
-    for await (const token of generateTokens(model, prompt, { maxTokens, stopTokens: [] }))
-      tokens.push(token);
-    expected.push(tokens);
-  }
+  for (const { prompt, maxTokens } of requests) expected.push(await greedy(model, prompt, maxTokens));
   return expected;
+}
+
+/** Reads an engine stream to its end: the tokens it yielded and the request's final stats. */
+export async function collect(
+  stream: AsyncGenerator<number, RequestStats>,
+): Promise<{ tokens: number[]; stats: RequestStats }> {
+  const tokens: number[] = [];
+  while (true) {
+    const next = await stream.next();
+    if (next.done) return { tokens, stats: next.value };
+    tokens.push(next.value);
+  }
 }
