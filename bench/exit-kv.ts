@@ -32,9 +32,14 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
 import { createEngine, type EngineOptions, type ExitPolicy } from '@rrt/batching';
-import { convertToRecursive } from '@rrt/convert';
-import { type Decoder, loadModel, seededRandom, yieldToEventLoop } from '@rrt/core';
-import { clockMs, importStories260K, stories260KAssetsOrExit } from './common.js';
+import { type Decoder, loadModel, yieldToEventLoop } from '@rrt/core';
+import {
+  clockMs,
+  relaxedStories260K,
+  stories260KAssetsOrExit,
+  type TurnTraceRequest,
+  turnTrace,
+} from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -52,23 +57,6 @@ const { values } = parseArgs({
 const assets = stories260KAssetsOrExit('exit-kv');
 const now = clockMs(values.clock);
 
-interface TraceRequest {
-  prompt: number[];
-  maxTokens: number;
-  /** Event-loop turns after the previous arrival. */
-  gap: number;
-}
-
-function makeTrace(count: number, seed: number, vocab: number): TraceRequest[] {
-  const random = seededRandom(seed);
-  const int = (low: number, high: number) => low + Math.floor(random() * (high - low + 1));
-  return Array.from({ length: count }, () => ({
-    prompt: [1, ...Array.from({ length: int(3, 31) }, () => int(3, vocab - 1))],
-    maxTokens: int(8, 48),
-    gap: Math.round(-2 * Math.log(1 - random())),
-  }));
-}
-
 interface Run {
   tokens: number[][];
   /** Per request, each token's exit loop. */
@@ -80,7 +68,7 @@ interface Run {
 
 async function runTrace(
   model: Decoder,
-  trace: readonly TraceRequest[],
+  trace: readonly TurnTraceRequest[],
   options: Pick<EngineOptions, 'exit' | 'exitKV' | 'sharing'>,
 ): Promise<Run> {
   const engine = createEngine(model, {
@@ -141,13 +129,11 @@ const workDir = await mkdtemp(join(tmpdir(), 'rrt-bench-exit-kv-'));
 try {
   let relaxedDir = values.model;
   if (relaxedDir === undefined) {
-    const originalDir = await importStories260K(assets, workDir);
-    relaxedDir = join(workDir, 'relaxed-1x5');
-    await convertToRecursive(originalDir, relaxedDir, { loops: 5, init: 'average', ranks: 8 });
+    relaxedDir = await relaxedStories260K(assets, workDir);
   }
   const { backend, kind, reason } = await createBackend(values.backend as BackendKind);
   const model = await loadModel(relaxedDir, backend);
-  const trace = makeTrace(Number(values.requests), Number(values.seed), model.config.vocabSize);
+  const trace = turnTrace(Number(values.requests), Number(values.seed), model.config.vocabSize);
   const emitted = trace.reduce((total, r) => total + r.maxTokens, 0);
   const repeats = Number(values.repeats);
   console.log(`backend ${kind}: ${reason}`);

@@ -15,10 +15,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
-import { convertToRecursive } from '@rrt/convert';
-import { Decoder, type LoRAMode, loadModel, seededRandom } from '@rrt/core';
-import { createPagedKVCache } from '@rrt/kv-cache';
-import { clockMs, importStories260K, stories260KAssetsOrExit } from './common.js';
+import { Decoder, type LoRAMode, loadModel } from '@rrt/core';
+import { clockMs, depthwiseStepTimes, relaxedStories260K, stories260KAssetsOrExit } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -39,78 +37,16 @@ const mixes: [string, (i: number, rows: number, loops: number) => number][] = [
   ['all loops, round-robin', (i, _rows, loops) => i % loops],
 ];
 
-/** Milliseconds per step (median of `steps` steps) of `model` over rows at `loopOf(i)`. */
+/** Milliseconds per step (median of 12 steps) of `model` over rows at `loopOf(i)`. */
 async function stepMs(model: Decoder, sequences: number, context: number, loopOf: (i: number) => number) {
-  const { backend, config } = model;
-  const depths = model.schedule.length;
-  const blockSize = config.recursion?.blockSize ?? depths;
-  const loops = depths / blockSize;
-  const steps = 12;
-  const pageSize = 16;
-  const cache = createPagedKVCache(backend, {
-    depths,
-    blockSize,
-    kvHeads: config.numKeyValueHeads,
-    headDim: config.headDim,
-    pageSize,
-    bytes:
-      sequences *
-      Math.ceil((context + steps + 1) / pageSize) *
-      pageSize *
-      depths *
-      2 *
-      4 *
-      config.numKeyValueHeads *
-      config.headDim,
+  const times = await depthwiseStepTimes(model, {
+    sequences,
+    context,
+    steps: 12,
+    loopOf,
+    seed: 5,
+    clock: clockMs(values.clock),
   });
-  const open = Array.from({ length: sequences }, () => cache.open());
-  const random = seededRandom(5);
-  const ids = (count: number) =>
-    backend.fromArray(
-      Int32Array.from({ length: count }, () => 1 + Math.floor(random() * (config.vocabSize - 1))),
-      [count],
-      'int32',
-    );
-  backend.tidy(() => {
-    const rows = model.rows(open.map(() => ({ batch: 1, length: context, offset: 0 })));
-    let hidden = model.embed(ids(sequences * context));
-    for (const { depth } of model.schedule) {
-      hidden = model.layer(
-        hidden,
-        rows,
-        open.map((sequence) => ({ depth, cache: sequence.layer(depth) })),
-      );
-    }
-  });
-  const clock = clockMs(values.clock);
-  const times: number[] = [];
-  const filled = open.map(() => new Array<number>(loops).fill(context));
-  for (let step = 0; step < steps; step++) {
-    const started = clock();
-    const out = backend.tidy(() => {
-      const rows = model.rows(open.map((_, i) => ({ batch: 1, length: 1, offset: filled[i]![loopOf(i)]! })));
-      let hidden = model.embed(ids(sequences));
-      for (let layer = 0; layer < blockSize; layer++) {
-        hidden = model.layer(
-          hidden,
-          rows,
-          open.map((sequence, i) => {
-            const depth = loopOf(i) * blockSize + layer;
-            return { depth, cache: sequence.layer(depth) };
-          }),
-        );
-      }
-      return hidden;
-    });
-    await backend.read(out);
-    backend.dispose(out);
-    times.push(clock() - started);
-    open.forEach((_, i) => {
-      filled[i]![loopOf(i)]! += 1;
-    });
-  }
-  for (const sequence of open) sequence.free();
-  cache.dispose();
   return median(times);
 }
 
@@ -121,9 +57,7 @@ function median(xs: number[]): number {
 
 const workDir = await mkdtemp(join(tmpdir(), 'rrt-bench-multi-lora-'));
 try {
-  const originalDir = await importStories260K(assets, workDir);
-  const relaxedDir = join(workDir, 'relaxed-1x5');
-  await convertToRecursive(originalDir, relaxedDir, { loops: 5, init: 'average', ranks: 8 });
+  const relaxedDir = await relaxedStories260K(assets, workDir);
   const { backend, kind, reason } = await createBackend(values.backend as BackendKind);
   const loaded = await loadModel(relaxedDir, backend, { loraMode: 'segment' });
   const models: Record<LoRAMode, Decoder> = {

@@ -14,8 +14,7 @@
  *   node --import tsx bench/paged-attention.ts [--backend wasm] [--requests 32] [--slots 8]
  *     [--threshold 0.9] [--context 64] [--clock cpu|wall] [--rounds 2]
  *
- * NOTE: the trace is bench/serving.ts's (same generator and seed), copied so that this file does not
- * depend on that script's layout. The default clock is this process's CPU time, for both parts: the
+ * NOTE: the trace is common.ts's `turnTrace` (arrivals in event-loop turns), as bench/exit-kv.ts uses. The default clock is this process's CPU time, for both parts: the
  * engine computes on one thread (wasm, 1 thread), and on a shared machine wall time mostly measures the
  * other processes (`--clock wall` for wall time).
  */
@@ -25,10 +24,16 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
 import { type BatchingMode, createEngine, type ExitPolicy } from '@rrt/batching';
-import { convertToRecursive } from '@rrt/convert';
-import { type Decoder, loadModel, seededRandom, yieldToEventLoop } from '@rrt/core';
-import { createPagedKVCache, type PagedAttentionPath } from '@rrt/kv-cache';
-import { clockMs, importStories260K, stories260KAssetsOrExit } from './common.js';
+import { type Decoder, loadModel, yieldToEventLoop } from '@rrt/core';
+import type { PagedAttentionPath } from '@rrt/kv-cache';
+import {
+  clockMs,
+  depthwiseStepTimes,
+  relaxedStories260K,
+  stories260KAssetsOrExit,
+  type TurnTraceRequest,
+  turnTrace,
+} from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -44,106 +49,25 @@ const { values } = parseArgs({
 });
 const assets = stories260KAssetsOrExit('paged-attention');
 
-/** Milliseconds per depth-wise decode step of `sequences` rows, each with `context` positions cached. */
+/** Milliseconds per depth-wise decode step (mean of 20) of `sequences` rows, sequence i at loop (i + step) mod L. */
 async function layerStep(model: Decoder, sequences: number, context: number, path: PagedAttentionPath) {
-  const { backend, config } = model;
-  const depths = model.schedule.length;
-  const blockSize = config.recursion?.blockSize ?? depths;
-  const loops = depths / blockSize;
-  const steps = 20;
-  const cache = createPagedKVCache(backend, {
-    depths,
-    blockSize,
-    kvHeads: config.numKeyValueHeads,
-    headDim: config.headDim,
-    pageSize: 16,
-    bytes:
-      sequences *
-      Math.ceil((context + steps + 2) / 16) *
-      16 *
-      depths *
-      2 *
-      4 *
-      config.numKeyValueHeads *
-      config.headDim,
+  const loops = model.config.recursion?.loops ?? 1;
+  const times = await depthwiseStepTimes(model, {
+    sequences,
+    context,
+    steps: 20,
+    loopOf: (i, step) => (i + step) % loops,
+    seed: 3,
+    clock: clockMs(values.clock),
     attention: path,
   });
-  const open = Array.from({ length: sequences }, () => cache.open());
-  const random = seededRandom(3);
-  const ids = (count: number) =>
-    backend.fromArray(
-      Int32Array.from({ length: count }, () => 1 + Math.floor(random() * (config.vocabSize - 1))),
-      [count],
-      'int32',
-    );
-  // Prefill: every sequence's `context` positions at every depth.
-  backend.tidy(() => {
-    const spans = open.map(() => ({ batch: 1, length: context, offset: 0 }));
-    const rows = model.rows(spans);
-    let hidden = model.embed(ids(sequences * context));
-    for (const { depth } of model.schedule) {
-      hidden = model.layer(
-        hidden,
-        rows,
-        open.map((sequence) => ({ depth, cache: sequence.layer(depth) })),
-      );
-    }
-  });
-  // Depth-wise steps: sequence i runs loop (i + step) mod L, one decode row each; K layer calls.
-  const clock = clockMs(values.clock);
-  let elapsed = 0;
-  const filled = open.map(() => new Array<number>(loops).fill(context));
-  for (let step = 0; step < steps; step++) {
-    const loopOf = open.map((_, i) => (i + step) % loops);
-    const started = clock();
-    const out = backend.tidy(() => {
-      const rows = model.rows(open.map((_, i) => ({ batch: 1, length: 1, offset: filled[i]![loopOf[i]!]! })));
-      let hidden = model.embed(ids(sequences));
-      for (let layer = 0; layer < blockSize; layer++) {
-        hidden = model.layer(
-          hidden,
-          rows,
-          open.map((sequence, i) => {
-            const depth = loopOf[i]! * blockSize + layer;
-            return { depth, cache: sequence.layer(depth) };
-          }),
-        );
-      }
-      return hidden;
-    });
-    await backend.read(out);
-    backend.dispose(out);
-    elapsed += clock() - started;
-    open.forEach((_, i) => {
-      filled[i]![loopOf[i]!]! += 1;
-    });
-  }
-  for (const sequence of open) sequence.free();
-  cache.dispose();
-  return elapsed / steps;
-}
-
-interface TraceRequest {
-  prompt: number[];
-  maxTokens: number;
-  gap: number;
-}
-
-/** bench/serving.ts's trace: Poisson gaps (mean 2 turns), prompts of 4–32 tokens after BOS, outputs of 8–48. */
-function makeTrace(count: number, seed: number, vocab: number): TraceRequest[] {
-  const random = seededRandom(seed);
-  const int = (low: number, high: number) => low + Math.floor(random() * (high - low + 1));
-  return Array.from({ length: count }, () => ({
-    prompt: [1, ...Array.from({ length: int(3, 31) }, () => int(3, vocab - 1))],
-    maxTokens: int(8, 48),
-    gap: Math.round(-2 * Math.log(1 - random())),
-  }));
+  return times.reduce((total, time) => total + time, 0) / times.length;
 }
 
 /** Seconds (on `--clock`) of the trace through the engine, and every request's tokens. */
 async function runTrace(
   model: Decoder,
-  trace: readonly TraceRequest[],
+  trace: readonly TurnTraceRequest[],
   mode: BatchingMode,
   exit: ExitPolicy,
   attention: PagedAttentionPath,
@@ -181,9 +105,7 @@ async function runTrace(
 
 const workDir = await mkdtemp(join(tmpdir(), 'rrt-bench-paged-'));
 try {
-  const originalDir = await importStories260K(assets, workDir);
-  const relaxedDir = join(workDir, 'relaxed-1x5');
-  await convertToRecursive(originalDir, relaxedDir, { loops: 5, init: 'average', ranks: 8 });
+  const relaxedDir = await relaxedStories260K(assets, workDir);
   const { backend, kind, reason } = await createBackend(values.backend as BackendKind);
   const segmentModel = await loadModel(relaxedDir, backend, { loraMode: 'segment' });
   const model = await loadModel(relaxedDir, backend, { loraMode: 'masked' });
@@ -214,7 +136,7 @@ try {
     );
   }
 
-  const trace = makeTrace(Number(values.requests), Number(values.seed), model.config.vocabSize);
+  const trace = turnTrace(Number(values.requests), Number(values.seed), model.config.vocabSize);
   const outputTokens = trace.reduce((total, r) => total + r.maxTokens, 0);
   const rounds = Number(values.rounds);
   console.log(
