@@ -4,6 +4,7 @@
  */
 import type { Backend, Tensor } from '@rrt/tensor';
 import { seededRandom } from '../src/generate/sampling.js';
+import type { Decoder } from '../src/model/decoder.js';
 
 /**
  * Worst error of `actual` (`[positions, vocab]` flat, starting at row `firstRow`) against `expected`
@@ -49,4 +50,40 @@ export async function readAndDispose(backend: Backend, tensor: Tensor): Promise<
   const values = (await backend.read(tensor)) as Float32Array;
   backend.dispose(tensor);
   return values;
+}
+
+/**
+ * The logits `[length, vocab]` of two sequences run through `model`'s step API with sequence 1 one loop
+ * behind sequence 0: call j runs sequence 0 at depth j and sequence 1 at depth j − K in one
+ * `Decoder.layer` call (the same stored layer with another loop's LoRA), each alone where only one is
+ * active. Each keeps its own hidden rows between calls. Call inside `backend.tidy`.
+ */
+export function staggeredLoopLogits(model: Decoder, tokens: readonly [number[], number[]]): Tensor[] {
+  const { backend } = model;
+  const depths = model.schedule.length;
+  const blockSize = model.config.recursion?.blockSize ?? depths;
+  const spans = tokens.map((t) => ({ batch: 1, length: t.length, offset: 0 }));
+  const rows = model.rows(spans);
+  const single = spans.map((span) => model.rows([span]));
+  const hidden: Tensor[] = tokens.map((t) =>
+    model.embed(backend.fromArray(Int32Array.from(t), [t.length], 'int32')),
+  );
+  for (let call = 0; call < depths + blockSize; call++) {
+    const active = [call, call - blockSize]
+      .map((depth, s) => ({ s, depth }))
+      .filter(({ depth }) => depth >= 0 && depth < depths);
+    if (active.length === 1) {
+      const { s, depth } = active[0]!;
+      hidden[s] = model.layer(hidden[s]!, single[s]!, [{ depth }]);
+      continue;
+    }
+    const out = model.layer(
+      backend.concat(hidden, 0),
+      rows,
+      active.map(({ depth }) => ({ depth })),
+    );
+    hidden[0] = backend.slice(out, [0, 0], [tokens[0].length, -1]);
+    hidden[1] = backend.slice(out, [tokens[0].length, 0], [-1, -1]);
+  }
+  return hidden.map((h) => model.readout(h));
 }
