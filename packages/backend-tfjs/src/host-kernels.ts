@@ -211,7 +211,7 @@ function pagedAttentionOnWasmSimd(
   inputs: readonly [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo],
   s: PagedAttentionShape,
 ): tf.TensorInfo | undefined {
-  if (s.headDim % 4 !== 0) return undefined;
+  if (s.headDim % 4 !== 0 || s.window !== undefined || s.softCap !== undefined) return undefined;
   const kernel = simdAttention(backend);
   if (!kernel) return undefined;
   const output = backend.makeOutput([...inputs[0].shape], 'float32');
@@ -448,10 +448,54 @@ interface AttentionShape {
 }
 
 /** The keys query row `t` sees: `first … end − 1`. */
-function visibleKeys(s: AttentionShape, t: number): { first: number; end: number } {
+function visibleKeys(
+  s: Pick<AttentionShape, 'queryOffset' | 'keyLength' | 'window'>,
+  t: number,
+): { first: number; end: number } {
   const end = Math.min(s.queryOffset + t, s.keyLength - 1) + 1;
   const first = s.window === undefined ? 0 : Math.max(0, s.queryOffset + t + 1 - s.window);
   return { first, end };
+}
+
+/**
+ * One query row and head of causal GQA in float64: scores of keys `first … end − 1` (`keyRows[j] + head`
+ * is the element offset of key position `j`'s head), optionally soft-capped, softmax, weighted sum of the
+ * values at the same offsets into `out[qBase …]`. Both JS attention kernels run every row through it,
+ * so contiguous and paged attention do the same sums in the same order.
+ */
+function attendRow(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  qBase: number,
+  keyRows: Int32Array,
+  head: number,
+  keys: { first: number; end: number },
+  s: { headDim: number; scale: number; softCap: number | undefined },
+  scratch: { scores: Float64Array; accumulator: Float64Array },
+  out: Float32Array,
+): void {
+  const { headDim, scale, softCap } = s;
+  const { scores, accumulator } = scratch;
+  const { first, end } = keys;
+  let max = Number.NEGATIVE_INFINITY;
+  for (let j = first; j < end; j++) {
+    const at = keyRows[j]! + head;
+    let dot = 0;
+    for (let i = 0; i < headDim; i++) dot += q[qBase + i]! * k[at + i]!;
+    const score = softCap === undefined ? dot * scale : softCap * Math.tanh((dot * scale) / softCap);
+    scores[j] = score;
+    if (score > max) max = score;
+  }
+  let total = 0;
+  accumulator.fill(0);
+  for (let j = first; j < end; j++) {
+    const weight = Math.exp(scores[j]! - max);
+    total += weight;
+    const at = keyRows[j]! + head;
+    for (let i = 0; i < headDim; i++) accumulator[i]! += weight * v[at + i]!;
+  }
+  for (let i = 0; i < headDim; i++) out[qBase + i] = accumulator[i]! / total;
 }
 
 /** Causal GQA: one query row at a time, scores and the weighted sum in float64. */
@@ -462,35 +506,17 @@ function attention(
   s: AttentionShape,
   out: Float32Array,
 ): void {
-  const { batch, length, heads, kvHeads, headDim, slots, scale, keyLength, softCap } = s;
-  const scores = new Float64Array(keyLength);
-  const accumulator = new Float64Array(headDim);
+  const { batch, length, heads, kvHeads, headDim, slots, keyLength } = s;
+  const scratch = { scores: new Float64Array(keyLength), accumulator: new Float64Array(headDim) };
   const kvWidth = kvHeads * headDim;
+  const keyRows = new Int32Array(slots);
   for (let b = 0; b < batch; b++) {
+    for (let j = 0; j < slots; j++) keyRows[j] = (b * slots + j) * kvWidth;
     for (let t = 0; t < length; t++) {
-      const { first, end: visible } = visibleKeys(s, t);
+      const keys = visibleKeys(s, t);
       for (let h = 0; h < heads; h++) {
-        const kvh = Math.floor((h * kvHeads) / heads);
-        const qBase = ((b * length + t) * heads + h) * headDim;
-        const kBase = b * slots * kvWidth + kvh * headDim;
-        let max = Number.NEGATIVE_INFINITY;
-        for (let j = first; j < visible; j++) {
-          const at = kBase + j * kvWidth;
-          let dot = 0;
-          for (let i = 0; i < headDim; i++) dot += q[qBase + i]! * k[at + i]!;
-          const score = softCap === undefined ? dot * scale : softCap * Math.tanh((dot * scale) / softCap);
-          scores[j] = score;
-          if (score > max) max = score;
-        }
-        let total = 0;
-        accumulator.fill(0);
-        for (let j = first; j < visible; j++) {
-          const weight = Math.exp(scores[j]! - max);
-          total += weight;
-          const at = kBase + j * kvWidth;
-          for (let i = 0; i < headDim; i++) accumulator[i]! += weight * v[at + i]!;
-        }
-        for (let i = 0; i < headDim; i++) out[qBase + i] = accumulator[i]! / total;
+        const head = Math.floor((h * kvHeads) / heads) * headDim;
+        attendRow(q, k, v, ((b * length + t) * heads + h) * headDim, keyRows, head, keys, s, scratch, out);
       }
     }
   }
@@ -510,12 +536,16 @@ interface PagedAttentionShape {
   headDim: number;
   pageSize: number;
   scale: number;
+  /** Sliding window; undefined: none (the JS kernel only: the SIMD one declines it). */
+  window: number | undefined;
+  /** Score soft-cap; undefined: none (the JS kernel only). */
+  softCap: number | undefined;
   spans: PagedSpan[];
 }
 
 /**
  * {@link attention} for a ragged batch of spans over paged pools `[pages, pageSize, kvH, D]`, read in
- * place by page: the same sums in the same order, only the key rows' addresses differ.
+ * place by page: the same rows through {@link attendRow}, only the key rows' addresses differ.
  */
 function pagedAttention(
   q: Float32Array,
@@ -524,41 +554,22 @@ function pagedAttention(
   s: PagedAttentionShape,
   out: Float32Array,
 ): void {
-  const { heads, kvHeads, headDim, pageSize, scale } = s;
+  const { heads, kvHeads, headDim, pageSize } = s;
   const kvWidth = kvHeads * headDim;
   let firstRow = 0;
   for (const { rows, queryOffset, keyLength, pages } of s.spans) {
-    const scores = new Float64Array(keyLength);
-    const accumulator = new Float64Array(headDim);
+    const scratch = { scores: new Float64Array(keyLength), accumulator: new Float64Array(headDim) };
     // Element offset in a pool of each key position's row.
     const keyRows = new Int32Array(keyLength);
     for (let j = 0; j < keyLength; j++) {
       keyRows[j] = (pages[Math.floor(j / pageSize)]! * pageSize + (j % pageSize)) * kvWidth;
     }
+    const span = { queryOffset, keyLength, window: s.window };
     for (let t = 0; t < rows; t++) {
-      const visible = Math.min(queryOffset + t, keyLength - 1) + 1;
+      const keys = visibleKeys(span, t);
       for (let h = 0; h < heads; h++) {
-        const kvh = Math.floor((h * kvHeads) / heads);
-        const qBase = ((firstRow + t) * heads + h) * headDim;
-        const head = kvh * headDim;
-        let max = Number.NEGATIVE_INFINITY;
-        for (let j = 0; j < visible; j++) {
-          const at = keyRows[j]! + head;
-          let dot = 0;
-          for (let i = 0; i < headDim; i++) dot += q[qBase + i]! * k[at + i]!;
-          const score = dot * scale;
-          scores[j] = score;
-          if (score > max) max = score;
-        }
-        let total = 0;
-        accumulator.fill(0);
-        for (let j = 0; j < visible; j++) {
-          const weight = Math.exp(scores[j]! - max);
-          total += weight;
-          const at = keyRows[j]! + head;
-          for (let i = 0; i < headDim; i++) accumulator[i]! += weight * v[at + i]!;
-        }
-        for (let i = 0; i < headDim; i++) out[qBase + i] = accumulator[i]! / total;
+        const head = Math.floor((h * kvHeads) / heads) * headDim;
+        attendRow(q, k, v, ((firstRow + t) * heads + h) * headDim, keyRows, head, keys, s, scratch, out);
       }
     }
     firstRow += rows;
@@ -571,7 +582,19 @@ function pagedAttentionShape(
   keyPool: tf.TensorInfo,
   attrs: unknown,
 ): PagedAttentionShape {
-  const { scale, spans: count, table } = attrs as { scale: number; spans: number; table: number[] };
+  const {
+    scale,
+    spans: count,
+    table,
+    window,
+    softCap,
+  } = attrs as {
+    scale: number;
+    spans: number;
+    table: number[];
+    window?: number;
+    softCap?: number;
+  };
   const pageSize = keyPool.shape[1]!;
   const spans: PagedSpan[] = [];
   for (let span = 0, at = 0; span < count; span++) {
@@ -591,6 +614,8 @@ function pagedAttentionShape(
     kvHeads: keyPool.shape[2]!,
     pageSize,
     scale,
+    window,
+    softCap,
     spans,
   };
 }

@@ -443,15 +443,13 @@ export class TfjsBackend implements Backend {
       tv.shape.some((dim, axis) => dim !== tk.shape[axis]) ||
       keyLength < 1 ||
       keyLength > tk.shape[1]! ||
-      (options.window !== undefined && !(Number.isInteger(options.window) && options.window >= 1)) ||
-      (options.softCap !== undefined && !(options.softCap > 0))
+      badScoreOptions(options)
     ) {
       throw new TensorDataError(
         'attention',
         `queries [B, T, H, D], keys and values [B, S, kvH, D] with kvH dividing H and 1 ≤ keyLength ≤ S expected; ` +
           `got queries [${tq.shape}], keys [${tk.shape}], values [${tv.shape}], keyLength ${keyLength}` +
-          (options.window !== undefined ? `, window ${options.window} (an integer ≥ 1)` : '') +
-          (options.softCap !== undefined ? `, softCap ${options.softCap} (> 0)` : ''),
+          scoreOptionsText(options),
       );
     }
     // The fused attention has its own gradient kernel, so it runs while gradients are taken too.
@@ -487,12 +485,14 @@ export class TfjsBackend implements Backend {
       tk.shape[3] !== tq.shape[3] ||
       tq.shape[2]! % tk.shape[2]! !== 0 ||
       tv.rank !== 4 ||
-      tv.shape.some((dim, axis) => dim !== tk.shape[axis])
+      tv.shape.some((dim, axis) => dim !== tk.shape[axis]) ||
+      badScoreOptions(options)
     ) {
       throw new TensorDataError(
         'pagedAttention',
         `queries [1, M, H, D], keyPool and valuePool [pages, pageSize, kvH, D] with kvH dividing H expected; ` +
-          `got queries [${tq.shape}], keyPool [${tk.shape}], valuePool [${tv.shape}]`,
+          `got queries [${tq.shape}], keyPool [${tk.shape}], valuePool [${tv.shape}]` +
+          scoreOptionsText(options),
       );
     }
     const [pages, pageSize] = tk.shape as [number, number];
@@ -525,7 +525,9 @@ export class TfjsBackend implements Backend {
     if (rows !== tq.shape[1]) {
       throw new TensorDataError('pagedAttention', `the spans hold ${rows} rows, the queries ${tq.shape[1]}`);
     }
-    // The fused kernels know the scale only: an option they do not implement takes the composite.
+    // The WGSL and wasm SIMD kernels know the scale only: an option they lack takes the composite, whose
+    // attention runs the contiguous SIMD kernel, so paged and contiguous attention stay bit-identical on
+    // wasm. The JS kernel (cpu) takes every option, as its contiguous twin does.
     const onlyScale = Object.entries(options).every(([key, value]) => key === 'scale' || value === undefined);
     const table: number[] = [];
     for (const span of spans) {
@@ -544,8 +546,14 @@ export class TfjsBackend implements Backend {
       rowInfo.dispose();
       return ours(output);
     }
-    if (this.fused() && onlyScale) {
-      const attrs = { scale: options.scale, spans: spans.length, table };
+    if (this.fused() && (onlyScale || this.tfjsName === 'cpu')) {
+      const attrs = {
+        scale: options.scale,
+        spans: spans.length,
+        table,
+        ...(options.window !== undefined ? { window: options.window } : {}),
+        ...(options.softCap !== undefined ? { softCap: options.softCap } : {}),
+      };
       return ours(
         tf
           .engine()
@@ -759,4 +767,20 @@ function broadcastShape(a: readonly number[], b: readonly number[]): number[] {
     out.push(da === 1 ? db : da);
   }
   return out;
+}
+
+/** Whether a `window` (an integer ≥ 1) or `softCap` (> 0) of attention's options is out of range. */
+function badScoreOptions(options: PagedAttentionOptions): boolean {
+  return (
+    (options.window !== undefined && !(Number.isInteger(options.window) && options.window >= 1)) ||
+    (options.softCap !== undefined && !(options.softCap > 0))
+  );
+}
+
+/** The `window` and `softCap` given, with what each must be, for a shape error's message. */
+function scoreOptionsText(options: PagedAttentionOptions): string {
+  return (
+    (options.window !== undefined ? `, window ${options.window} (an integer ≥ 1)` : '') +
+    (options.softCap !== undefined ? `, softCap ${options.softCap} (> 0)` : '')
+  );
 }

@@ -1132,6 +1132,21 @@ function registerFusedOps(test: Register): void {
         want,
         h.tol.normalization,
       );
+      // A sliding window shorter than the histories, and a soft-cap the scores reach (inputs in ±2).
+      const scored = { ...options, window: 3, softCap: 1.5 };
+      const wantScored = pagedAttentionRef(q.r, k.r, v.r, spans, scored.scale, scored);
+      await h.within(
+        `${label} window 3, softCap 1.5`,
+        h.b.pagedAttention(q.t, k.t, v.t, spans, scored),
+        wantScored,
+        h.tol.normalization,
+      );
+      await h.within(
+        `${label} window 3, softCap 1.5 (composite)`,
+        compositePagedAttention(h.b, q.t, k.t, v.t, spans, scored),
+        wantScored,
+        h.tol.normalization,
+      );
     }
   });
 

@@ -505,6 +505,7 @@ export function pagedAttentionRef(
   valuePool: RefArray,
   spans: readonly PagedAttentionSpan[],
   scale: number,
+  scoreOptions: { window?: number; softCap?: number } = {},
 ): RefArray {
   const [, , heads, headDim] = q.shape as [number, number, number, number];
   const [, pageSize, kvHeads] = keyPool.shape as [number, number, number, number];
@@ -525,7 +526,15 @@ export function pagedAttentionRef(
       [1, span.rows, heads, headDim],
       q.data.subarray(firstRow * rowWidth, (firstRow + span.rows) * rowWidth),
     );
-    const out = attentionRef(queries, history(keyPool), history(valuePool), scale, span.queryOffset);
+    const out = attentionRef(
+      queries,
+      history(keyPool),
+      history(valuePool),
+      scale,
+      span.queryOffset,
+      span.keyLength,
+      scoreOptions,
+    );
     data.set(out.data, firstRow * rowWidth);
     firstRow += span.rows;
   }
