@@ -351,6 +351,15 @@ describe('bad input gets one line naming the flag, and exit 2', () => {
     const topP = await rrt(['generate', small, '--top-p', '0']);
     usage(topP);
     expect(topP.stderr).toContain('--top-p expects a number > 0 and ≤ 1, got 0');
+    const text = join(work, 'weights-text.txt');
+    await writeFile(text, 'Once upon a time.');
+    const weight = ['train', small, '--text', text, '--out', join(work, 'never-weighed')];
+    const alone = await rrt([...weight, '--early-exit-weight', '1']);
+    usage(alone);
+    expect(alone.stderr).toContain('--early-exit-weight goes with --early-exit');
+    const negative = await rrt([...weight, '--early-exit', '--early-exit-weight', '-1']);
+    usage(negative);
+    expect(negative.stderr).toContain('--early-exit-weight expects a number ≥ 0, got -1');
     const unknown = await rrt(['convert', small, '--out', join(work, 'y'), '--lops', '2']);
     usage(unknown);
     expect(unknown.stderr).toContain('unknown option --lops');

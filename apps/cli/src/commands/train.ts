@@ -4,6 +4,7 @@ import { basename, join } from 'node:path';
 import { createBackend } from '@rrt/backend-tfjs';
 import { buildLlamaTokenizerConfig, buildLlamaTokenizerJson, loadTokenizer, type Tokenizer } from '@rrt/core';
 import {
+  defaultLossWeights,
   learnBpeVocab,
   splitDocuments,
   TextDataset,
@@ -106,6 +107,7 @@ Options:
   --teacher <dir>          distil from this model (forward KL to its logits), e.g. the original
   --early-exit             train every loop's exit (weight 1 on the last loop, 0.1 on earlier ones,
                            plus KL from the detached last loop)
+  --early-exit-weight <x>  weight of each earlier loop's loss with --early-exit (default 0.1)
   --freeze-embeddings      leave the embedding (and a tied head) untrained
   --held-out <f>           fraction of documents held out (default 0.1)
   --seed <n>               seed of the split, the batches and the init (default 0)
@@ -137,6 +139,7 @@ Examples:
         clip: { type: 'string' },
         teacher: { type: 'string' },
         'early-exit': { type: 'boolean', default: false },
+        'early-exit-weight': { type: 'string' },
         'freeze-embeddings': { type: 'boolean', default: false },
         'held-out': { type: 'string' },
         seed: { type: 'string' },
@@ -173,6 +176,9 @@ Examples:
       checkpointEvery: numberFlag('checkpoint-every', values['checkpoint-every'], positiveInteger),
       evalEvery: numberFlag('eval-every', values['eval-every'], nonNegativeInteger),
     };
+    const earlierLoops = numberFlag('early-exit-weight', values['early-exit-weight'], { min: 0 });
+    if (earlierLoops !== undefined && !values['early-exit'])
+      throw new UsageError('--early-exit-weight goes with --early-exit');
     const heldOutFraction = numberFlag('held-out', values['held-out'], { above: 0, max: 0.5 });
 
     const documents = splitDocuments(await readTextFlag(values.text));
@@ -214,6 +220,7 @@ Examples:
         teacherDir:
           values.teacher === undefined ? undefined : await modelArgument(values.teacher, values, io),
         earlyExit: values['early-exit'],
+        ...(earlierLoops === undefined ? {} : { lossWeights: { ...defaultLossWeights, earlierLoops } }),
         freezeEmbeddings: values['freeze-embeddings'],
         seed,
         resume: values.resume,
