@@ -1,11 +1,12 @@
 /**
- * The decoder's two multi-LoRA modes side by side in one run (`loraMode`: `segment`, one LoRA product per
- * run of rows at one loop, against `masked`, the paper's concatenated LoRAs with a per-row mask), on
+ * The decoder's three multi-LoRA modes side by side in one run (`loraMode`: `segment`, one LoRA product per
+ * run of rows at one loop; `masked`, the paper's concatenated LoRAs with a per-row mask; `fused`, one
+ * `Backend.addLowRank` per projection over every loop's stacked LoRAs), on
  * stories260K's relaxed 1×5 conversion (average init, LoRA rank 8 on every module), default backend wasm.
  *
  * One depth-wise decode step: `Decoder.layer` over S decode rows (one per sequence, each sequence holding
  * `--context` positions in a paged cache at every depth, attention through `Backend.pagedAttention`), the
- * rows' loops in one of several mixes. Both modes run on the same weights, alternating, and each mode's
+ * rows' loops in one of several mixes. The modes run on the same weights, alternating, and each mode's
  * median over `--rounds` rounds counts.
  *
  *   node --import tsx bench/multi-lora.ts [--backend wasm] [--context 16] [--rounds 5] [--clock cpu|wall]
@@ -63,6 +64,7 @@ try {
   const models: Record<LoRAMode, Decoder> = {
     segment: loaded,
     masked: new Decoder(backend, loaded.config, loaded.weights, { loraMode: 'masked' }),
+    fused: new Decoder(backend, loaded.config, loaded.weights, { loraMode: 'fused' }),
   };
   const loops = loaded.config.recursion?.loops ?? 1;
   const context = Number(values.context);
@@ -72,24 +74,30 @@ try {
     `relaxed 1×5 (K = ${loaded.config.recursion?.blockSize}, L = ${loops}), one decode step per call, ` +
       `${context} positions cached, ${values.clock} ms per step (median)\n`,
   );
-  console.log('| rows | loop mix | segment ms | masked ms | segment / masked |');
-  console.log('|---:|---|---:|---:|---:|');
+  console.log('| rows | loop mix | segment ms | masked ms | fused ms | segment / fused | masked / fused |');
+  console.log('|---:|---|---:|---:|---:|---:|---:|');
   for (const rows of [8, 32, 128]) {
     for (const [mix, loopOfRow] of mixes) {
       const loopOf = (i: number) => loopOfRow(i, rows, loops);
-      const samples: Record<LoRAMode, number[]> = { segment: [], masked: [] };
+      const samples: Record<LoRAMode, number[]> = { segment: [], masked: [], fused: [] };
       for (let round = 0; round < rounds; round++) {
-        for (const mode of ['segment', 'masked'] as const) {
+        for (const mode of ['segment', 'masked', 'fused'] as const) {
           samples[mode].push(await stepMs(models[mode], rows, context, loopOf));
         }
       }
-      const [segment, masked] = [median(samples.segment), median(samples.masked)];
+      const [segment, masked, fused] = [
+        median(samples.segment),
+        median(samples.masked),
+        median(samples.fused),
+      ];
       console.log(
-        `| ${rows} | ${mix} | ${segment.toFixed(2)} | ${masked.toFixed(2)} | ${(segment / masked).toFixed(2)}× |`,
+        `| ${rows} | ${mix} | ${segment.toFixed(2)} | ${masked.toFixed(2)} | ${fused.toFixed(2)} | ` +
+          `${(segment / fused).toFixed(2)}× | ${(masked / fused).toFixed(2)}× |`,
       );
     }
   }
   models.masked.dispose();
+  models.fused.dispose();
   loaded.dispose();
 } finally {
   await rm(workDir, { recursive: true, force: true });

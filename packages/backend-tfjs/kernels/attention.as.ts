@@ -1,4 +1,4 @@
-// AssemblyScript source of the wasm SIMD kernels (attention, its gradient and its paged form, SwiGLU) (compiled by ../scripts/build-kernels.mjs into
+// AssemblyScript source of the wasm SIMD kernels (attention, its gradient and its paged form, SwiGLU, the multi-adapter low-rank update) (compiled by ../scripts/build-kernels.mjs into
 // ../src/attention-wasm.ts). It runs on tfjs-wasm's own heap: the module imports tfjs's WebAssembly
 // memory, so queries, keys, values and the output are read and written where tfjs keeps them. It must
 // hold no static data (a data segment would be written into tfjs's heap at instantiation): no strings,
@@ -329,5 +329,63 @@ export function pagedAttention(
       }
     }
     firstRow += rows;
+  }
+}
+
+/**
+ * Each segment's low-rank update added to its rows (`Backend.addLowRank`): `base`, `out: [M, outer]`,
+ * `x: [M, inner]`, `a: [W, inner]`, `b: [W, outer]` (float32, byte addresses). `meta` holds per segment
+ * `[rows (i32), start (i32), rank (i32), scale (f32)]`, 16 bytes each. Per row, alone and in a fixed
+ * order: the row of `base`, then for each adapter row `k`: `+= (scale · x·a_k) · b_k`.
+ */
+export function addLowRank(
+  base: usize,
+  x: usize,
+  a: usize,
+  b: usize,
+  out: usize,
+  meta: usize,
+  segments: i32,
+  inner: i32,
+  outer: i32,
+): void {
+  const innerBytes = <usize>inner << 2;
+  const outerBytes = <usize>outer << 2;
+  const innerWhole = <usize>(inner & ~3) << 2;
+  const outerWhole = <usize>(outer & ~3) << 2;
+  let row = 0;
+  for (let s = 0; s < segments; s++) {
+    const header = meta + (<usize>s << 4);
+    const rows = load<i32>(header);
+    const start = load<i32>(header, 4);
+    const rank = load<i32>(header, 8);
+    const scale = load<f32>(header, 12);
+    for (let r = row; r < row + rows; r++) {
+      const xRow = x + <usize>r * innerBytes;
+      const outRow = out + <usize>r * outerBytes;
+      const baseRow = base + <usize>r * outerBytes;
+      for (let j: usize = 0; j < outerWhole; j += 16) v128.store(outRow + j, v128.load(baseRow + j));
+      for (let j = outerWhole; j < outerBytes; j += 4) store<f32>(outRow + j, load<f32>(baseRow + j));
+      for (let k = start; k < start + rank; k++) {
+        const aRow = a + <usize>k * innerBytes;
+        let sum = f32x4.splat(0);
+        for (let i: usize = 0; i < innerWhole; i += 16) {
+          sum = f32x4.add(sum, f32x4.mul(v128.load(xRow + i), v128.load(aRow + i)));
+        }
+        let dot: f32 =
+          f32x4.extract_lane(sum, 0) + f32x4.extract_lane(sum, 1) + (f32x4.extract_lane(sum, 2) + f32x4.extract_lane(sum, 3));
+        for (let i = innerWhole; i < innerBytes; i += 4) dot += load<f32>(xRow + i) * load<f32>(aRow + i);
+        const shrunk: f32 = dot * scale;
+        const shrunk4 = f32x4.splat(shrunk);
+        const bRow = b + <usize>k * outerBytes;
+        for (let j: usize = 0; j < outerWhole; j += 16) {
+          v128.store(outRow + j, f32x4.add(v128.load(outRow + j), f32x4.mul(shrunk4, v128.load(bRow + j))));
+        }
+        for (let j = outerWhole; j < outerBytes; j += 4) {
+          store<f32>(outRow + j, load<f32>(outRow + j) + shrunk * load<f32>(bRow + j));
+        }
+      }
+    }
+    row += rows;
   }
 }

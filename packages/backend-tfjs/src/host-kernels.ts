@@ -39,6 +39,7 @@ export const fusedKernelNames = {
   attentionGrad: 'RrtAttentionGrad',
   pagedAttention: 'RrtPagedAttention',
   gatedActivation: 'RrtGatedActivation',
+  addLowRank: 'RrtAddLowRank',
 } as const;
 
 /** The tfjs backends these kernels run on. */
@@ -93,6 +94,7 @@ let simd:
       attentionGrad: (...args: number[]) => void;
       siluGate: (gate: number, up: number, out: number, count: number) => void;
       pagedAttention: SimdPagedAttention;
+      addLowRank: (...args: number[]) => void;
       memory: WebAssembly.Memory;
       scratch: number;
       scratchBytes: number;
@@ -120,6 +122,7 @@ function simdAttention(backend: WasmBackendLike): typeof simd {
         count: number,
       ) => void,
       pagedAttention: instance.exports['pagedAttention'] as SimdPagedAttention,
+      addLowRank: instance.exports['addLowRank'] as (...args: number[]) => void,
       memory,
       scratch: 0,
       scratchBytes: 0,
@@ -223,11 +226,7 @@ function pagedAttentionOnWasmSimd(
   }
   reserveScratch(backend, kernel, 4 * (Math.ceil(longest / 4) * 4 + s.headDim));
   const metaLength = 4 * s.spans.length + positions;
-  if (kernel.metaBytes < 4 * metaLength) {
-    if (kernel.meta !== 0) backend.wasm._free(kernel.meta);
-    kernel.metaBytes = Math.max(4 * metaLength, 2 * kernel.metaBytes);
-    kernel.meta = backend.wasm._malloc(kernel.metaBytes);
-  }
+  reserveMeta(backend, kernel, 4 * metaLength);
   // A view made after the allocations above (a heap that grew detaches earlier views).
   const meta = new Int32Array(kernel.memory.buffer, kernel.meta, metaLength);
   const rowBytes = 4 * s.kvHeads * s.headDim;
@@ -254,6 +253,40 @@ function pagedAttentionOnWasmSimd(
     s.scale,
   );
   return output;
+}
+
+/**
+ * The low-rank update on wasm through the SIMD module; undefined if it cannot run. The segment headers
+ * (`[rows, start, rank, scale]`, 16 bytes each) go into the module's `meta` buffer in tfjs's heap.
+ */
+function addLowRankOnWasmSimd(
+  backend: WasmBackendLike,
+  inputs: readonly [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo, tf.TensorInfo],
+  { table, scales }: LowRankTable,
+): tf.TensorInfo | undefined {
+  const kernel = simdAttention(backend);
+  if (!kernel) return undefined;
+  const [base, x] = inputs;
+  const output = backend.makeOutput([...base.shape], 'float32');
+  reserveMeta(backend, kernel, 16 * scales.length);
+  // Views made after the allocations above (a heap that grew detaches earlier views).
+  const headers = new Int32Array(kernel.memory.buffer, kernel.meta, 4 * scales.length);
+  const headerScales = new Float32Array(kernel.memory.buffer, kernel.meta, 4 * scales.length);
+  for (let segment = 0; segment < scales.length; segment++) {
+    headers.set(table.slice(3 * segment, 3 * segment + 3), 4 * segment);
+    headerScales[4 * segment + 3] = scales[segment]!;
+  }
+  const at = (info: tf.TensorInfo) => backend.dataIdMap.get(info.dataId).memoryOffset;
+  kernel.addLowRank(...inputs.map(at), at(output), kernel.meta, scales.length, x.shape[1]!, base.shape[1]!);
+  return output;
+}
+
+/** Makes the SIMD module's `meta` buffer (in tfjs's heap) at least `bytes` long. */
+function reserveMeta(backend: WasmBackendLike, kernel: NonNullable<typeof simd>, bytes: number): void {
+  if (kernel.metaBytes >= bytes) return;
+  if (kernel.meta !== 0) backend.wasm._free(kernel.meta);
+  kernel.metaBytes = Math.max(bytes, 2 * kernel.metaBytes);
+  kernel.meta = backend.wasm._malloc(kernel.metaBytes);
 }
 
 /** Makes the SIMD module's scratch buffer (in tfjs's heap) at least `bytes` long. */
@@ -698,8 +731,68 @@ function gatedActivation(gate: Float32Array, up: Float32Array, silu: boolean, ou
   }
 }
 
+/** Attributes of the `addLowRank` kernel: `[rows, start, rank]` per segment, and the segments' scales. */
+interface LowRankTable {
+  table: number[];
+  scales: number[];
+}
+
+/**
+ * `out = base + scale·(x·Aᵀ)·B` per segment of rows (see `Backend.addLowRank`): per row, each adapter row
+ * `k`'s dot product with `x`, then that times `B`'s row `k` summed into a float64 row, added to `base`
+ * once. Each row alone, in a fixed order.
+ */
+function addLowRank(
+  base: Float32Array,
+  x: Float32Array,
+  aRows: Float32Array,
+  bRows: Float32Array,
+  inner: number,
+  out: number,
+  { table, scales }: LowRankTable,
+  output: Float32Array,
+): void {
+  const update = new Float64Array(out);
+  let row = 0;
+  for (let segment = 0; segment < scales.length; segment++) {
+    const [rows, start, rank] = [table[3 * segment]!, table[3 * segment + 1]!, table[3 * segment + 2]!];
+    const scale = scales[segment]!;
+    for (let r = row; r < row + rows; r++) {
+      update.fill(0);
+      for (let k = start; k < start + rank; k++) {
+        let shrunk = 0;
+        for (let i = 0; i < inner; i++) shrunk += x[r * inner + i]! * aRows[k * inner + i]!;
+        shrunk *= scale;
+        for (let j = 0; j < out; j++) update[j]! += shrunk * bRows[k * out + j]!;
+      }
+      for (let j = 0; j < out; j++) output[r * out + j] = base[r * out + j]! + update[j]!;
+    }
+    row += rows;
+  }
+}
+
 function kernels(backendName: string): tf.KernelConfig[] {
   return [
+    {
+      kernelName: fusedKernelNames.addLowRank,
+      backendName,
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const { base, x, aRows, bRows } = inputs as Record<'base' | 'x' | 'aRows' | 'bRows', tf.TensorInfo>;
+        const [inner, out] = [x.shape[1]!, base.shape[1]!];
+        const segments = attrs as unknown as LowRankTable;
+        if (backendName === 'wasm') {
+          const output = addLowRankOnWasmSimd(backend as WasmBackendLike, [base, x, aRows, bRows], segments);
+          if (output) return output;
+        }
+        return hostCompute(
+          backendName,
+          backend,
+          [base, x, aRows, bRows],
+          [...base.shape],
+          ([b, xs, a, bs], o) => addLowRank(b!, xs!, a!, bs!, inner, out, segments, o),
+        );
+      },
+    },
     {
       kernelName: fusedKernelNames.rmsNorm,
       backendName,

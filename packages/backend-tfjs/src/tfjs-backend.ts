@@ -16,6 +16,7 @@ import type {
   Backend,
   DType,
   GateActivation,
+  LowRankSegment,
   MatmulOptions,
   PagedAttentionOptions,
   PagedAttentionSpan,
@@ -29,6 +30,7 @@ import type {
   Variable,
 } from '@rrt/tensor';
 import {
+  compositeAddLowRank,
   compositeAttention,
   compositeGatedActivation,
   compositeGelu,
@@ -583,6 +585,68 @@ export class TfjsBackend implements Backend {
       );
     }
     return compositeGatedActivation(this, gate, up, activation);
+  }
+  addLowRank(
+    base: Tensor,
+    x: Tensor,
+    aRows: Tensor,
+    bRows: Tensor,
+    segments: readonly LowRankSegment[],
+  ): Tensor {
+    this.check();
+    const [tBase, tx, ta, tb] = [asTf(base), asTf(x), asTf(aRows), asTf(bRows)];
+    const [rows, out] = tBase.shape as [number, number];
+    const [width, inner] = ta.shape as [number, number];
+    if (
+      [tBase, tx, ta, tb].some((t) => t.rank !== 2 || t.dtype !== 'float32') ||
+      tx.shape[0] !== rows ||
+      tx.shape[1] !== inner ||
+      tb.shape[0] !== width ||
+      tb.shape[1] !== out
+    ) {
+      throw new TensorDataError(
+        'addLowRank',
+        `float32 base [M, out], x [M, in], aRows [W, in] and bRows [W, out] expected; got base ` +
+          `[${tBase.shape}], x [${tx.shape}], aRows [${ta.shape}], bRows [${tb.shape}]`,
+      );
+    }
+    let covered = 0;
+    for (const [index, { rows: count, start, rank, scale }] of segments.entries()) {
+      if (
+        !Number.isInteger(count) ||
+        count < 1 ||
+        !Number.isInteger(rank) ||
+        rank < 0 ||
+        (rank > 0 && (!Number.isInteger(start) || start < 0 || start + rank > width)) ||
+        !Number.isFinite(scale)
+      ) {
+        throw new TensorDataError(
+          'addLowRank',
+          `segment ${index}: rows ≥ 1, rank ≥ 0, start … start + rank − 1 within the ${width} adapter rows ` +
+            `and a finite scale expected; got rows ${count}, start ${start}, rank ${rank}, scale ${scale}`,
+        );
+      }
+      covered += count;
+    }
+    if (covered !== rows) {
+      throw new TensorDataError('addLowRank', `the segments hold ${covered} rows, base ${rows}`);
+    }
+    if (this.fused()) {
+      const attrs = {
+        table: segments.flatMap(({ rows: count, start, rank }) => [count, rank > 0 ? start : 0, rank]),
+        scales: segments.map(({ scale }) => scale),
+      };
+      return ours(
+        tf
+          .engine()
+          .runKernel(
+            fusedKernelNames.addLowRank,
+            { base: tBase, x: tx, aRows: ta, bRows: tb },
+            attrs as unknown as tf.NamedAttrMap,
+          ) as tf.Tensor,
+      );
+    }
+    return compositeAddLowRank(this, base, x, aRows, bRows, segments);
   }
   causalMask(queryLength: number, keyLength: number, offset: number): Tensor {
     this.check();

@@ -1,6 +1,7 @@
 /**
- * Multi-LoRA in one layer call whose rows run at different loops, both ways (`loraMode`): by segment, and
- * by the paper's concatenation with a per-row mask. Each must equal per-row application: every span alone
+ * Multi-LoRA in one layer call whose rows run at different loops, three ways (`loraMode`): by segment, by
+ * the paper's concatenation with a per-row mask, and fused (`Backend.addLowRank` over every loop's stacked
+ * LoRAs). Each must equal per-row application: every span alone
  * (one row, or a chunk of rows of one sequence at one loop), which uses its own loop's LoRA only. On a
  * relaxed recursive model (K = 2, L = 3, a LoRA on every module, one scale α/r), cpu and wasm, fresh seed.
  * And `appendKV` (CALM propagation) over spans at different loops in one call into a paged cache writes
@@ -88,7 +89,7 @@ for (const kind of ['cpu', 'wasm'] as const) {
       return { worst, peak };
     }
 
-    for (const loraMode of ['segment', 'masked'] as const satisfies readonly LoRAMode[]) {
+    for (const loraMode of ['segment', 'masked', 'fused'] as const satisfies readonly LoRAMode[]) {
       it(`${loraMode}: a ragged call over rows at loops 0, 1 and 2 equals each span alone, bit for bit`, async () => {
         const seed = 1000 + Math.floor(Math.random() * 1e6);
         const dir = join(workDir, `relaxed-${loraMode}-${seed}`);
@@ -96,14 +97,15 @@ for (const kind of ['cpu', 'wasm'] as const) {
         const baseline = backend.numTensors();
         const model = await loadModel(dir, backend, { loraMode });
         expect(model.loraMode).toBe(loraMode);
-        // Observed: 0 on cpu and wasm for both modes (the masked products add exact zeros).
+        // Observed: 0 on cpu and wasm in every mode (the masked products add exact zeros; the fused op
+        // computes each row alone).
         expect((await againstAlone(model, blockSize, seed)).worst, `seed ${seed}`).toBe(0);
         model.dispose();
         expect(backend.numTensors()).toBe(baseline);
       });
     }
 
-    it('masked, loops with different scales (each in its row mask): within 1e-5 of the largest output of each span alone', async () => {
+    it('loops with different scales: masked (each in its row mask) within 1e-5 of the largest output of each span alone, fused bit for bit', async () => {
       const seed = 1000 + Math.floor(Math.random() * 1e6);
       const dir = join(workDir, `relaxed-scales-${seed}`);
       const { blockSize } = await writeRelaxedModel(dir, seed);
@@ -128,7 +130,11 @@ for (const kind of ['cpu', 'wasm'] as const) {
       // rounding difference grows through the layer.
       const { worst, peak } = await againstAlone(model, blockSize, seed);
       expect(worst / peak, `seed ${seed}: |Δ| ${worst}, max |output| ${peak}`).toBeLessThan(1e-5);
+      // Fused: each run of rows carries its own loop's scale, so per-loop scales stay bit for bit.
+      const fused = new Decoder(backend, loaded.config, { ...loaded.weights, loras }, { loraMode: 'fused' });
+      expect((await againstAlone(fused, blockSize, seed)).worst, `fused, seed ${seed}`).toBe(0);
       model.dispose();
+      fused.dispose();
       loaded.dispose();
       expect(backend.numTensors()).toBe(baseline);
     });

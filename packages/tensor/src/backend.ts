@@ -125,6 +125,21 @@ export interface PagedAttentionSpan {
  */
 export type PagedAttentionOptions = Omit<AttentionOptions, 'queryOffset' | 'keyLength'>;
 
+/**
+ * One run of consecutive rows of a {@link Backend.addLowRank} call and the low-rank update they all get:
+ * rows `r` of the segment get `scale · (x[r] · aRows[start … start + rank − 1]ᵀ) · bRows[start … start + rank − 1]`.
+ */
+export interface LowRankSegment {
+  /** Rows of the segment (consecutive along `M`, segments in order, `Σ rows = M`). */
+  rows: number;
+  /** The first row of `aRows` and `bRows` the segment's adapter uses. */
+  start: number;
+  /** Rows of `aRows` and `bRows` the adapter uses (0: no update, the rows keep `base`). */
+  rank: number;
+  /** The adapter's scale (LoRA's `alpha / r`). */
+  scale: number;
+}
+
 /** The activation of a gated linear unit ({@link Backend.gatedActivation}). */
 export type GateActivation = 'silu' | 'gelu-tanh';
 
@@ -277,6 +292,27 @@ export interface Backend {
     valuePool: Tensor,
     spans: readonly PagedAttentionSpan[],
     options: PagedAttentionOptions,
+  ): Tensor;
+  /**
+   * Every row's own low-rank update added to `base`, in one call: `base: [M, out]`, `x: [M, in]`, `aRows:
+   * [W, in]` (each adapter's `A`, PEFT's `lora_A` layout, stacked along `W`) and `bRows: [W, out]` (each
+   * adapter's `Bᵀ` stacked the same way) → `[M, out]`, where the rows of segment `s` get
+   * `base + scale_s · (x · A_sᵀ) · B_sᵀ` with `A_s = aRows[start_s … start_s + rank_s − 1]` (see
+   * {@link LowRankSegment}). The multi-adapter LoRA product of Punica's SGMV ("shrink, expand"): a
+   * depth-wise batch applies each row's loop's LoRA without a product per loop or a mask over all loops'
+   * columns. `composite.ts` holds the definition (slices and two products per segment).
+   *
+   * NOTE: each output row depends only on its own `base` and `x` rows and its segment's adapter, computed
+   * in the same order whatever the other rows, so a row gets the same bits alone or in any batch (the
+   * decoder tests assert it on cpu and wasm). Not differentiable through the fused kernels: under
+   * {@link Backend.valueAndGrad} the composite runs.
+   */
+  addLowRank(
+    base: Tensor,
+    x: Tensor,
+    aRows: Tensor,
+    bRows: Tensor,
+    segments: readonly LowRankSegment[],
   ): Tensor;
   /**
    * Gated linear unit of the feed-forward network: `activation(gate) · up`, elementwise, same shapes

@@ -9,6 +9,7 @@ import type {
   AttentionOptions,
   Backend,
   GateActivation,
+  LowRankSegment,
   PagedAttentionOptions,
   PagedAttentionSpan,
   Tensor,
@@ -132,6 +133,38 @@ function attentionMask(
     }
   }
   return b.fromArray(mask, [length, columns]);
+}
+
+/**
+ * {@link Backend.addLowRank} by its definition, in two products for any number of segments:
+ * `base + ((x·aRowsᵀ) ⊙ S)·bRows`, where `S: [M, W]` holds for each row its segment's scale on its
+ * adapter's `rank` columns and 0 elsewhere (the concatenated LoRAs with a row mask of Bae et al. §3.3).
+ * The products add exact zeros for the other adapters' columns, so a row's value does not depend on the
+ * other rows. The reference the fused kernels are checked against, and what a backend without one (or a
+ * gradient) runs.
+ */
+export function compositeAddLowRank(
+  b: Backend,
+  base: Tensor,
+  x: Tensor,
+  aRows: Tensor,
+  bRows: Tensor,
+  segments: readonly LowRankSegment[],
+): Tensor {
+  const rows = base.shape[0]!;
+  const width = aRows.shape[0]!;
+  const selector = new Float32Array(rows * width);
+  let row = 0;
+  for (const { rows: count, start, rank, scale } of segments) {
+    for (let r = row; r < row + count; r++) {
+      selector.fill(scale, r * width + start, r * width + start + rank);
+    }
+    row += count;
+  }
+  return b.tidy(() => {
+    const shrunk = b.mul(b.matmul(x, aRows, { transposeB: true }), b.fromArray(selector, [rows, width]));
+    return b.add(base, b.matmul(shrunk, bRows));
+  });
 }
 
 /** {@link Backend.gatedActivation} as two ops: `activation(gate) · up`. */

@@ -9,6 +9,7 @@ export type {
   Backend,
   DType,
   GateActivation,
+  LowRankSegment,
   MatmulOptions,
   PagedAttentionOptions,
   PagedAttentionSpan,
@@ -33,6 +34,7 @@ export {
   numberToFloat16Bits,
 } from './half.js';
 export {
+  compositeAddLowRank,
   compositeAttention,
   compositeGatedActivation,
   compositeGelu,

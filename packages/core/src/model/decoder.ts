@@ -76,13 +76,19 @@ export interface SpanLayer {
  *   `Bᵀ` stacked `[L·r, out]`, `x·A_cat` times a per-row mask that keeps only the row's own loop's `r`
  *   columns, then `·B_cat`: two products for any mix of loops.
  *
- * A call whose rows all run at one loop uses that loop's LoRA alone either way.
+ * - `fused`: every loop's `A` stacked `[L·r, in]` and `Bᵀ` stacked `[L·r, out]`, and one
+ *   {@link Backend.addLowRank} per projection that gives each run of rows its own loop's rows of the stacks
+ *   (Punica's SGMV): one dispatch for any mix of loops, each row's update computed alone, so a row gets
+ *   the same bits whatever loops the other rows of its batch run at.
+ *
+ * In `segment` and `masked` mode a call whose rows all run at one loop uses that loop's LoRA alone; in
+ * `fused` mode it is one segment of the same op.
  */
-export type LoRAMode = 'segment' | 'masked';
+export type LoRAMode = 'segment' | 'masked' | 'fused';
 
 /** Options of the {@link Decoder} constructor (and of `loadModel`). */
 export interface DecoderOptions {
-  /** Default `masked` (faster in bench/multi-lora.ts on wasm for stories260K's relaxed 1×5). */
+  /** Default `fused` (fastest in bench/multi-lora.ts on wasm for stories260K's relaxed 1×5). */
   loraMode?: LoRAMode;
 }
 
@@ -146,6 +152,8 @@ export class Decoder {
   readonly loraMode: LoRAMode;
   /** `masked` mode: each LoRA's concatenation (its stored layer and module, every loop) and its columns. */
   private readonly loraColumns = new Map<LoRA, LoRAColumns>();
+  /** `fused` mode: each LoRA's stack (its stored layer and module, every loop) and its rows there. */
+  private readonly loraRows = new Map<LoRA, LoRARows>();
 
   constructor(
     readonly backend: Backend,
@@ -170,16 +178,15 @@ export class Decoder {
       });
       this.localRope = { cos: backend.fromArray(local.cos, shape), sin: backend.fromArray(local.sin, shape) };
     }
-    this.loraMode = options.loraMode ?? 'masked';
+    this.loraMode = options.loraMode ?? 'fused';
     if (this.loraMode === 'masked') this.concatenateLoras();
+    if (this.loraMode === 'fused') this.stackLoras();
   }
 
-  /**
-   * `masked` mode: for every stored layer and module, its loops' LoRAs concatenated once (`Aᵀ` along
-   * columns, `Bᵀ` along rows, loop order), kept for the model's lifetime.
-   */
-  private concatenateLoras(): void {
-    const { backend, weights } = this;
+  /** The LoRAs of every stored layer and module, grouped by those (loop order), for `masked` and `fused`. */
+  private loraGroups(minimum: number): LoRA[][] {
+    const { weights } = this;
+    const groups: LoRA[][] = [];
     for (let blockLayer = 0; blockLayer < weights.layers.length; blockLayer++) {
       const loops = [
         ...new Set(
@@ -190,46 +197,103 @@ export class Decoder {
         const loras = loops
           .map((loop) => weights.loras.get(loraKey(loop, blockLayer))?.[module])
           .filter((lora): lora is LoRA => lora !== undefined);
-        if (loras.length < 2) continue;
-        const scales = new Set(loras.map((lora) => lora.scale));
-        const scale = scales.size === 1 ? loras[0]!.scale : undefined;
-        const group: LoRAConcat = {
-          a: backend.keep(
-            backend.concat(
-              loras.map((lora) => lora.a),
-              1,
-            ),
+        if (loras.length >= minimum) groups.push(loras);
+      }
+    }
+    return groups;
+  }
+
+  /**
+   * `fused` mode: for every stored layer and module, its loops' `A` (`[r, in]`, the transpose of the
+   * stored `Aᵀ`) and `Bᵀ` stacked along rows in loop order, kept for the model's lifetime; with LoRA
+   * biases (GPT-NeoX conversions) also their scaled values `[L + 1, out]`, a last row of zeros for rows
+   * without a LoRA.
+   */
+  private stackLoras(): void {
+    const { backend } = this;
+    for (const loras of this.loraGroups(1)) {
+      const stack: LoRAStack = {
+        aRows: backend.tidy(() =>
+          backend.concat(
+            loras.map((lora) => backend.transpose(lora.a)),
+            0,
           ),
-          b: backend.keep(
-            backend.concat(
-              loras.map((lora) => lora.b),
-              0,
-            ),
+        ),
+        bRows: backend.keep(
+          backend.concat(
+            loras.map((lora) => lora.b),
+            0,
           ),
-          width: loras.reduce((width, lora) => width + lora.a.shape[1]!, 0),
-          scale,
-          layout: loras.map((lora) => `${lora.a.shape[1]}:${scale === undefined ? lora.scale : 1}`).join(','),
-          // LoRA biases (GPT-NeoX conversions) stacked `[L, out]`; a loop without one contributes zeros.
-          ...(loras.some((lora) => lora.bias)
-            ? {
-                bias: backend.tidy(() =>
-                  backend.concat(
-                    loras.map((lora) =>
+        ),
+        ...(loras.some((lora) => lora.bias)
+          ? {
+              bias: backend.tidy(() =>
+                backend.concat(
+                  [
+                    ...loras.map((lora) =>
                       lora.bias
-                        ? backend.reshape(lora.bias, [1, -1])
+                        ? backend.mul(backend.reshape(lora.bias, [1, -1]), lora.scale)
                         : backend.fill([1, lora.b.shape[1]!], 0),
                     ),
-                    0,
-                  ),
+                    backend.fill([1, loras[0]!.b.shape[1]!], 0),
+                  ],
+                  0,
                 ),
-              }
-            : {}),
-        };
-        let start = 0;
-        for (const [index, lora] of loras.entries()) {
-          this.loraColumns.set(lora, { group, start, index });
-          start += lora.a.shape[1]!;
-        }
+              ),
+            }
+          : {}),
+      };
+      let start = 0;
+      for (const [index, lora] of loras.entries()) {
+        this.loraRows.set(lora, { stack, start, index });
+        start += lora.a.shape[1]!;
+      }
+    }
+  }
+
+  /**
+   * `masked` mode: for every stored layer and module, its loops' LoRAs concatenated once (`Aᵀ` along
+   * columns, `Bᵀ` along rows, loop order), kept for the model's lifetime.
+   */
+  private concatenateLoras(): void {
+    const { backend } = this;
+    for (const loras of this.loraGroups(2)) {
+      const scales = new Set(loras.map((lora) => lora.scale));
+      const scale = scales.size === 1 ? loras[0]!.scale : undefined;
+      const group: LoRAConcat = {
+        a: backend.keep(
+          backend.concat(
+            loras.map((lora) => lora.a),
+            1,
+          ),
+        ),
+        b: backend.keep(
+          backend.concat(
+            loras.map((lora) => lora.b),
+            0,
+          ),
+        ),
+        width: loras.reduce((width, lora) => width + lora.a.shape[1]!, 0),
+        scale,
+        layout: loras.map((lora) => `${lora.a.shape[1]}:${scale === undefined ? lora.scale : 1}`).join(','),
+        // LoRA biases (GPT-NeoX conversions) stacked `[L, out]`; a loop without one contributes zeros.
+        ...(loras.some((lora) => lora.bias)
+          ? {
+              bias: backend.tidy(() =>
+                backend.concat(
+                  loras.map((lora) =>
+                    lora.bias ? backend.reshape(lora.bias, [1, -1]) : backend.fill([1, lora.b.shape[1]!], 0),
+                  ),
+                  0,
+                ),
+              ),
+            }
+          : {}),
+      };
+      let start = 0;
+      for (const [index, lora] of loras.entries()) {
+        this.loraColumns.set(lora, { group, start, index });
+        start += lora.a.shape[1]!;
       }
     }
   }
@@ -428,6 +492,10 @@ export class Decoder {
     for (const group of groups)
       this.backend.dispose(group.bias ? [group.a, group.b, group.bias] : [group.a, group.b]);
     this.loraColumns.clear();
+    const stacks = new Set([...this.loraRows.values()].map(({ stack }) => stack));
+    for (const stack of stacks)
+      this.backend.dispose(stack.bias ? [stack.aRows, stack.bRows, stack.bias] : [stack.aRows, stack.bRows]);
+    this.loraRows.clear();
   }
 
   /** forward's readout: `[B·T, d]` → `[B, T, vocab]` (or `[B, 1, vocab]` with `lastPositionOnly`). */
@@ -713,6 +781,8 @@ export class Decoder {
     let y = backend.matmul(x, linear.weight);
     if (linear.bias) y = backend.add(y, linear.bias);
     if (loras.every((lora) => lora === undefined)) return y;
+    const fused = this.loraMode === 'fused' && this.fusedLoraUpdate(y, x, loras, spanRows);
+    if (fused) return fused;
     if (loras.every((lora) => lora === loras[0])) return backend.add(y, this.loraDelta(x, loras[0]!));
     const masked = masks && this.maskedLoraDelta(x, loras, spanRows, masks);
     if (masked) return backend.add(y, masked);
@@ -784,6 +854,38 @@ export class Decoder {
       delta = backend.add(delta, backend.matmul(selector, group.bias));
     }
     return group.scale === undefined ? delta : backend.mul(delta, group.scale);
+  }
+
+  /**
+   * `fused` mode: `y` plus each run of rows' own LoRA update in one {@link Backend.addLowRank} (rows
+   * without a LoRA keep `y`), plus each row's scaled LoRA bias where the stack has them. Undefined where
+   * the LoRAs are not all in one stack (segment mode then serves the call).
+   */
+  private fusedLoraUpdate(
+    y: Tensor,
+    x: Tensor,
+    loras: readonly (LoRA | undefined)[],
+    spanRows: readonly number[],
+  ): Tensor | undefined {
+    const { backend } = this;
+    const stack = loras.map((lora) => lora && this.loraRows.get(lora)).find((at) => at)?.stack;
+    if (!stack || loras.some((lora) => lora && this.loraRows.get(lora)?.stack !== stack)) return undefined;
+    const segments = spanRuns(loras, spanRows).map(({ value: lora, rows }) =>
+      lora
+        ? { rows, start: this.loraRows.get(lora)!.start, rank: lora.a.shape[1]!, scale: lora.scale }
+        : { rows, start: 0, rank: 0, scale: 0 },
+    );
+    const updated = backend.addLowRank(y, x, stack.aRows, stack.bRows, segments);
+    if (!stack.bias) return updated;
+    const none = stack.bias.shape[0]! - 1;
+    const biasRows = new Int32Array(y.shape[0]!);
+    let row = 0;
+    for (const [index, count] of spanRows.entries()) {
+      const lora = loras[index];
+      biasRows.fill(lora ? this.loraRows.get(lora)!.index : none, row, row + count);
+      row += count;
+    }
+    return backend.add(updated, backend.gather(stack.bias, backend.fromArray(biasRows, [row], 'int32')));
   }
 
   /** `scale·((x·Aᵀ)·Bᵀ + b_B)` of one LoRA on `x: [rows, in]` (`b_B`, PEFT's `lora_B.bias`, when it has one). */
@@ -879,6 +981,25 @@ interface LoRAConcat {
   layout: string;
   /** `[L, out]`: each loop's `lora_B.bias`, loop order (zeros for a loop without one); absent when none has one. */
   bias?: Tensor;
+}
+
+/** One stored layer and module's LoRAs of every loop, stacked along rows (`fused` mode). */
+interface LoRAStack {
+  /** `[Σ rank, in]`: each loop's `A`, loop order. */
+  aRows: Tensor;
+  /** `[Σ rank, out]`: each loop's `Bᵀ`, loop order. */
+  bRows: Tensor;
+  /** `[L + 1, out]`: each loop's `scale · lora_B.bias` (zeros without one), then a row of zeros. */
+  bias?: Tensor;
+}
+
+/** Where one LoRA sits in its {@link LoRAStack}. */
+interface LoRARows {
+  stack: LoRAStack;
+  /** Its first row of `aRows` and `bRows`. */
+  start: number;
+  /** Its loop's position in the stack (row of `bias`). */
+  index: number;
 }
 
 /** Where one LoRA sits in its {@link LoRAConcat}. */

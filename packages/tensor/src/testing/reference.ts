@@ -540,3 +540,41 @@ export function pagedAttentionRef(
   }
   return { shape: q.shape, data };
 }
+
+/**
+ * {@link Backend.addLowRank} in float64: each segment's rows get `base + scale·(x·Aᵀ)·B` with its rows of
+ * `aRows` and `bRows`. Also returns, per element, the same sum over absolute values (`|base| + |scale|·
+ * Σ_k |Σ_i x_i·a_ki|_abs·|b_kj|`, the scale a float32 evaluation's rounding error is proportional to).
+ */
+export function addLowRankRef(
+  base: RefArray,
+  x: RefArray,
+  aRows: RefArray,
+  bRows: RefArray,
+  segments: readonly { rows: number; start: number; rank: number; scale: number }[],
+): { value: RefArray; magnitude: RefArray } {
+  const [rows, out] = base.shape as [number, number];
+  const inner = x.shape[1]!;
+  const value = Float64Array.from(base.data);
+  const magnitude = base.data.map(Math.abs);
+  let row = 0;
+  for (const segment of segments) {
+    for (let r = row; r < row + segment.rows; r++) {
+      for (let k = segment.start; k < segment.start + segment.rank; k++) {
+        let shrunk = 0;
+        let shrunkAbs = 0;
+        for (let i = 0; i < inner; i++) {
+          shrunk += x.data[r * inner + i]! * aRows.data[k * inner + i]!;
+          shrunkAbs += Math.abs(x.data[r * inner + i]! * aRows.data[k * inner + i]!);
+        }
+        for (let j = 0; j < out; j++) {
+          value[r * out + j]! += segment.scale * shrunk * bRows.data[k * out + j]!;
+          magnitude[r * out + j]! += Math.abs(segment.scale * bRows.data[k * out + j]!) * shrunkAbs;
+        }
+      }
+    }
+    row += segment.rows;
+  }
+  if (row !== rows) throw new Error(`addLowRankRef: the segments hold ${row} rows, base ${rows}`);
+  return { value: refArray([rows, out], value), magnitude: refArray([rows, out], magnitude) };
+}
