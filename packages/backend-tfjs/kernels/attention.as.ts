@@ -259,8 +259,9 @@ export function attentionGrad(
  * kvH, D]` in place: `q`, `out: [1, M, H, D]`, the spans' rows in order. `meta` (i32) holds per span a
  * header `[rows, queryOffset, keyLength, start]` (`spanCount` of them, 16 bytes each), and at i32 index
  * `start` the byte offset in a pool of each of its key positions `0 … keyLength − 1` (its page's slot).
- * The same operations in the same order as {@link attention}, only the key and value rows' addresses
- * differ, so a row's result equals attention's over the gathered history bit for bit.
+ * The same operations in the same order as {@link attention} (`window` and `softCap` too), only the key
+ * and value rows' addresses differ, so a row's result equals attention's over the gathered history bit
+ * for bit.
  */
 export function pagedAttention(
   q: usize,
@@ -274,6 +275,8 @@ export function pagedAttention(
   kvHeads: i32,
   headDim: i32,
   scale: f32,
+  window: i32,
+  softCap: f32,
 ): void {
   const headBytes = <usize>headDim << 2;
   let firstRow = 0;
@@ -282,10 +285,15 @@ export function pagedAttention(
     const rows = load<i32>(header);
     const queryOffset = load<i32>(header, 4);
     const keyLength = load<i32>(header, 8);
-    const offsets = meta + (<usize>load<i32>(header, 12) << 2);
+    const spanOffsets = meta + (<usize>load<i32>(header, 12) << 2);
     for (let t = 0; t < rows; t++) {
-      let visible = queryOffset + t + 1;
-      if (visible > keyLength) visible = keyLength;
+      let end = queryOffset + t + 1;
+      if (end > keyLength) end = keyLength;
+      let first = window > 0 ? queryOffset + t + 1 - window : 0;
+      if (first < 0) first = 0;
+      // Keys first … end − 1: their offsets, and their scores kept from scratch[0].
+      const offsets = spanOffsets + (<usize>first << 2);
+      const visible = end - first;
       for (let h = 0; h < heads; h++) {
         const kvh = (h * kvHeads) / heads;
         const qRow = q + <usize>((firstRow + t) * heads + h) * headBytes;
@@ -298,9 +306,10 @@ export function pagedAttention(
           for (let i: usize = 0; i < headBytes; i += 16) {
             sum = f32x4.add(sum, f32x4.mul(v128.load(qRow + i), v128.load(kRow + i)));
           }
-          const score =
+          let score =
             (f32x4.extract_lane(sum, 0) + f32x4.extract_lane(sum, 1) + (f32x4.extract_lane(sum, 2) + f32x4.extract_lane(sum, 3))) *
             scale;
+          if (softCap > 0) score = softCapped(score, softCap);
           store<f32>(scratch + (<usize>j << 2), score);
           if (score > max) max = score;
         }

@@ -85,6 +85,8 @@ type SimdPagedAttention = (
   kvHeads: number,
   headDim: number,
   scale: number,
+  window: number,
+  softCap: number,
 ) => void;
 
 /** The SIMD module bound to tfjs-wasm's memory, with its scratch buffer; null if it cannot run. */
@@ -214,7 +216,7 @@ function pagedAttentionOnWasmSimd(
   inputs: readonly [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo],
   s: PagedAttentionShape,
 ): tf.TensorInfo | undefined {
-  if (s.headDim % 4 !== 0 || s.window !== undefined || s.softCap !== undefined) return undefined;
+  if (s.headDim % 4 !== 0) return undefined;
   const kernel = simdAttention(backend);
   if (!kernel) return undefined;
   const output = backend.makeOutput([...inputs[0].shape], 'float32');
@@ -251,6 +253,8 @@ function pagedAttentionOnWasmSimd(
     s.kvHeads,
     s.headDim,
     s.scale,
+    s.window ?? 0,
+    s.softCap ?? 0,
   );
   return output;
 }

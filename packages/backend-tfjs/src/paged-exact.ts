@@ -28,30 +28,35 @@ export async function expectPagedAttentionExact(backend: Backend, headDim: numbe
   const k = own(backend.fromArray(random.floats(poolSize, -2, 2), poolShape));
   const v = own(backend.fromArray(random.floats(poolSize), poolShape));
   const scale = 1 / Math.sqrt(headDim);
-  const paged = await backend.read(own(backend.pagedAttention(q, k, v, spans, { scale })));
-  let start = 0;
-  for (const [index, span] of spans.entries()) {
-    const used = Math.ceil(span.keyLength / pageSize);
-    const table = own(backend.fromArray(Int32Array.from(span.pages.slice(0, used)), [used], 'int32'));
-    const history = (pool: Tensor) =>
-      own(backend.reshape(own(backend.gather(pool, table)), [1, used * pageSize, kvHeads, headDim]));
-    const spanQueries = own(backend.slice(q, [0, start, 0, 0], [1, span.rows, heads, headDim]));
-    const want = await backend.read(
-      own(
-        backend.attention(spanQueries, history(k), history(v), {
-          scale,
-          queryOffset: span.queryOffset,
-          keyLength: span.keyLength,
-        }),
-      ),
-    );
-    const width = heads * headDim;
-    expectExact(
-      `span ${index} (seed ${seed}, headDim ${headDim})`,
-      paged.subarray(start * width, (start + span.rows) * width),
-      want,
-    );
-    start += span.rows;
+  // Plain causal attention, and a window shorter than most histories with a soft-cap the scores reach.
+  for (const scored of [{}, { window: 4, softCap: 1.5 }]) {
+    const options = { scale, ...scored };
+    const label = `headDim ${headDim}${'window' in scored ? ', window 4, softCap 1.5' : ''}`;
+    const paged = await backend.read(own(backend.pagedAttention(q, k, v, spans, options)));
+    let start = 0;
+    for (const [index, span] of spans.entries()) {
+      const used = Math.ceil(span.keyLength / pageSize);
+      const table = own(backend.fromArray(Int32Array.from(span.pages.slice(0, used)), [used], 'int32'));
+      const history = (pool: Tensor) =>
+        own(backend.reshape(own(backend.gather(pool, table)), [1, used * pageSize, kvHeads, headDim]));
+      const spanQueries = own(backend.slice(q, [0, start, 0, 0], [1, span.rows, heads, headDim]));
+      const want = await backend.read(
+        own(
+          backend.attention(spanQueries, history(k), history(v), {
+            ...options,
+            queryOffset: span.queryOffset,
+            keyLength: span.keyLength,
+          }),
+        ),
+      );
+      const width = heads * headDim;
+      expectExact(
+        `span ${index} (seed ${seed}, ${label})`,
+        paged.subarray(start * width, (start + span.rows) * width),
+        want,
+      );
+      start += span.rows;
+    }
   }
   backend.dispose(owned);
 }

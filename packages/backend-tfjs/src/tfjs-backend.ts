@@ -527,9 +527,8 @@ export class TfjsBackend implements Backend {
     if (rows !== tq.shape[1]) {
       throw new TensorDataError('pagedAttention', `the spans hold ${rows} rows, the queries ${tq.shape[1]}`);
     }
-    // The WGSL and wasm SIMD kernels know the scale only: an option they lack takes the composite, whose
-    // attention runs the contiguous SIMD kernel, so paged and contiguous attention stay bit-identical on
-    // wasm. The JS kernel (cpu) takes every option, as its contiguous twin does.
+    // The WGSL kernel knows the scale only: a window or soft-cap takes the composite there. The wasm SIMD
+    // and JS kernels take every option, as their contiguous twins do (bit-identical to them).
     const onlyScale = Object.entries(options).every(([key, value]) => key === 'scale' || value === undefined);
     const table: number[] = [];
     for (const span of spans) {
@@ -548,7 +547,7 @@ export class TfjsBackend implements Backend {
       rowInfo.dispose();
       return ours(output);
     }
-    if (this.fused() && (onlyScale || this.tfjsName === 'cpu')) {
+    if (this.fused()) {
       const attrs = {
         scale: options.scale,
         spans: spans.length,
