@@ -335,8 +335,9 @@ export class Decoder {
     const rowsOf = (table: Float32Array) => {
       const values = new Float32Array(count * half);
       for (let row = 0; row < count; row++) {
-        const position = positions[row]!;
-        values.set(table.subarray(position * half, (position + 1) * half), row * half);
+        // An element loop: a subarray per row costs more than copying a head's few pairs.
+        const from = positions[row]! * half;
+        for (let i = 0, to = row * half; i < half; i++) values[to + i] = table[from + i]!;
       }
       return backend.fromArray(values, [count, 1, half]);
     };
