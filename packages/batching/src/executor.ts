@@ -27,8 +27,9 @@ interface KeptRows {
  *
  * NOTE: a depth-wise step runs one pass, so its fixed costs are paid once per loop of every token
  * (bench/depth-overhead.ts measures them). The step's input is one gather of the rows that continue
- * from the kept tensor and the step's new tokens (embedded in one call), not one slice per row kept and a
- * join: gathers, slices and joins copy values exactly, so each row is what it was.
+ * from the kept tensor, with the step's new tokens (embedded in one call) written into their rows, not
+ * one slice per row kept and a join: gathers, writes, slices and joins copy values exactly, so each row
+ * is what it was.
  */
 export class Executor {
   /** The previous step's hidden rows, for the rows that continue where (id, offset) left off. */
@@ -112,21 +113,21 @@ export class Executor {
   }
 
   /**
-   * The step's input rows `[M, d]` in plan order: loop-0 rows embedded (every new token in one call), the
-   * others the rows they continue from `previous`, all in one gather (none when the rows are already in
-   * order).
+   * The step's input rows `[M, d]` in plan order: the rows that continue gathered from `previous` in one
+   * call (none when they are all of its rows, in order), and loop-0 rows embedded (every new token in one
+   * call) and written into their places.
    */
   private stepInput(plan: StepPlan, previous: KeptRows | undefined): Tensor {
     const { backend } = this.model;
-    const keptRows = previous?.hidden.shape[0] ?? 0;
     const fresh: number[] = [];
-    // Row i of the input is row source[i] of [previous rows; embedded new tokens].
+    // Input row i continues kept row source[i], or (at freshAt) takes a new token's embedding.
     const source: number[] = [];
-    let continues = false;
+    const freshAt: number[] = [];
     for (const row of plan.rows) {
       if (row.loop === 0) {
         for (const token of row.tokens) {
-          source.push(keptRows + fresh.length);
+          freshAt.push(source.length);
+          source.push(0); // overwritten below
           fresh.push(token);
         }
         continue;
@@ -136,16 +137,20 @@ export class Executor {
         throw new Error(`request ${row.id}: no hidden rows kept for its chunk at ${row.offset}`);
       }
       for (let r = 0; r < at.length; r++) source.push(at.start + r);
-      continues = true;
     }
     const embedded =
       fresh.length > 0
         ? this.model.embed(backend.fromArray(Int32Array.from(fresh), [fresh.length], 'int32'))
         : undefined;
-    if (!continues) return embedded!;
-    const from = embedded ? backend.concat([previous!.hidden, embedded], 0) : previous!.hidden;
-    if (source.length === from.shape[0] && source.every((row, index) => row === index)) return from;
-    return backend.gather(from, backend.fromArray(Int32Array.from(source), [source.length], 'int32'));
+    if (fresh.length === source.length) return embedded!;
+    const kept = previous!.hidden;
+    if (!embedded && source.length === kept.shape[0] && source.every((row, index) => row === index)) {
+      return kept;
+    }
+    // A gather makes a new tensor, so the write changes no kept row (a join would copy every row again).
+    const hidden = backend.gather(kept, backend.fromArray(Int32Array.from(source), [source.length], 'int32'));
+    if (embedded) backend.writeRows(hidden, freshAt, embedded);
+    return hidden;
   }
 
   /** Frees every kept hidden state. */
