@@ -2,6 +2,7 @@
 // vitest runs each file in its own process.
 import { describeBackendConformance } from '@rrt/tensor/testing';
 import { describe, expect, it } from 'vitest';
+import { expectGatherRowsExact } from './gather-exact.js';
 import { createBackend, TensorDataError } from './index.js';
 import { expectPagedAttentionExact } from './paged-exact.js';
 
@@ -13,6 +14,11 @@ describe('tfjs-cpu fused kernels', () => {
     const baseline = backend.numTensors();
     for (const headDim of [8, 6]) await expectPagedAttentionExact(backend, headDim);
     expect(backend.numTensors()).toBe(baseline);
+  });
+
+  it('the row gather equals tfjs’s gather bit for bit (float32 and int32, rank-3 table, 2-D ids) and names an index outside the table', async () => {
+    const { backend } = await createBackend('cpu');
+    await expectGatherRowsExact(backend);
   });
 });
 

@@ -2,7 +2,8 @@
  * Fused kernels written in JavaScript over the tensors' own memory, registered with tfjs for its `cpu`
  * and `wasm` backends: RMSNorm, LayerNorm, exact GELU, RoPE, causal grouped-query attention (over
  * contiguous keys, and over a paged KV pool for a ragged batch of spans) and the gated activation of the
- * feed-forward network, each one dispatch instead of 2–15.
+ * feed-forward network, each one dispatch instead of 2–15; and a row gather (axis 0), which copies
+ * whole rows where tfjs-wasm's GatherV2 maps every value through its strides.
  *
  * NOTE: why JavaScript and not the wasm backend's C++ kernels. A decode step of a small model is bound
  * by dispatches (≈ 3 µs each on wasm, bench/profile.ts), not by arithmetic, and the attention products
@@ -40,6 +41,7 @@ export const fusedKernelNames = {
   pagedAttention: 'RrtPagedAttention',
   gatedActivation: 'RrtGatedActivation',
   addLowRank: 'RrtAddLowRank',
+  gatherRows: 'RrtGatherRows',
 } as const;
 
 /** The tfjs backends these kernels run on. */
@@ -775,6 +777,35 @@ function addLowRank(
   }
 }
 
+/**
+ * `table[indices]` along axis 0: output row `i` is a copy of table row `indices[i]` (`rowSize` values).
+ *
+ * NOTE: tfjs-wasm's own GatherV2 costs ≈ 10 µs a call plus ≈ 45 ns a value (bench/depth-overhead.ts: a
+ * `[512, 64]` table, 8 rows, 32 µs); its C++ loop maps every output value back to an index through the
+ * strides one at a time. Copying whole rows is a plain memcpy per row, which an embedding lookup and the
+ * serving engine's row gathers (a few rows a step, every step) are.
+ */
+function gatherRows(
+  table: Float32Array | Int32Array,
+  indices: Int32Array,
+  rowSize: number,
+  out: Float32Array | Int32Array,
+): void {
+  for (let i = 0; i < indices.length; i++) {
+    const index = indices[i]!;
+    out.set(table.subarray(index * rowSize, (index + 1) * rowSize), i * rowSize);
+  }
+}
+
+/** Throws a RangeError naming the first index outside a table of `rows` rows (before any allocation). */
+function checkRowIndices(indices: Int32Array, rows: number): void {
+  for (const index of indices) {
+    if (!(index >= 0 && index < rows)) {
+      throw new RangeError(`gather: index ${index} is outside the table's rows 0…${rows - 1}`);
+    }
+  }
+}
+
 function kernels(backendName: string): tf.KernelConfig[] {
   return [
     {
@@ -795,6 +826,36 @@ function kernels(backendName: string): tf.KernelConfig[] {
           [...base.shape],
           ([b, xs, a, bs], o) => addLowRank(b!, xs!, a!, bs!, inner, out, segments, o),
         );
+      },
+    },
+    {
+      kernelName: fusedKernelNames.gatherRows,
+      backendName,
+      kernelFunc: ({ inputs, backend }) => {
+        const { table, indices } = inputs as { table: tf.TensorInfo; indices: tf.TensorInfo };
+        const rowShape = table.shape.slice(1);
+        const rowSize = rowShape.reduce((n, d) => n * d, 1);
+        const shape = [...indices.shape, ...rowShape];
+        const size = shape.reduce((n, d) => n * d, 1);
+        const dtype = table.dtype as 'float32' | 'int32';
+        const rows = table.shape[0]!;
+        if (backendName === 'wasm') {
+          const wasm = backend as WasmLike;
+          const view = (info: tf.TensorInfo) =>
+            wasm.typedArrayFromHeap(info) as unknown as Float32Array | Int32Array;
+          checkRowIndices(view(indices) as Int32Array, rows);
+          // Views after the output's allocation, which may grow the heap (detaching earlier views).
+          const output = wasm.makeOutput(shape, dtype);
+          gatherRows(view(table), view(indices) as Int32Array, rowSize, view(output));
+          return output;
+        }
+        const cpu = backend as CpuLike;
+        const values = (info: tf.TensorInfo) =>
+          cpu.data.get(info.dataId).values as unknown as Float32Array | Int32Array;
+        checkRowIndices(values(indices) as Int32Array, rows);
+        const out = dtype === 'int32' ? new Int32Array(size) : new Float32Array(size);
+        gatherRows(values(table), values(indices) as Int32Array, rowSize, out);
+        return cpu.makeTensorInfo(shape, dtype, out as Float32Array);
       },
     },
     {

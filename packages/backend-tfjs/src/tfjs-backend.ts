@@ -8,6 +8,8 @@
  * kernels) and RMSNorm, LayerNorm, GELU and the gated activation run as composites, whose gradients are the
  * conformance-checked ones of `gradients.ts`. Paged attention has fused kernels on cpu and wasm and a WGSL
  * kernel on webgpu (`webgpu-kernels.ts`), and no gradient: it runs as its composite inside `valueAndGrad`.
+ * A gather of rows (axis 0, float32 or int32 table) copies rows in a fused kernel on cpu and wasm, and is
+ * tfjs's gather inside `valueAndGrad` and elsewhere.
  *
  * @module
  */
@@ -661,7 +663,22 @@ export class TfjsBackend implements Backend {
 
   gather(table: Tensor, indices: Tensor, axis = 0): Tensor {
     this.check();
-    return ours(tf.gather(asTf(table), asTf(indices), axis));
+    const [tt, ti] = [asTf(table), asTf(indices)];
+    // Rows of a float32 or int32 table: one copy per row on cpu and wasm (`RrtGatherRows`, no gradient:
+    // tfjs's gather serves valueAndGrad, and everything else).
+    if (
+      this.fused() &&
+      tt.rank >= 1 &&
+      normAxis(axis, tt.rank) === 0 &&
+      ti.dtype === 'int32' &&
+      ti.size > 0 &&
+      (tt.dtype === 'float32' || tt.dtype === 'int32')
+    ) {
+      return ours(
+        tf.engine().runKernel(fusedKernelNames.gatherRows, { table: tt, indices: ti }) as tf.Tensor,
+      );
+    }
+    return ours(tf.gather(tt, ti, axis));
   }
   slice(x: Tensor, begin: readonly number[], size: readonly number[]): Tensor {
     this.check();

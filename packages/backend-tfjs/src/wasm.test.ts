@@ -3,6 +3,7 @@
 import { describeBackendConformance } from '@rrt/tensor/testing';
 import { describe, expect, it } from 'vitest';
 import { createBackend } from './index.js';
+import { expectGatherRowsExact } from './gather-exact.js';
 import { expectPagedAttentionExact } from './paged-exact.js';
 
 describeBackendConformance('tfjs-wasm', async () => (await createBackend('wasm')).backend);
@@ -24,5 +25,10 @@ describe('tfjs-wasm fused kernels', () => {
     for (const headDim of [8, 6]) await expectPagedAttentionExact(backend, headDim);
     expect(backend.usesWasmSimd).toBe(true);
     expect(backend.numTensors()).toBe(baseline);
+  });
+
+  it('the row gather equals tfjs’s gather bit for bit (float32 and int32, rank-3 table, 2-D ids) and names an index outside the table', async () => {
+    const { backend } = await createBackend('wasm');
+    await expectGatherRowsExact(backend);
   });
 });

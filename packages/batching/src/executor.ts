@@ -12,13 +12,28 @@ import type { Propagation, StepOutput, StepPlan } from './plan.js';
 const rowKey = (row: { id: number; offset: number }) => `${row.id}@${row.offset}`;
 
 /**
+ * A step's hidden rows, kept whole for the next step: `hidden: [M, d]` in the step's row order, and where
+ * each row (by {@link rowKey}) starts in it and how many rows it has.
+ */
+interface KeptRows {
+  hidden: Tensor;
+  rows: Map<string, { start: number; length: number }>;
+}
+
+/**
  * Runs a {@link StepPlan} on the model: one ragged batch of every row, `plan.loops` passes over the
- * block, each row at its own loop (its LoRA and its KV at that depth). Hidden rows that continue in the
- * next step (or propagate an exit) are kept until that step consumes them.
+ * block, each row at its own loop (its LoRA and its KV at that depth). The step's hidden rows are kept
+ * whole until the next step consumes those that continue (or propagate an exit).
+ *
+ * NOTE: a depth-wise step runs one pass, so its fixed costs are paid once per loop of every token
+ * (bench/depth-overhead.ts measures them). The step's input is one gather of the rows that continue
+ * from the kept tensor, with the step's new tokens (embedded in one call) written into their rows, not
+ * one slice per row kept and a join: gathers, writes, slices and joins copy values exactly, so each row
+ * is what it was.
  */
 export class Executor {
-  /** Hidden rows kept for the next step, by row key: a row continues where (id, offset) left off. */
-  private hidden = new Map<string, Tensor>();
+  /** The previous step's hidden rows, for the rows that continue where (id, offset) left off. */
+  private kept: KeptRows | undefined;
 
   constructor(
     private readonly model: Decoder,
@@ -33,8 +48,8 @@ export class Executor {
   async run(plan: StepPlan): Promise<StepOutput> {
     const { model } = this;
     const { backend } = model;
-    const previous = this.hidden;
-    this.hidden = new Map();
+    const previous = this.kept;
+    this.kept = undefined;
     try {
       this.propagate(plan, previous);
       if (plan.rows.length === 0) return { readouts: new Map() };
@@ -42,14 +57,7 @@ export class Executor {
       const wanted: { id: number; loop: number }[] = [];
       const flat = backend.tidy(() => {
         const rows = model.rows(spans);
-        let hidden = backend.concat(
-          plan.rows.map((row) =>
-            row.loop === 0
-              ? model.embed(backend.fromArray(Int32Array.from(row.tokens), [row.tokens.length], 'int32'))
-              : previous.get(rowKey(row))!,
-          ),
-          0,
-        );
+        let hidden = this.stepInput(plan, previous);
         const lastRows: number[] = [];
         let end = 0;
         for (const span of spans) {
@@ -76,10 +84,11 @@ export class Executor {
               }),
             );
           }
-          const reading = plan.rows.flatMap((row, index) => (row.readouts[pass] ? [index] : []));
+          const reading: number[] = [];
+          for (const [index, row] of plan.rows.entries()) if (row.readouts[pass]) reading.push(index);
           if (reading.length === 0) continue;
           const index = backend.fromArray(
-            Int32Array.from(reading.map((r) => lastRows[r]!)),
+            Int32Array.from(reading, (r) => lastRows[r]!),
             [reading.length],
             'int32',
           );
@@ -87,29 +96,67 @@ export class Executor {
           for (const r of reading) wanted.push({ id: plan.rows[r]!.id, loop: plan.rows[r]!.loop + pass });
         }
         rows.dispose();
-        let start = 0;
-        const kept: Tensor[] = plan.rows.map((row) => {
-          const part = backend.slice(hidden, [start, 0], [row.tokens.length, -1]);
-          start += row.tokens.length;
-          return part;
-        });
-        return [...outputs, ...kept]; // tidy returns a flat list; split below
+        return [...outputs, hidden]; // tidy returns a flat list; split below
       });
-      const logits = flat.slice(0, flat.length - plan.rows.length);
-      const kept = flat.slice(flat.length - plan.rows.length);
-      plan.rows.forEach((row, index) => {
-        this.hidden.set(rowKey(row), kept[index]!);
-      });
+      const logits = flat.slice(0, -1);
+      const kept: KeptRows = { hidden: flat.at(-1)!, rows: new Map() };
+      let start = 0;
+      for (const row of plan.rows) {
+        kept.rows.set(rowKey(row), { start, length: row.tokens.length });
+        start += row.tokens.length;
+      }
+      this.kept = kept;
       return { readouts: await this.readBack(logits, wanted) };
     } finally {
-      for (const tensor of previous.values()) backend.dispose(tensor);
+      if (previous) backend.dispose(previous.hidden);
     }
+  }
+
+  /**
+   * The step's input rows `[M, d]` in plan order: the rows that continue gathered from `previous` in one
+   * call (none when they are all of its rows, in order), and loop-0 rows embedded (every new token in one
+   * call) and written into their places.
+   */
+  private stepInput(plan: StepPlan, previous: KeptRows | undefined): Tensor {
+    const { backend } = this.model;
+    const fresh: number[] = [];
+    // Input row i continues kept row source[i], or (at freshAt) takes a new token's embedding.
+    const source: number[] = [];
+    const freshAt: number[] = [];
+    for (const row of plan.rows) {
+      if (row.loop === 0) {
+        for (const token of row.tokens) {
+          freshAt.push(source.length);
+          source.push(0); // overwritten below
+          fresh.push(token);
+        }
+        continue;
+      }
+      const at = previous?.rows.get(rowKey(row));
+      if (!at || at.length !== row.tokens.length) {
+        throw new Error(`request ${row.id}: no hidden rows kept for its chunk at ${row.offset}`);
+      }
+      for (let r = 0; r < at.length; r++) source.push(at.start + r);
+    }
+    const embedded =
+      fresh.length > 0
+        ? this.model.embed(backend.fromArray(Int32Array.from(fresh), [fresh.length], 'int32'))
+        : undefined;
+    if (fresh.length === source.length) return embedded!;
+    const kept = previous!.hidden;
+    if (!embedded && source.length === kept.shape[0] && source.every((row, index) => row === index)) {
+      return kept;
+    }
+    // A gather makes a new tensor, so the write changes no kept row (a join would copy every row again).
+    const hidden = backend.gather(kept, backend.fromArray(Int32Array.from(source), [source.length], 'int32'));
+    if (embedded) backend.writeRows(hidden, freshAt, embedded);
+    return hidden;
   }
 
   /** Frees every kept hidden state. */
   clear(): void {
-    for (const tensor of this.hidden.values()) this.model.backend.dispose(tensor);
-    this.hidden.clear();
+    if (this.kept) this.model.backend.dispose(this.kept.hidden);
+    this.kept = undefined;
   }
 
   /**
@@ -117,11 +164,17 @@ export class Executor {
    * every (token, skipped depth) pair that layer serves (rows grouped by depth, so each loop's LoRA is one
    * segment). A `cycle` model's depths `k, K + k, 2K + k, …` all run stored layer `k`.
    */
-  private propagate(plan: StepPlan, previous: ReadonlyMap<string, Tensor>): void {
+  private propagate(plan: StepPlan, previous: KeptRows | undefined): void {
     if (!this.propagates || plan.propagations.length === 0) return;
     const { model, blockSize } = this;
     const { backend } = model;
     const depths = model.schedule.length;
+    // Each exited token's exit hidden state: the last kept row of the chunk it exited with.
+    const exitRow = (p: Propagation) => {
+      const at = previous?.rows.get(rowKey({ id: p.id, offset: p.position }));
+      if (!at) throw new Error(`request ${p.id}: no hidden row kept for its exit at ${p.position}`);
+      return at.start + at.length - 1;
+    };
     for (let layer = 0; layer < blockSize; layer++) {
       const pairs: { propagation: Propagation; depth: number }[] = [];
       for (let depth = layer; depth < depths; depth += blockSize) {
@@ -134,19 +187,8 @@ export class Executor {
         const rows = model.rows(
           pairs.map(({ propagation }) => ({ batch: 1, length: 1, offset: propagation.position })),
         );
-        const exitStates = new Map<number, Tensor>();
-        const hidden = backend.concat(
-          pairs.map(({ propagation: p }) => {
-            let state = exitStates.get(p.id);
-            if (!state) {
-              const h = previous.get(rowKey({ id: p.id, offset: p.position }))!;
-              state = backend.slice(h, [h.shape[0]! - 1, 0], [1, -1]);
-              exitStates.set(p.id, state);
-            }
-            return state;
-          }),
-          0,
-        );
+        const index = Int32Array.from(pairs, ({ propagation }) => exitRow(propagation));
+        const hidden = backend.gather(previous!.hidden, backend.fromArray(index, [index.length], 'int32'));
         model.appendKV(
           hidden,
           rows,

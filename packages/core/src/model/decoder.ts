@@ -145,9 +145,13 @@ export class Decoder {
   /** The schedule of effective layers, depth 0 first. */
   readonly schedule: readonly EffectiveLayer[];
   private readonly exitAfter: ReadonlySet<number>;
-  private readonly ropeCos: Tensor;
-  private readonly ropeSin: Tensor;
-  private readonly localRope: { cos: Tensor; sin: Tensor } | undefined;
+  /**
+   * RoPE cosines and sines of every position, `[maxPositions, rotaryDim/2]` row-major, kept on the host:
+   * {@link Decoder.rows} copies each row's position out of them (see the note there).
+   */
+  private readonly rope: RopeTables;
+  /** Gemma 3's local layers' tables (own base, unscaled). */
+  private readonly localRope: RopeTables | undefined;
   /** How mixed-loop layer calls apply LoRAs. */
   readonly loraMode: LoRAMode;
   /** `masked` mode: each LoRA's concatenation (its stored layer and module, every loop) and its columns. */
@@ -164,19 +168,15 @@ export class Decoder {
     this.schedule = layerSchedule(config.recursion, config.numHiddenLayers);
     this.exitAfter = new Set(exitDepths(config.recursion, config.numHiddenLayers));
     // Partial rotary (GPT-NeoX): the frequencies are those of a head of rotaryDim dimensions.
-    const { cos, sin } = ropeTables({ ...config, headDim: config.rotaryDim });
-    const shape = [config.maxPositionEmbeddings, config.rotaryDim / 2];
-    this.ropeCos = backend.fromArray(cos, shape);
-    this.ropeSin = backend.fromArray(sin, shape);
+    this.rope = ropeTables({ ...config, headDim: config.rotaryDim });
     if (config.localRopeTheta !== undefined) {
       // Gemma 3's local layers: their own base, and none of the global layers' rope_scaling.
-      const local = ropeTables({
+      this.localRope = ropeTables({
         ...config,
         headDim: config.rotaryDim,
         ropeTheta: config.localRopeTheta,
         ropeScaling: { type: 'none' },
       });
-      this.localRope = { cos: backend.fromArray(local.cos, shape), sin: backend.fromArray(local.sin, shape) };
     }
     this.loraMode = options.loraMode ?? 'fused';
     if (this.loraMode === 'masked') this.concatenateLoras();
@@ -392,16 +392,24 @@ export class Decoder {
     const count = positions.length;
     const half = config.rotaryDim / 2;
     const { localRope } = this;
-    const tables = backend.tidy(() => {
-      const index = backend.fromArray(Int32Array.from(positions), [count], 'int32');
-      // [M, 1, hD/2]: broadcasts over the heads axis of the rows seen as [1, M, heads, hD].
-      const rowsOf = (table: Tensor) => backend.reshape(backend.gather(table, index), [count, 1, half]);
-      return {
-        cos: rowsOf(this.ropeCos),
-        sin: rowsOf(this.ropeSin),
-        ...(localRope ? { localCos: rowsOf(localRope.cos), localSin: rowsOf(localRope.sin) } : {}),
-      };
-    });
+    // [M, 1, hD/2]: broadcasts over the heads axis of the rows seen as [1, M, heads, hD]. Each row is
+    // copied from the host table (the same float32 values a gather of a device table would give), so a
+    // step pays one upload per table, not an index upload, a gather and a reshape (a depth-wise step
+    // makes its rows once per loop of every token).
+    const rowsOf = (table: Float32Array) => {
+      const values = new Float32Array(count * half);
+      for (let row = 0; row < count; row++) {
+        // An element loop: a subarray per row costs more than copying a head's few pairs.
+        const from = positions[row]! * half;
+        for (let i = 0, to = row * half; i < half; i++) values[to + i] = table[from + i]!;
+      }
+      return backend.fromArray(values, [count, 1, half]);
+    };
+    const tables = {
+      cos: rowsOf(this.rope.cos),
+      sin: rowsOf(this.rope.sin),
+      ...(localRope ? { localCos: rowsOf(localRope.cos), localSin: rowsOf(localRope.sin) } : {}),
+    };
     return { spans, count, ...tables, dispose: () => backend.dispose(Object.values(tables)) };
   }
 
@@ -486,8 +494,6 @@ export class Decoder {
   /** Frees every tensor of the model, its weights included. */
   dispose(): void {
     disposeWeights(this.backend, this.weights);
-    this.backend.dispose([this.ropeCos, this.ropeSin]);
-    if (this.localRope) this.backend.dispose([this.localRope.cos, this.localRope.sin]);
     const groups = new Set([...this.loraColumns.values()].map(({ group }) => group));
     for (const group of groups)
       this.backend.dispose(group.bias ? [group.a, group.b, group.bias] : [group.a, group.b]);
@@ -917,6 +923,9 @@ export class Decoder {
 }
 
 type LoRAs = Partial<Record<LinearModule, LoRA>> | undefined;
+
+/** RoPE tables on the host ({@link ropeTables}). */
+type RopeTables = ReturnType<typeof ropeTables>;
 
 /** A run of consecutive spans with one value: spans `first … end − 1`, rows `start … start + rows − 1`. */
 interface SpanRun<T> {
