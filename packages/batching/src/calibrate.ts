@@ -10,6 +10,7 @@
  */
 import { type Decoder, exitDepths, InterruptedError, yieldToEventLoop } from '@rrt/core';
 import type { Tensor } from '@rrt/tensor';
+import { rowConfidences } from './confidence.js';
 import { CalibrationError } from './errors.js';
 
 /** Every position's readout after every loop, teacher-forced (see {@link exitProfile}). */
@@ -20,7 +21,7 @@ export interface ExitProfile {
   positions: number;
   /** `[position · loops + loop]`: argmax of that loop's logits. */
   argmax: Int32Array;
-  /** `[position · loops + loop]`: its softmax probability (as the engine computes it). */
+  /** `[position · loops + loop]`: its softmax probability (the engine's float32 readback of it). */
   maxProbability: Float64Array;
   /** `[position · loops + loop]`: log-probability of the position's next token (the target). */
   targetLogProbability: Float64Array;
@@ -89,17 +90,16 @@ export async function exitProfile(
     const tensors: Tensor[] = [ids, output.logits, ...output.loops.flatMap((l) => [l.hidden, l.logits])];
     try {
       for (const [loop, readout] of output.loops.entries()) {
-        const logits = (await backend.read(readout.logits)) as Float32Array;
+        // The executor's own readback, so that τ = a profile value reproduces its exits there.
+        const confidences = await rowConfidences(backend, readout.logits);
         for (let t = 0; t + 1 < window.length; t++) {
-          const row = logits.subarray(t * vocab, (t + 1) * vocab);
-          let best = 0;
-          for (let v = 1; v < vocab; v++) if (row[v]! > row[best]!) best = v;
+          const row = confidences.logits.subarray(t * vocab, (t + 1) * vocab);
+          const best = confidences.argmax[t]!;
           let total = 0;
           for (const value of row) total += Math.exp(value - row[best]!);
           const at = (position + t) * loops + loop;
           argmaxes[at] = best;
-          // The same float64 arithmetic as the executor's readback, so τ = a profile value reproduces there.
-          maxProbability[at] = 1 / total;
+          maxProbability[at] = confidences.maxProbability[t]!;
           targetLogProbability[at] = row[window[t + 1]!]! - row[best]! - Math.log(total);
         }
       }

@@ -1,6 +1,7 @@
-import { argmax, type Decoder } from '@rrt/core';
+import type { Decoder } from '@rrt/core';
 import type { PagedSequence } from '@rrt/kv-cache';
 import type { Tensor } from '@rrt/tensor';
+import { rowConfidences } from './confidence.js';
 import type { LoopReadout } from './exit.js';
 import type { Propagation, StepOutput, StepPlan } from './plan.js';
 
@@ -210,22 +211,23 @@ export class Executor {
     logits: readonly Tensor[],
     wanted: readonly { id: number; loop: number }[],
   ): Promise<Map<number, LoopReadout[]>> {
-    const { backend, config } = this.model;
-    const vocab = config.vocabSize;
+    const { backend } = this.model;
     const readouts = new Map<number, LoopReadout[]>();
     let next = 0;
-    for (const tensor of logits) {
-      const values = (await backend.read(tensor)) as Float32Array;
-      backend.dispose(tensor);
-      for (let row = 0; row < values.length / vocab; row++) {
-        const { id, loop } = wanted[next++]!;
-        const rowLogits = values.subarray(row * vocab, (row + 1) * vocab);
-        const best = argmax(rowLogits);
-        let total = 0;
-        for (const value of rowLogits) total += Math.exp(value - rowLogits[best]!);
-        const list = readouts.get(id) ?? [];
-        list.push({ loop, argmax: best, maxProbability: 1 / total });
-        readouts.set(id, list);
+    for (const [index, tensor] of logits.entries()) {
+      try {
+        const { argmax, maxProbability } = await rowConfidences(backend, tensor);
+        for (let row = 0; row < argmax.length; row++) {
+          const { id, loop } = wanted[next++]!;
+          const list = readouts.get(id) ?? [];
+          list.push({ loop, argmax: argmax[row]!, maxProbability: maxProbability[row]! });
+          readouts.set(id, list);
+        }
+      } catch (error) {
+        backend.dispose(logits.slice(index + 1));
+        throw error;
+      } finally {
+        backend.dispose(tensor);
       }
     }
     return readouts;

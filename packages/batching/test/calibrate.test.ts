@@ -137,6 +137,7 @@ describe('exitProfile (wasm, relaxed K=2 L=3)', () => {
     expect(profile.loops).toBe(3);
     let position = 0;
     let worst = 0;
+    let worstProbability = 0;
     for (const window of windows) {
       const ids = backend.fromArray(Int32Array.from(window), [1, window.length], 'int32');
       const output = model.forward(ids, { loopOutputs: true });
@@ -148,7 +149,10 @@ describe('exitProfile (wasm, relaxed K=2 L=3)', () => {
           const logSum = max + Math.log(row.reduce((sum, v) => sum + Math.exp(v - max), 0));
           const at = (position + t) * 3 + loop;
           expect(profile.argmax[at]).toBe(row.indexOf(max));
-          worst = Math.max(worst, Math.abs(profile.maxProbability[at]! - Math.exp(max - logSum)));
+          worstProbability = Math.max(
+            worstProbability,
+            Math.abs(profile.maxProbability[at]! - Math.exp(max - logSum)),
+          );
           worst = Math.max(
             worst,
             Math.abs(profile.targetLogProbability[at]! - (row[window[t + 1]!]! - logSum)),
@@ -158,8 +162,11 @@ describe('exitProfile (wasm, relaxed K=2 L=3)', () => {
       backend.dispose([ids, output.logits, ...output.loops.flatMap((l) => [l.hidden, l.logits])]);
       position += window.length - 1;
     }
-    // Same float32 logits, float64 arithmetic both sides: observed ≤ 1e-15.
+    // The target's log-probability: same float32 logits, float64 arithmetic both sides (observed ≤ 1e-15).
     expect(worst).toBeLessThan(1e-12);
+    // The max probability is the backend's float32 softmax, as the engine reads it: observed 1.9e-8 to
+    // 3.3e-8 over 5 seeds (≈ half a float32 ulp of 1).
+    expect(worstProbability, `worst ${worstProbability}`).toBeLessThan(1e-7);
     const calibration = await calibrateExit(model, sequences, { context: 5, maxChange: 0.25 });
     expect(calibration.changedShare).toBeLessThanOrEqual(0.25);
     expect(calibration.positions).toBe(profile.positions);
