@@ -7,11 +7,15 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
-// The benchmarks are the scripts bench/package.json registers (helper modules are not benchmarks).
+// The benchmarks are the scripts bench/package.json registers as `node --import tsx <name>.ts` (helper
+// modules are not benchmarks, and `typecheck` is not one).
 const { scripts } = JSON.parse(readFileSync(`${here}package.json`, 'utf8')) as {
   scripts: Record<string, string>;
 };
-const benchmarks = Object.keys(scripts).sort();
+const benchmarks = Object.entries(scripts)
+  .filter(([name, command]) => command === `node --import tsx ${name}.ts`)
+  .map(([name]) => name)
+  .sort();
 const [name, ...flags] = process.argv.slice(2);
 if (!name || !benchmarks.includes(name)) {
   const problem = name ? `no benchmark "${name}"; ` : '';
