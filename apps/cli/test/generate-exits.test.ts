@@ -202,6 +202,21 @@ describe.skipIf(!haveAssets)('rrt generate --exit (stories260K relaxed 1×5)', (
       await rrt(['generate', relaxed, '--exit', 'confidence:0.5', '--min-loops', '6']),
       /--min-loops expects an integer ≤ 5/,
     );
-    usage(await rrt(['generate', relaxed, '--exit', 'none', '--temperature', '0.8']), /drop --temperature/);
+  });
+
+  it('--temperature with --exit samples each token from its exit loop: exit none prints the plain sampled text', async () => {
+    // A high temperature: the converted model's next-token distributions are so peaked that at 1.2 the
+    // sample is still the greedy text.
+    const sampling = ['--temperature', '4', '--seed', '5'];
+    const generate = async (...flags: string[]) =>
+      json(await rrt(['generate', relaxed, prompt, '-n', '25', '--json', '--backend', 'wasm', ...flags]));
+    const plain = await generate(...sampling);
+    const none = await generate('--exit', 'none', ...sampling);
+    expect(none.text).toBe(plain.text);
+    expect(none.text).not.toBe((await generate()).text);
+    const exits = ['--exit', 'confidence:0.5', ...sampling];
+    const [first, again] = [await generate(...exits), await generate(...exits)];
+    expect(again.text).toBe(first.text);
+    expect(first.exitLoops).toHaveLength(first.completionTokens);
   });
 });

@@ -1,4 +1,4 @@
-import { type Decoder, yieldToEventLoop } from '@rrt/core';
+import { createSampler, type Decoder, type SamplingOptions, yieldToEventLoop } from '@rrt/core';
 import {
   createPagedKVCache,
   type KVSharing,
@@ -58,6 +58,12 @@ export interface EngineGenerateOptions {
   signal?: AbortSignal;
   /** Called as each token is decided, before it is yielded, with the loop it exited at (0-based). */
   onToken?: (token: number, exitLoop: number) => void;
+  /**
+   * How each token is picked from its exit loop's logits (default greedy). The same options and seed
+   * give, with exit policy `none`, the tokens `generateTokens` gives: one draw per token, in order.
+   * Exit rules still read the loop's unscaled max probability.
+   */
+  sampling?: SamplingOptions;
 }
 
 /** What a finished request reports. */
@@ -198,6 +204,17 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
         `the prompt has ${prompt.length} tokens; the model runs at most ${config.maxPositionEmbeddings} positions`,
       );
     }
+    // Greedy stays the engine's own argmax; a temperature above 0 samples (createSampler checks them all).
+    let sampler: ((logits: Float32Array) => number) | undefined;
+    if (generateOptions.sampling) {
+      let created: (logits: Float32Array) => number;
+      try {
+        created = createSampler(generateOptions.sampling);
+      } catch (error) {
+        throw new RequestError(`sampling: ${(error as Error).message}`);
+      }
+      if ((generateOptions.sampling.temperature ?? 0) > 0) sampler = created;
+    }
     if (scheduler.queued >= maxQueue) {
       throw new QueueFullError(`the request queue is full (${maxQueue} waiting)`);
     }
@@ -216,6 +233,7 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
       prompt,
       maxTokens: Math.min(generateOptions.maxTokens, config.maxPositionEmbeddings - prompt.length),
       stopTokens: new Set(generateOptions.stopTokens ?? config.eosTokenIds),
+      ...(sampler ? { sampler } : {}),
       signal,
       onToken: (token, exitLoop) => {
         times.push(performance.now());

@@ -55,7 +55,7 @@ export class Executor {
       this.propagate(plan, previous);
       if (plan.rows.length === 0) return { readouts: new Map() };
       const spans = plan.rows.map((row) => ({ batch: 1, length: row.tokens.length, offset: row.offset }));
-      const wanted: { id: number; loop: number }[] = [];
+      const wanted: { id: number; loop: number; keepsLogits: boolean }[] = [];
       const flat = backend.tidy(() => {
         const rows = model.rows(spans);
         let hidden = this.stepInput(plan, previous);
@@ -94,7 +94,10 @@ export class Executor {
             'int32',
           );
           outputs.push(model.readout(backend.gather(hidden, index)));
-          for (const r of reading) wanted.push({ id: plan.rows[r]!.id, loop: plan.rows[r]!.loop + pass });
+          for (const r of reading) {
+            const row = plan.rows[r]!;
+            wanted.push({ id: row.id, loop: row.loop + pass, keepsLogits: row.keepsLogits === true });
+          }
         }
         rows.dispose();
         return [...outputs, hidden]; // tidy returns a flat list; split below
@@ -209,18 +212,21 @@ export class Executor {
 
   private async readBack(
     logits: readonly Tensor[],
-    wanted: readonly { id: number; loop: number }[],
+    wanted: readonly { id: number; loop: number; keepsLogits: boolean }[],
   ): Promise<Map<number, LoopReadout[]>> {
     const { backend } = this.model;
     const readouts = new Map<number, LoopReadout[]>();
     let next = 0;
     for (const [index, tensor] of logits.entries()) {
       try {
-        const { argmax, maxProbability } = await rowConfidences(backend, tensor);
+        const { logits: values, argmax, maxProbability } = await rowConfidences(backend, tensor);
+        const vocab = values.length / argmax.length;
         for (let row = 0; row < argmax.length; row++) {
-          const { id, loop } = wanted[next++]!;
+          const { id, loop, keepsLogits } = wanted[next++]!;
           const list = readouts.get(id) ?? [];
-          list.push({ loop, argmax: argmax[row]!, maxProbability: maxProbability[row]! });
+          const readout: LoopReadout = { loop, argmax: argmax[row]!, maxProbability: maxProbability[row]! };
+          if (keepsLogits) readout.logits = values.slice(row * vocab, (row + 1) * vocab);
+          list.push(readout);
           readouts.set(id, list);
         }
       } catch (error) {

@@ -29,6 +29,8 @@ export interface LoopReadout {
   argmax: number;
   /** Its softmax probability. */
   maxProbability: number;
+  /** The loop's logits, when the request samples its tokens (the engine's `sampling`). */
+  logits?: Float32Array;
 }
 
 /** A policy, compiled: the two questions the scheduler asks. */

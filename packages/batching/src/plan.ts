@@ -18,6 +18,8 @@ export interface StepRow {
   loop: number;
   /** For each loop run this step, whether the chunk's last row is read out (final norm + head). */
   readouts: readonly boolean[];
+  /** Whether its readouts carry their logits (the request samples its tokens from them). */
+  keepsLogits?: boolean;
 }
 
 /**

@@ -15,6 +15,11 @@ export interface Request {
   /** Most tokens to emit (already clamped to the model's positions). */
   maxTokens: number;
   stopTokens: ReadonlySet<number>;
+  /**
+   * Picks each token from its exit loop's logits (one draw per emitted token, in order); without one the
+   * token is the exit loop's argmax.
+   */
+  sampler?: (logits: Float32Array) => number;
   signal?: AbortSignal;
   /** Called with each emitted token and the loop it exited at. */
   onToken(token: number, exitLoop: number): void;
@@ -135,7 +140,14 @@ export class Scheduler {
         readouts[pass] = emits && this.exit.readsOut(state.loop + pass, loops);
       }
       budget -= state.chunk.length;
-      return { id: state.request.id, tokens: state.chunk, offset: state.fed, loop: state.loop, readouts };
+      const base = {
+        id: state.request.id,
+        tokens: state.chunk,
+        offset: state.fed,
+        loop: state.loop,
+        readouts,
+      };
+      return state.request.sampler ? { ...base, keepsLogits: true } : base;
     };
     // In flight: every row continues a row of the previous step with as many tokens, so these alone never
     // exceed the budget that step kept to.
@@ -220,7 +232,8 @@ export class Scheduler {
   }
 
   private emit(state: Running): void {
-    const token = state.history.at(-1)!.argmax;
+    const readout = state.history.at(-1)!;
+    const token = state.request.sampler ? state.request.sampler(readout.logits!) : readout.argmax;
     if (state.request.stopTokens.has(token)) {
       this.finish(state, 'eos');
       return;

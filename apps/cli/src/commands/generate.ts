@@ -9,6 +9,7 @@ import {
   loadTokenizer,
   type ModelConfig,
   readConfig,
+  type SamplingOptions,
   type StopReason,
   type Tokenizer,
 } from '@rrt/core';
@@ -78,8 +79,9 @@ Early exit (recursive models: rrt convert … --loops L):
                            decode through the serving engine in depth-wise mode, one loop per step, each
                            token leaving at the first loop the rule allows (confidence: the loop's top
                            softmax probability ≥ τ; agreement: two loops in a row agree); skipped loops'
-                           keys and values are filled by CALM state propagation. Greedy only: not with
-                           --temperature > 0 or --stop. The closing line gives the mean exit loop
+                           keys and values are filled by CALM state propagation. With --temperature > 0
+                           each token is sampled from its exit loop (--top-k, --top-p, --seed as above);
+                           not with --stop (use --stop-token). The closing line gives the mean exit loop
   --min-loops <n>          with --exit confidence:<τ>: run at least n loops per token (default 1)
   --show-exits             mark each printed piece by the loop (0-based) its token exited at: colours on
                            a terminal (green = earliest … red = last loop; a legend goes to stderr), a
@@ -126,9 +128,6 @@ Examples:
     const exit = exitFlag(values.exit, values['min-loops']);
     if (values['show-exits'] && !exit)
       throw new UsageError('--show-exits needs --exit <rule> (e.g. --exit none)');
-    if (exit && temperature > 0) {
-      throw new UsageError('--exit decodes greedily through the serving engine: drop --temperature');
-    }
     if (exit && values.stop) throw new UsageError('--stop is not supported with --exit (use --stop-token)');
     const warn = (text: string) => io.stderr(`warning: ${text}\n`);
     if (temperature === 0) {
@@ -172,6 +171,7 @@ Examples:
           stopTokens,
           exit,
           exitSpec: values.exit!,
+          sampling: temperature > 0 ? { temperature, topK, topP, seed } : undefined,
           showExits: values['show-exits'],
           json: values.json,
           backend: kind,
@@ -282,6 +282,8 @@ async function generateWithExits(
     stopTokens: readonly number[] | undefined;
     exit: ExitPolicy;
     exitSpec: string;
+    /** Temperature above 0 and its options: each token sampled from its exit loop's logits. */
+    sampling: SamplingOptions | undefined;
     showExits: boolean;
     json: boolean;
     backend: string;
@@ -319,6 +321,7 @@ async function generateWithExits(
     maxTokens,
     ...(stopTokens ? { stopTokens } : {}),
     ...(io.signal ? { signal: io.signal } : {}),
+    ...(options.sampling ? { sampling: options.sampling } : {}),
     onToken: (_token, loop) => {
       exitLoops.push(loop);
       firstTokenSeconds ??= (performance.now() - started) / 1000;
@@ -362,6 +365,7 @@ async function generateWithExits(
         seconds,
         firstTokenSeconds,
         tokensPerSecond,
+        seed: options.sampling?.seed,
         exit: options.exitSpec,
         loops,
         exitLoops,
