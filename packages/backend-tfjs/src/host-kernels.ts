@@ -100,10 +100,10 @@ let simd:
       pagedAttention: SimdPagedAttention;
       addLowRank: (...args: number[]) => void;
       memory: WebAssembly.Memory;
-      scratch: number;
-      scratchBytes: number;
-      meta: number;
-      metaBytes: number;
+      /** Softmax weights of one query row (f32). */
+      scratch: HeapBuffer;
+      /** Span headers and key offsets (paged attention), segment headers (low-rank update). */
+      meta: HeapBuffer;
     }
   | null
   | undefined;
@@ -128,10 +128,8 @@ function simdAttention(backend: WasmBackendLike): typeof simd {
       pagedAttention: instance.exports['pagedAttention'] as SimdPagedAttention,
       addLowRank: instance.exports['addLowRank'] as (...args: number[]) => void,
       memory,
-      scratch: 0,
-      scratchBytes: 0,
-      meta: 0,
-      metaBytes: 0,
+      scratch: { at: 0, bytes: 0 },
+      meta: { at: 0, bytes: 0 },
     };
   } catch {
     // No SIMD in this engine, or a tfjs build whose memory is not exported: the JS kernel runs.
@@ -154,14 +152,14 @@ function attentionOnWasmSimd(
   const kernel = simdAttention(backend);
   if (!kernel) return undefined;
   const output = backend.makeOutput([s.batch, s.length, s.heads, s.headDim], 'float32');
-  reserveScratch(backend, kernel, 4 * (Math.ceil(s.keyLength / 4) * 4 + s.headDim));
+  reserve(backend, kernel.scratch, 4 * (Math.ceil(s.keyLength / 4) * 4 + s.headDim));
   const at = (info: tf.TensorInfo) => backend.dataIdMap.get(info.dataId).memoryOffset;
   kernel.attention(
     at(inputs[0]),
     at(inputs[1]),
     at(inputs[2]),
     at(output),
-    kernel.scratch,
+    kernel.scratch.at,
     s.batch,
     s.length,
     s.heads,
@@ -189,13 +187,13 @@ function attentionGradOnWasmSimd(
   if (!kernel) return undefined;
   const [queries, keys, values] = inputs as [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo];
   const outputs = [queries, keys, values].map((input) => backend.makeOutput([...input.shape], 'float32'));
-  reserveScratch(backend, kernel, 4 * (Math.ceil(s.keyLength / 4) * 4 + s.headDim));
+  reserve(backend, kernel.scratch, 4 * (Math.ceil(s.keyLength / 4) * 4 + s.headDim));
   for (const output of outputs.slice(1)) backend.typedArrayFromHeap(output).fill(0);
   const at = (info: tf.TensorInfo) => backend.dataIdMap.get(info.dataId).memoryOffset;
   kernel.attentionGrad(
     ...inputs.map(at),
     ...outputs.map(at),
-    kernel.scratch,
+    kernel.scratch.at,
     s.batch,
     s.length,
     s.heads,
@@ -228,11 +226,11 @@ function pagedAttentionOnWasmSimd(
     longest = Math.max(longest, span.keyLength);
     positions += span.keyLength;
   }
-  reserveScratch(backend, kernel, 4 * (Math.ceil(longest / 4) * 4 + s.headDim));
+  reserve(backend, kernel.scratch, 4 * (Math.ceil(longest / 4) * 4 + s.headDim));
   const metaLength = 4 * s.spans.length + positions;
-  reserveMeta(backend, kernel, 4 * metaLength);
+  reserve(backend, kernel.meta, 4 * metaLength);
   // A view made after the allocations above (a heap that grew detaches earlier views).
-  const meta = new Int32Array(kernel.memory.buffer, kernel.meta, metaLength);
+  const meta = new Int32Array(kernel.memory.buffer, kernel.meta.at, metaLength);
   const rowBytes = 4 * s.kvHeads * s.headDim;
   let start = 4 * s.spans.length;
   for (const [index, span] of s.spans.entries()) {
@@ -248,8 +246,8 @@ function pagedAttentionOnWasmSimd(
     at(inputs[1]),
     at(inputs[2]),
     at(output),
-    kernel.scratch,
-    kernel.meta,
+    kernel.scratch.at,
+    kernel.meta.at,
     s.spans.length,
     s.heads,
     s.kvHeads,
@@ -274,33 +272,38 @@ function addLowRankOnWasmSimd(
   if (!kernel) return undefined;
   const [base, x] = inputs;
   const output = backend.makeOutput([...base.shape], 'float32');
-  reserveMeta(backend, kernel, 16 * scales.length);
+  reserve(backend, kernel.meta, 16 * scales.length);
   // Views made after the allocations above (a heap that grew detaches earlier views).
-  const headers = new Int32Array(kernel.memory.buffer, kernel.meta, 4 * scales.length);
-  const headerScales = new Float32Array(kernel.memory.buffer, kernel.meta, 4 * scales.length);
+  const headers = new Int32Array(kernel.memory.buffer, kernel.meta.at, 4 * scales.length);
+  const headerScales = new Float32Array(kernel.memory.buffer, kernel.meta.at, 4 * scales.length);
   for (let segment = 0; segment < scales.length; segment++) {
     headers.set(table.slice(3 * segment, 3 * segment + 3), 4 * segment);
     headerScales[4 * segment + 3] = scales[segment]!;
   }
   const at = (info: tf.TensorInfo) => backend.dataIdMap.get(info.dataId).memoryOffset;
-  kernel.addLowRank(...inputs.map(at), at(output), kernel.meta, scales.length, x.shape[1]!, base.shape[1]!);
+  kernel.addLowRank(
+    ...inputs.map(at),
+    at(output),
+    kernel.meta.at,
+    scales.length,
+    x.shape[1]!,
+    base.shape[1]!,
+  );
   return output;
 }
 
-/** Makes the SIMD module's `meta` buffer (in tfjs's heap) at least `bytes` long. */
-function reserveMeta(backend: WasmBackendLike, kernel: NonNullable<typeof simd>, bytes: number): void {
-  if (kernel.metaBytes >= bytes) return;
-  if (kernel.meta !== 0) backend.wasm._free(kernel.meta);
-  kernel.metaBytes = Math.max(bytes, 2 * kernel.metaBytes);
-  kernel.meta = backend.wasm._malloc(kernel.metaBytes);
+/** A buffer the SIMD kernels use in tfjs's heap: its address and size (0 until first reserved). */
+interface HeapBuffer {
+  at: number;
+  bytes: number;
 }
 
-/** Makes the SIMD module's scratch buffer (in tfjs's heap) at least `bytes` long. */
-function reserveScratch(backend: WasmBackendLike, kernel: NonNullable<typeof simd>, bytes: number): void {
-  if (kernel.scratchBytes >= bytes) return;
-  if (kernel.scratch !== 0) backend.wasm._free(kernel.scratch);
-  kernel.scratchBytes = Math.max(bytes, 2 * kernel.scratchBytes);
-  kernel.scratch = backend.wasm._malloc(kernel.scratchBytes);
+/** Makes `buffer` (in tfjs's heap) at least `bytes` long, doubling as it grows. */
+function reserve(backend: WasmBackendLike, buffer: HeapBuffer, bytes: number): void {
+  if (buffer.bytes >= bytes) return;
+  if (buffer.at !== 0) backend.wasm._free(buffer.at);
+  buffer.bytes = Math.max(bytes, 2 * buffer.bytes);
+  buffer.at = backend.wasm._malloc(buffer.bytes);
 }
 
 /** SwiGLU on wasm through the SIMD module; undefined if it cannot run. */
