@@ -44,6 +44,69 @@ function softCapped(x: f32, cap: f32): f32 {
 }
 
 /**
+ * One query row of one head: softmax(scale·q·kⱼ, capped) · vⱼ over `visible` keys, into `outRow`. Key
+ * (and value) `j` is at `kBase + j·rowBytes` when `offsets` is 0 (a contiguous buffer), else at
+ * `kBase + offsets[j]` (u32 byte offsets: a paged pool). `scratch` holds `visible` f32 scores (rounded up
+ * to a multiple of 4); `headBytes` is a multiple of 16. The one body of {@link attention} and
+ * {@link pagedAttention}, so that a row gets the same bits through either.
+ */
+// @ts-expect-error: decorator
+@inline
+function attendRow(
+  qRow: usize,
+  outRow: usize,
+  kBase: usize,
+  vBase: usize,
+  offsets: usize,
+  rowBytes: usize,
+  visible: i32,
+  headBytes: usize,
+  scratch: usize,
+  scale: f32,
+  softCap: f32,
+): void {
+  // Scores and their maximum.
+  let max: f32 = -Infinity;
+  for (let j = 0; j < visible; j++) {
+    const kRow = kBase + (offsets == 0 ? <usize>j * rowBytes : <usize>load<u32>(offsets + (<usize>j << 2)));
+    let sum = f32x4.splat(0);
+    for (let i: usize = 0; i < headBytes; i += 16) {
+      sum = f32x4.add(sum, f32x4.mul(v128.load(qRow + i), v128.load(kRow + i)));
+    }
+    let score =
+      (f32x4.extract_lane(sum, 0) + f32x4.extract_lane(sum, 1) + (f32x4.extract_lane(sum, 2) + f32x4.extract_lane(sum, 3))) *
+      scale;
+    if (softCap > 0) score = softCapped(score, softCap);
+    store<f32>(scratch + (<usize>j << 2), score);
+    if (score > max) max = score;
+  }
+  // Softmax weights, four at a time (lanes past `visible` are computed and ignored).
+  const maxes = f32x4.splat(max);
+  let totals = f32x4.splat(0);
+  for (let j = 0; j < visible; j += 4) {
+    const at = scratch + (<usize>j << 2);
+    const weights = exp4(f32x4.sub(v128.load(at), maxes));
+    v128.store(at, weights);
+    totals = f32x4.add(totals, j + 4 <= visible ? weights : masked(weights, visible - j));
+  }
+  const total: f64 =
+    <f64>f32x4.extract_lane(totals, 0) +
+    <f64>f32x4.extract_lane(totals, 1) +
+    (<f64>f32x4.extract_lane(totals, 2) + <f64>f32x4.extract_lane(totals, 3));
+  // The weighted sum of values, four dimensions at a time with the sum in a register (a sum kept in
+  // memory would chain every key through a store and a load).
+  const inverse = f32x4.splat(<f32>(1.0 / total));
+  for (let i: usize = 0; i < headBytes; i += 16) {
+    let sum = f32x4.splat(0);
+    for (let j = 0; j < visible; j++) {
+      const vRow = vBase + (offsets == 0 ? <usize>j * rowBytes : <usize>load<u32>(offsets + (<usize>j << 2)));
+      sum = f32x4.add(sum, f32x4.mul(v128.load32_splat(scratch + (<usize>j << 2)), v128.load(vRow + i)));
+    }
+    v128.store(outRow + i, f32x4.mul(sum, inverse));
+  }
+}
+
+/**
  * Causal grouped-query attention, `q: [B, T, H, D]`, `k`, `v: [B, S, kvH, D]` (float32, byte addresses)
  * → `out: [B, T, H, D]`; `scratch` holds `keyLength` f32 scores (rounded up to a multiple of 4). `D`
  * must be a multiple of 4. Each output row is computed alone, in a fixed order. `window` > 0 keeps only
@@ -82,46 +145,7 @@ export function attention(
         const qRow = q + ((<usize>((b * length + t) * heads + h) * headBytes));
         const kBase = k + <usize>b * <usize>slots * rowBytes + <usize>kvh * headBytes + <usize>first * rowBytes;
         const vBase = v + <usize>b * <usize>slots * rowBytes + <usize>kvh * headBytes + <usize>first * rowBytes;
-        // Scores and their maximum.
-        let max: f32 = -Infinity;
-        for (let j = 0; j < visible; j++) {
-          const kRow = kBase + <usize>j * rowBytes;
-          let sum = f32x4.splat(0);
-          for (let i: usize = 0; i < headBytes; i += 16) {
-            sum = f32x4.add(sum, f32x4.mul(v128.load(qRow + i), v128.load(kRow + i)));
-          }
-          let score =
-            (f32x4.extract_lane(sum, 0) + f32x4.extract_lane(sum, 1) + (f32x4.extract_lane(sum, 2) + f32x4.extract_lane(sum, 3))) *
-            scale;
-          if (softCap > 0) score = softCapped(score, softCap);
-          store<f32>(scratch + (<usize>j << 2), score);
-          if (score > max) max = score;
-        }
-        // Softmax weights, four at a time (lanes past `visible` are computed and ignored).
-        const maxes = f32x4.splat(max);
-        let totals = f32x4.splat(0);
-        for (let j = 0; j < visible; j += 4) {
-          const at = scratch + (<usize>j << 2);
-          const weights = exp4(f32x4.sub(v128.load(at), maxes));
-          v128.store(at, weights);
-          totals = f32x4.add(totals, j + 4 <= visible ? weights : masked(weights, visible - j));
-        }
-        const total: f64 =
-          <f64>f32x4.extract_lane(totals, 0) +
-          <f64>f32x4.extract_lane(totals, 1) +
-          (<f64>f32x4.extract_lane(totals, 2) + <f64>f32x4.extract_lane(totals, 3));
-        // The weighted sum of values, four dimensions at a time with the sum in a register (a sum kept
-        // in memory would chain every key through a store and a load).
-        const inverse = f32x4.splat(<f32>(1.0 / total));
-        const outRow = out + (qRow - q);
-        for (let i: usize = 0; i < headBytes; i += 16) {
-          let sum = f32x4.splat(0);
-          for (let j = 0; j < visible; j++) {
-            const w = v128.load32_splat(scratch + (<usize>j << 2));
-            sum = f32x4.add(sum, f32x4.mul(w, v128.load(vBase + <usize>j * rowBytes + i)));
-          }
-          v128.store(outRow + i, f32x4.mul(sum, inverse));
-        }
+        attendRow(qRow, out + (qRow - q), kBase, vBase, 0, rowBytes, visible, headBytes, scratch, scale, softCap);
       }
     }
   }
@@ -299,42 +323,7 @@ export function pagedAttention(
         const qRow = q + <usize>((firstRow + t) * heads + h) * headBytes;
         const kBase = kPool + <usize>kvh * headBytes;
         const vBase = vPool + <usize>kvh * headBytes;
-        let max: f32 = -Infinity;
-        for (let j = 0; j < visible; j++) {
-          const kRow = kBase + <usize>load<u32>(offsets + (<usize>j << 2));
-          let sum = f32x4.splat(0);
-          for (let i: usize = 0; i < headBytes; i += 16) {
-            sum = f32x4.add(sum, f32x4.mul(v128.load(qRow + i), v128.load(kRow + i)));
-          }
-          let score =
-            (f32x4.extract_lane(sum, 0) + f32x4.extract_lane(sum, 1) + (f32x4.extract_lane(sum, 2) + f32x4.extract_lane(sum, 3))) *
-            scale;
-          if (softCap > 0) score = softCapped(score, softCap);
-          store<f32>(scratch + (<usize>j << 2), score);
-          if (score > max) max = score;
-        }
-        const maxes = f32x4.splat(max);
-        let totals = f32x4.splat(0);
-        for (let j = 0; j < visible; j += 4) {
-          const at = scratch + (<usize>j << 2);
-          const weights = exp4(f32x4.sub(v128.load(at), maxes));
-          v128.store(at, weights);
-          totals = f32x4.add(totals, j + 4 <= visible ? weights : masked(weights, visible - j));
-        }
-        const total: f64 =
-          <f64>f32x4.extract_lane(totals, 0) +
-          <f64>f32x4.extract_lane(totals, 1) +
-          (<f64>f32x4.extract_lane(totals, 2) + <f64>f32x4.extract_lane(totals, 3));
-        const inverse = f32x4.splat(<f32>(1.0 / total));
-        const outRow = out + (qRow - q);
-        for (let i: usize = 0; i < headBytes; i += 16) {
-          let sum = f32x4.splat(0);
-          for (let j = 0; j < visible; j++) {
-            const w = v128.load32_splat(scratch + (<usize>j << 2));
-            sum = f32x4.add(sum, f32x4.mul(w, v128.load(vBase + <usize>load<u32>(offsets + (<usize>j << 2)) + i)));
-          }
-          v128.store(outRow + i, f32x4.mul(sum, inverse));
-        }
+        attendRow(qRow, out + (qRow - q), kBase, vBase, offsets, 0, visible, headBytes, scratch, scale, softCap);
       }
     }
     firstRow += rows;
