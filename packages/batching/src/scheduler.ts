@@ -140,14 +140,14 @@ export class Scheduler {
         readouts[pass] = emits && this.exit.readsOut(state.loop + pass, loops);
       }
       budget -= state.chunk.length;
-      const base = {
+      return {
         id: state.request.id,
         tokens: state.chunk,
         offset: state.fed,
         loop: state.loop,
         readouts,
+        keepsLogits: state.request.sampler !== undefined,
       };
-      return state.request.sampler ? { ...base, keepsLogits: true } : base;
     };
     // In flight: every row continues a row of the previous step with as many tokens, so these alone never
     // exceed the budget that step kept to.

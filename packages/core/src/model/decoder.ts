@@ -874,21 +874,22 @@ export class Decoder {
     spanRows: readonly number[],
   ): Tensor | undefined {
     const { backend } = this;
-    const stack = loras.map((lora) => lora && this.loraRows.get(lora)).find((at) => at)?.stack;
-    if (!stack || loras.some((lora) => lora && this.loraRows.get(lora)?.stack !== stack)) return undefined;
-    const segments = spanRuns(loras, spanRows).map(({ value: lora, rows }) =>
-      lora
-        ? { rows, start: this.loraRows.get(lora)!.start, rank: lora.a.shape[1]!, scale: lora.scale }
-        : { rows, start: 0, rank: 0, scale: 0 },
-    );
+    const places = loras.map((lora) => (lora ? this.loraRows.get(lora) : undefined));
+    const stack = places.find((place) => place)?.stack;
+    if (!stack || loras.some((lora, index) => lora && places[index]?.stack !== stack)) return undefined;
+    const segments = spanRuns(places, spanRows).map(({ value: place, first, rows }) => {
+      const lora = loras[first];
+      return place && lora
+        ? { rows, start: place.start, rank: lora.a.shape[1]!, scale: lora.scale }
+        : { rows, start: 0, rank: 0, scale: 0 };
+    });
     const updated = backend.addLowRank(y, x, stack.aRows, stack.bRows, segments);
     if (!stack.bias) return updated;
     const none = stack.bias.shape[0]! - 1;
     const biasRows = new Int32Array(y.shape[0]!);
     let row = 0;
     for (const [index, count] of spanRows.entries()) {
-      const lora = loras[index];
-      biasRows.fill(lora ? this.loraRows.get(lora)!.index : none, row, row + count);
+      biasRows.fill(places[index]?.index ?? none, row, row + count);
       row += count;
     }
     return backend.add(updated, backend.gather(stack.bias, backend.fromArray(biasRows, [row], 'int32')));
