@@ -23,9 +23,10 @@ export interface RowConfidences {
  * alive (the caller owns it).
  *
  * NOTE: the probability comes from the backend's softmax (one fused op on wasm), not from float64 sums in
- * JS: those cost ≈ 17 ns a logit (≈ 70 µs for 8 rows of 512, a sixth of a depth-wise step of the relaxed
- * stories260K model, paid at every loop under confidence exits). Each row's softmax depends on that row
- * alone, so a position gets the same value in a profile's window as in a serving step's batch.
+ * JS: those cost ≈ 17 ns a logit, ≈ 70 µs for 8 rows of 512, and the readback was a fifth of a depth-wise
+ * step's CPU time on the early-exit-trained relaxed stories260K model, paid at every loop under confidence
+ * exits. Each row's softmax depends on that row alone, so a position gets the same value in a profile's
+ * window as in a serving step's batch.
  */
 export async function rowConfidences(backend: Backend, logits: Tensor): Promise<RowConfidences> {
   const vocab = logits.shape[logits.shape.length - 1]!;
