@@ -4,8 +4,9 @@
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import type { Engine } from '@rrt/batching';
 import { convertToRecursive } from '@rrt/convert';
-import { type Decoder, importLlama2c, seededRandom } from '@rrt/core';
+import { type Decoder, importLlama2c, seededRandom, yieldToEventLoop } from '@rrt/core';
 import { createPagedKVCache, type PagedAttentionPath } from '@rrt/kv-cache';
 
 /**
@@ -75,6 +76,33 @@ export function turnTrace(count: number, seed: number, vocab: number): TurnTrace
     maxTokens: int(8, 48),
     gap: Math.round(-2 * Math.log(1 - random())),
   }));
+}
+
+/**
+ * Submits {@link turnTrace}'s requests to `engine`, each `gap` event-loop turns after the previous, every
+ * one to its `maxTokens` (no stop tokens); resolves when all have ended, with each request's tokens and
+ * the loop each exited at, in trace order.
+ */
+export async function replayTurnTrace(
+  engine: Engine,
+  trace: readonly TurnTraceRequest[],
+): Promise<{ tokens: number[]; exitLoops: number[] }[]> {
+  const runs: Promise<{ tokens: number[]; exitLoops: number[] }>[] = [];
+  for (const request of trace) {
+    for (let turn = 0; turn < request.gap; turn++) await yieldToEventLoop();
+    runs.push(
+      (async () => {
+        const stream = engine.generate(request.prompt, { maxTokens: request.maxTokens, stopTokens: [] });
+        const tokens: number[] = [];
+        while (true) {
+          const next = await stream.next();
+          if (next.done) return { tokens, exitLoops: next.value.exitLoops };
+          tokens.push(next.value);
+        }
+      })(),
+    );
+  }
+  return Promise.all(runs);
 }
 
 /** Options of {@link depthwiseStepTimes}. */

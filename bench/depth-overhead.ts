@@ -27,12 +27,13 @@ import { parseArgs } from 'node:util';
 import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
 import { type BatchingMode, createEngine, Executor, Scheduler } from '@rrt/batching';
 import { convertToRecursive } from '@rrt/convert';
-import { type Decoder, Decoder as DecoderClass, loadModel, yieldToEventLoop } from '@rrt/core';
+import { type Decoder, Decoder as DecoderClass, loadModel } from '@rrt/core';
 import type { Tensor } from '@rrt/tensor';
 import * as tf from '@tensorflow/tfjs-core';
 import {
   clockMs,
   importStories260K,
+  replayTurnTrace,
   stories260KAssetsOrExit,
   type TurnTraceRequest,
   turnTrace,
@@ -101,22 +102,7 @@ async function serve(model: Decoder, trace: readonly TurnTraceRequest[], mode: B
   });
   phases.clear();
   const started = clock();
-  const runs: Promise<number[]>[] = [];
-  for (const request of trace) {
-    for (let turn = 0; turn < request.gap; turn++) await yieldToEventLoop();
-    runs.push(
-      (async () => {
-        const tokens: number[] = [];
-        for await (const token of engine.generate(request.prompt, {
-          maxTokens: request.maxTokens,
-          stopTokens: [],
-        }))
-          tokens.push(token);
-        return tokens;
-      })(),
-    );
-  }
-  const outputs = await Promise.all(runs);
+  const outputs = (await replayTurnTrace(engine, trace)).map((run) => run.tokens);
   const ms = clock() - started;
   const steps = engine.stats().steps;
   engine.dispose();

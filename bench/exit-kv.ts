@@ -32,10 +32,11 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
 import { createEngine, type EngineOptions, type ExitPolicy } from '@rrt/batching';
-import { type Decoder, loadModel, yieldToEventLoop } from '@rrt/core';
+import { type Decoder, loadModel } from '@rrt/core';
 import {
   clockMs,
   relaxedStories260K,
+  replayTurnTrace,
   stories260KAssetsOrExit,
   type TurnTraceRequest,
   turnTrace,
@@ -79,22 +80,7 @@ async function runTrace(
     ...options,
   });
   const started = now();
-  const runs: Promise<{ tokens: number[]; exitLoops: number[] }>[] = [];
-  for (const request of trace) {
-    for (let turn = 0; turn < request.gap; turn++) await yieldToEventLoop();
-    runs.push(
-      (async () => {
-        const stream = engine.generate(request.prompt, { maxTokens: request.maxTokens, stopTokens: [] });
-        const tokens: number[] = [];
-        while (true) {
-          const next = await stream.next();
-          if (next.done) return { tokens, exitLoops: next.value.exitLoops };
-          tokens.push(next.value);
-        }
-      })(),
-    );
-  }
-  const results = await Promise.all(runs);
+  const results = await replayTurnTrace(engine, trace);
   const seconds = (now() - started) / 1000;
   const { stepTokens } = engine.stats();
   engine.dispose();

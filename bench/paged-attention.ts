@@ -24,12 +24,13 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
 import { type BatchingMode, createEngine, type ExitPolicy } from '@rrt/batching';
-import { type Decoder, loadModel, yieldToEventLoop } from '@rrt/core';
+import { type Decoder, loadModel } from '@rrt/core';
 import type { PagedAttentionPath } from '@rrt/kv-cache';
 import {
   clockMs,
   depthwiseStepTimes,
   relaxedStories260K,
+  replayTurnTrace,
   stories260KAssetsOrExit,
   type TurnTraceRequest,
   turnTrace,
@@ -82,22 +83,7 @@ async function runTrace(
   });
   const clock = clockMs(values.clock);
   const started = clock();
-  const runs: Promise<number[]>[] = [];
-  for (const request of trace) {
-    for (let turn = 0; turn < request.gap; turn++) await yieldToEventLoop();
-    runs.push(
-      (async () => {
-        const tokens: number[] = [];
-        for await (const token of engine.generate(request.prompt, {
-          maxTokens: request.maxTokens,
-          stopTokens: [],
-        }))
-          tokens.push(token);
-        return tokens;
-      })(),
-    );
-  }
-  const tokens = await Promise.all(runs);
+  const tokens = (await replayTurnTrace(engine, trace)).map((run) => run.tokens);
   const seconds = (clock() - started) / 1000;
   engine.dispose();
   return { seconds, tokens };
