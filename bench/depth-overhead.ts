@@ -138,6 +138,13 @@ try {
   const recursiveDir = join(workDir, 'recursive-1x5');
   await convertToRecursive(original, recursiveDir, { loops: 5, init: 'average', ranks: 0 });
   const rounds = Number(values.rounds);
+  if (!(Number.isInteger(rounds) && rounds >= 2)) {
+    // Round 0 warms up (JIT, XNNPACK's weight packing) and is not counted.
+    console.error(
+      `bench/depth-overhead: --rounds expects an integer ≥ 2 (the first is a warm-up), got ${values.rounds}`,
+    );
+    process.exit(2);
+  }
 
   console.log(
     `\n1. ${values.requests} requests (turnTrace, seed ${values.seed}), ${values.slots} slots, exit none; ` +
