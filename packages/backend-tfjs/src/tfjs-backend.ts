@@ -176,9 +176,14 @@ export class TfjsBackend implements Backend {
   async read(x: Tensor): Promise<TensorData> {
     this.check();
     // `data()` works on every backend (`dataSync` does not on WebGPU in Node). Copy, because the cpu
-    // backend hands out its own storage — which after a cast from int32 is still an Int32Array.
+    // backend hands out its own storage — which after a cast from int32 is still an Int32Array. The wasm
+    // backend's `data()` is already a copy of its heap: copying again cost ≈ 5 µs per 4,096 floats, paid
+    // by every serving step's readout.
     const tx = asTf(x);
     const data = await tx.data();
+    if (this.tfjsName === 'wasm' && (data instanceof Float32Array || data instanceof Int32Array)) {
+      if (tx.dtype === 'int32' ? data instanceof Int32Array : data instanceof Float32Array) return data;
+    }
     if (tx.dtype === 'int32')
       return data instanceof Int32Array ? data.slice() : Int32Array.from(data as Float32Array);
     return data instanceof Float32Array ? data.slice() : Float32Array.from(data as Int32Array);
