@@ -131,6 +131,12 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
   if (!Number.isInteger(options.maxSlots) || options.maxSlots < 1) {
     throw new RequestError(`maxSlots must be a positive integer (got ${options.maxSlots})`);
   }
+  // Every option is checked before the pool is allocated, so that a refusal leaves nothing behind.
+  const rules = {
+    mode: modeRule(options.mode),
+    exit: exitRule(options.exit ?? { kind: 'none' }),
+    exitKV: exitKVRule(options.exitKV ?? 'propagate'),
+  };
   const cache = createPagedKVCache(model.backend, {
     depths: config.numHiddenLayers,
     blockSize,
@@ -147,18 +153,24 @@ export function createEngine(model: Decoder, options: EngineOptions): Engine {
       "exitKV 'complete' fills per-loop KV; under recursive sharing loop 0's entries serve every loop",
     );
   }
-  const scheduler = new Scheduler(
-    cache,
-    modeRule(options.mode),
-    exitRule(options.exit ?? { kind: 'none' }),
-    {
-      maxSlots: options.maxSlots,
-      loops,
-      chunkSize: options.chunkSize ?? 32,
-      ...(options.maxStepTokens === undefined ? {} : { maxStepTokens: options.maxStepTokens }),
-    },
-    exitKVRule(options.exitKV ?? 'propagate'),
-  );
+  let scheduler: Scheduler;
+  try {
+    scheduler = new Scheduler(
+      cache,
+      rules.mode,
+      rules.exit,
+      {
+        maxSlots: options.maxSlots,
+        loops,
+        chunkSize: options.chunkSize ?? 32,
+        ...(options.maxStepTokens === undefined ? {} : { maxStepTokens: options.maxStepTokens }),
+      },
+      rules.exitKV,
+    );
+  } catch (error) {
+    cache.dispose(); // a bad maxStepTokens
+    throw error;
+  }
   const executor = new Executor(
     model,
     blockSize,
