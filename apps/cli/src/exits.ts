@@ -8,7 +8,7 @@ import { UsageError } from './cli-io.js';
 import { numberFlag } from './flags.js';
 
 /** What `--exit` takes, as the help and the errors write it. */
-export const exitSpecs = 'none | agreement | confidence:<τ> (0 ≤ τ ≤ 1)';
+export const exitSpecs = 'none | agreement | confidence:<τ>[@<loop>,…] (0 ≤ τ ≤ 1; loops 0-based)';
 
 /**
  * Parses `--exit` (and `--min-loops`, which only confidence takes) into an exit policy; `undefined`
@@ -21,19 +21,30 @@ export function exitFlag(spec: string | undefined, minLoops: string | undefined)
   }
   const [kind, argument, ...rest] = spec.split(':');
   if (kind === 'confidence' && argument !== undefined && rest.length === 0) {
+    // `τ@1,3`: exits checked at loops 1 and 3 only (what `rrt calibrate-exit --readout-cost` prints).
+    const [threshold, checks, ...more] = argument.split('@');
     if (
-      argument.trim() === '' ||
-      !Number.isFinite(Number(argument)) ||
-      Number(argument) < 0 ||
-      Number(argument) > 1
+      threshold!.trim() === '' ||
+      !Number.isFinite(Number(threshold)) ||
+      Number(threshold) < 0 ||
+      Number(threshold) > 1
     ) {
-      throw new UsageError(`--exit confidence:<τ> expects 0 ≤ τ ≤ 1, got "${argument}"`);
+      throw new UsageError(`--exit confidence:<τ> expects 0 ≤ τ ≤ 1, got "${threshold}"`);
+    }
+    const checkLoops = checks
+      ?.split(',')
+      .map((loop) => (/^\d+$/.test(loop.trim()) ? Number(loop) : Number.NaN));
+    if (more.length > 0 || checkLoops?.some(Number.isNaN)) {
+      throw new UsageError(
+        `--exit confidence:<τ>@<loops> expects 0-based loops separated by commas (e.g. 0.9@1,3), got "${argument}"`,
+      );
     }
     const loops = numberFlag('min-loops', minLoops, { integer: true, min: 1 });
     return {
       kind: 'confidence',
-      threshold: Number(argument),
+      threshold: Number(threshold),
       ...(loops === undefined ? {} : { minLoops: loops }),
+      ...(checkLoops ? { checkLoops } : {}),
     };
   }
   if ((kind === 'none' || kind === 'agreement') && argument === undefined) {

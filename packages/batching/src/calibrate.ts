@@ -118,31 +118,59 @@ export interface ExitOutcome {
   changedShare: number;
   /** Mean 0-based exit loop. */
   meanExitLoop: number;
+  /** Mean readouts per position: each checked loop it reaches, and the last loop when it runs to it. */
+  readoutsPerToken: number;
   /** Perplexity with each position scored at its exit loop. */
   perplexity: number;
   /** Share of positions exiting at each loop (sums to 1). */
   exitLoopShares: number[];
 }
 
-function exitLoopOf(profile: ExitProfile, position: number, threshold: number, minLoops: number): number {
+/**
+ * Per loop before the last, whether a token may exit there: from loop `minLoops − 1`, and only at
+ * `checkLoops` when given.
+ */
+function checkedMask(loops: number, minLoops: number, checkLoops?: readonly number[]): boolean[] {
+  const only = checkLoops === undefined ? undefined : new Set(checkLoops);
+  return Array.from({ length: loops - 1 }, (_, loop) => loop + 1 >= minLoops && (only?.has(loop) ?? true));
+}
+
+function exitLoopOf(profile: ExitProfile, position: number, threshold: number, checked: boolean[]): number {
   const { loops, maxProbability } = profile;
-  for (let loop = Math.max(0, minLoops - 1); loop < loops - 1; loop++) {
-    if (maxProbability[position * loops + loop]! >= threshold) return loop;
+  for (let loop = 0; loop < loops - 1; loop++) {
+    if (checked[loop] && maxProbability[position * loops + loop]! >= threshold) return loop;
   }
   return loops - 1;
 }
 
-/** The outcome of exit policy `confidence` at `threshold` (and `minLoops`, default 1) over `profile`. */
-export function exitOutcome(profile: ExitProfile, threshold: number, minLoops = 1): ExitOutcome {
+/**
+ * The outcome of exit policy `confidence` at `threshold` (and `minLoops`, default 1, and `checkLoops`, by
+ * default every loop) over `profile`.
+ */
+export function exitOutcome(
+  profile: ExitProfile,
+  threshold: number,
+  minLoops = 1,
+  checkLoops?: readonly number[],
+): ExitOutcome {
   const { loops, positions, argmax, targetLogProbability } = profile;
+  const checked = checkedMask(loops, minLoops, checkLoops);
+  // Readouts a position exiting at `loop` pays: the checked loops up to it, and the last loop's.
+  const readoutsAt = new Array<number>(loops).fill(0);
+  for (let loop = 0, seen = 0; loop < loops; loop++) {
+    if (loop === loops - 1 || checked[loop]) seen++;
+    readoutsAt[loop] = seen;
+  }
   const counts = new Array<number>(loops).fill(0);
   let changed = 0;
   let loopSum = 0;
+  let readouts = 0;
   let nll = 0;
   for (let p = 0; p < positions; p++) {
-    const loop = exitLoopOf(profile, p, threshold, minLoops);
+    const loop = exitLoopOf(profile, p, threshold, checked);
     counts[loop]!++;
     loopSum += loop;
+    readouts += readoutsAt[loop]!;
     if (argmax[p * loops + loop] !== argmax[p * loops + loops - 1]) changed++;
     nll -= targetLogProbability[p * loops + loop]!;
   }
@@ -150,6 +178,7 @@ export function exitOutcome(profile: ExitProfile, threshold: number, minLoops = 
     threshold,
     changedShare: changed / positions,
     meanExitLoop: loopSum / positions,
+    readoutsPerToken: readouts / positions,
     perplexity: Math.exp(nll / positions),
     exitLoopShares: counts.map((count) => count / positions),
   };
@@ -161,6 +190,14 @@ export interface CalibrationOptions {
   maxChange?: number;
   /** Loops every token runs before it may exit (default 1). */
   minLoops?: number;
+  /**
+   * The cost of one loop's readout (final norm, head, softmax, read back) per token, in passes of the
+   * block per token (e.g. 0.3: a readout costs 30 % of a loop). When given, the calibration also chooses
+   * the loops worth checking (`checkLoops`): of every set of loops from `minLoops − 1` (up to 12 loops),
+   * the one whose τ gives the lowest cost per token, `meanExitLoop + 1 + readoutCost · readoutsPerToken`,
+   * within `maxChange`. Without it every loop from `minLoops − 1` is checked.
+   */
+  readoutCost?: number;
   /** Thresholds whose outcome is reported as the curve (default 0.5 … 0.999); the chosen τ is added. */
   curveThresholds?: readonly number[];
 }
@@ -169,6 +206,12 @@ export interface CalibrationOptions {
 export interface ExitCalibration extends ExitOutcome {
   maxChange: number;
   minLoops: number;
+  /** The loops (0-based) at which a token may exit: the policy's `checkLoops`. */
+  checkLoops: number[];
+  /** The readout cost the loops were chosen for (0 when not given). */
+  readoutCost: number;
+  /** Cost per token in passes of the block: `meanExitLoop + 1 + readoutCost · readoutsPerToken`. */
+  costPerToken: number;
   /** Positions the profile scored. */
   positions: number;
   /** Perplexity at full depth (no exits). */
@@ -179,62 +222,126 @@ export interface ExitCalibration extends ExitOutcome {
 
 const defaultCurve = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999];
 
+/** Most candidate loops whose every subset {@link chooseThreshold} tries (2^12 sweeps). */
+const maxCheckCandidates = 12;
+
+/** Every (position, loop before the last) probability, highest first (ties: the earlier loop first). */
+interface SortedReadouts {
+  position: Int32Array;
+  loop: Int32Array;
+  probability: Float64Array;
+}
+
+function sortReadouts(profile: ExitProfile): SortedReadouts {
+  const { loops, positions, maxProbability } = profile;
+  const order: number[] = [];
+  for (let p = 0; p < positions; p++)
+    for (let loop = 0; loop < loops - 1; loop++) order.push(p * loops + loop);
+  order.sort((a, b) => maxProbability[b]! - maxProbability[a]! || (a % loops) - (b % loops));
+  return {
+    position: Int32Array.from(order, (at) => Math.floor(at / loops)),
+    loop: Int32Array.from(order, (at) => at % loops),
+    probability: Float64Array.from(order, (at) => maxProbability[at]!),
+  };
+}
+
+/**
+ * The smallest τ at which, and at every larger τ, exits at the `checked` loops keep the changed share
+ * within `maxChange`: lowering τ past a readout's probability lets its position exit at that loop (the
+ * earliest such loop wins), so a sweep down the sorted readouts visits every τ at which an exit moves.
+ */
+function sweepThreshold(
+  profile: ExitProfile,
+  sorted: SortedReadouts,
+  checked: readonly boolean[],
+  maxChange: number,
+): number {
+  const { loops, positions, argmax } = profile;
+  const exitLoop = new Int32Array(positions).fill(loops - 1);
+  const changedAt = (p: number) => argmax[p * loops + exitLoop[p]!] !== argmax[p * loops + loops - 1];
+  let changed = 0;
+  let chosen = Number.POSITIVE_INFINITY;
+  const count = sorted.probability.length;
+  for (let i = 0; i < count; ) {
+    const threshold = sorted.probability[i]!;
+    let moved = false;
+    for (; i < count && sorted.probability[i] === threshold; i++) {
+      const loop = sorted.loop[i]!;
+      const position = sorted.position[i]!;
+      if (!checked[loop] || loop >= exitLoop[position]!) continue;
+      if (changedAt(position)) changed--;
+      exitLoop[position] = loop;
+      if (changedAt(position)) changed++;
+      moved = true;
+    }
+    // Only a τ at which some exit moves is a breakpoint (the others give the exits of the one above).
+    if (!moved) continue;
+    if (changed > maxChange * positions) break;
+    chosen = threshold;
+  }
+  return chosen;
+}
+
 /**
  * Picks the smallest τ such that at τ and at every larger threshold the changed share is within
  * `maxChange` (the changed share need not fall monotonically with τ; this stops at the first breach from
  * above). Exact: it sweeps every probability at which some position's exit loop moves, and names the
  * lowest such breakpoint that holds (every τ down to the next breakpoint gives the same exits). `threshold`
- * is `Infinity` (never exit) when even the highest breakpoint changes too many tokens.
+ * is `Infinity` (never exit) when even the highest breakpoint changes too many tokens. With
+ * `readoutCost`, it does so for every set of loops to check and keeps the cheapest (see
+ * {@link CalibrationOptions}).
  */
 export function chooseThreshold(profile: ExitProfile, options: CalibrationOptions = {}): ExitCalibration {
   const maxChange = options.maxChange ?? 0.01;
   const minLoops = options.minLoops ?? 1;
+  const readoutCost = options.readoutCost ?? 0;
   if (!(maxChange >= 0 && maxChange <= 1))
     throw new CalibrationError('maxChange', `in 0…1 (got ${maxChange})`);
   if (!Number.isInteger(minLoops) || minLoops < 1) {
     throw new CalibrationError('minLoops', `a positive integer (got ${minLoops})`);
   }
-  const { loops, positions, argmax, maxProbability } = profile;
-  // Lowering τ past a prefix maximum of a position's probabilities moves its exit to that loop.
-  const events: { threshold: number; position: number; loop: number }[] = [];
-  for (let p = 0; p < positions; p++) {
-    let best = -1;
-    for (let loop = Math.max(0, minLoops - 1); loop < loops - 1; loop++) {
-      const probability = maxProbability[p * loops + loop]!;
-      if (probability > best) {
-        events.push({ threshold: probability, position: p, loop });
-        best = probability;
-      }
-    }
+  if (!(readoutCost >= 0 && Number.isFinite(readoutCost))) {
+    throw new CalibrationError('readoutCost', `a finite number ≥ 0 (got ${options.readoutCost})`);
   }
-  events.sort((a, b) => b.threshold - a.threshold || a.loop - b.loop);
-  const exitLoop = new Int32Array(positions).fill(loops - 1);
-  const changedAt = (p: number) => argmax[p * loops + exitLoop[p]!] !== argmax[p * loops + loops - 1];
-  let changed = 0;
-  let chosen = Number.POSITIVE_INFINITY;
-  for (let i = 0; i < events.length; ) {
-    const threshold = events[i]!.threshold;
-    for (; i < events.length && events[i]!.threshold === threshold; i++) {
-      const { position, loop } = events[i]!;
-      if (loop >= exitLoop[position]!) continue; // ties: the earliest loop at this τ wins
-      if (changedAt(position)) changed--;
-      exitLoop[position] = loop;
-      if (changedAt(position)) changed++;
-    }
-    if (changed > maxChange * positions) break;
-    chosen = threshold;
+  const { loops, positions } = profile;
+  const candidates: number[] = [];
+  for (let loop = Math.max(0, minLoops - 1); loop < loops - 1; loop++) candidates.push(loop);
+  if (options.readoutCost !== undefined && candidates.length > maxCheckCandidates) {
+    throw new CalibrationError(
+      'readoutCost',
+      `choosing the loops to check tries every set of them: at most ${maxCheckCandidates} loops may exit (got ${candidates.length}; raise minLoops)`,
+    );
   }
-  const outcome = exitOutcome(profile, chosen, minLoops);
-  const thresholds = [...new Set([...(options.curveThresholds ?? defaultCurve), chosen])]
+  const sorted = sortReadouts(profile);
+  const costOf = (outcome: ExitOutcome) => outcome.meanExitLoop + 1 + readoutCost * outcome.readoutsPerToken;
+  // Without a readout cost every candidate loop is checked; with one, every subset of them is tried.
+  const subsets =
+    options.readoutCost === undefined
+      ? [candidates]
+      : Array.from({ length: 1 << candidates.length }, (_, bits) =>
+          candidates.filter((_, index) => bits & (1 << index)),
+        ).reverse();
+  let best: { checkLoops: number[]; outcome: ExitOutcome; cost: number } | undefined;
+  for (const checkLoops of subsets) {
+    const threshold = sweepThreshold(profile, sorted, checkedMask(loops, minLoops, checkLoops), maxChange);
+    const outcome = exitOutcome(profile, threshold, minLoops, checkLoops);
+    const cost = costOf(outcome);
+    if (!best || cost < best.cost) best = { checkLoops, outcome, cost };
+  }
+  const { checkLoops, outcome, cost } = best!;
+  const thresholds = [...new Set([...(options.curveThresholds ?? defaultCurve), outcome.threshold])]
     .filter(Number.isFinite)
     .sort((a, b) => b - a);
   return {
     ...outcome,
     maxChange,
     minLoops,
+    checkLoops,
+    readoutCost,
+    costPerToken: cost,
     positions,
     fullDepthPerplexity: exitOutcome(profile, Number.POSITIVE_INFINITY).perplexity,
-    curve: thresholds.map((threshold) => exitOutcome(profile, threshold, minLoops)),
+    curve: thresholds.map((threshold) => exitOutcome(profile, threshold, minLoops, checkLoops)),
   };
 }
 

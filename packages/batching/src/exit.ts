@@ -4,14 +4,20 @@
  *
  * @module
  */
+import { RequestError } from './errors.js';
 import { type ReplayPolicy, replayRule } from './replay.js';
 
 /** Which exit rule to use (a value handed to the engine). */
 export type ExitPolicy =
   /** Every token runs every loop. */
   | { kind: 'none' }
-  /** Exit once the loop's readout has max softmax probability ≥ `threshold`, after at least `minLoops` loops. */
-  | { kind: 'confidence'; threshold: number; minLoops?: number }
+  /**
+   * Exit once the loop's readout has max softmax probability ≥ `threshold`, after at least `minLoops`
+   * loops; with `checkLoops`, only at those loops (0-based, before the last), and no other loop but the
+   * last is read out (each readout costs a head and a softmax: {@link chooseThreshold}'s `readoutCost`
+   * picks the loops worth checking).
+   */
+  | { kind: 'confidence'; threshold: number; minLoops?: number; checkLoops?: readonly number[] }
   /** Exit when two consecutive loops' readouts have the same argmax. */
   | { kind: 'agreement' }
   /**
@@ -45,6 +51,17 @@ export interface ExitRule {
 
 const last = (history: readonly LoopReadout[]) => history[history.length - 1]!;
 
+/** A confidence policy's `checkLoops` as a set; a typed error unless they are loops (integers ≥ 0). */
+function checkedLoops(loops: readonly number[] | undefined): ReadonlySet<number> | undefined {
+  if (loops === undefined) return undefined;
+  for (const loop of loops) {
+    if (!Number.isInteger(loop) || loop < 0) {
+      throw new RequestError(`exit checkLoops must be 0-based loop indices (got ${loops.join(', ')})`);
+    }
+  }
+  return new Set(loops);
+}
+
 /** Compiles an {@link ExitPolicy} into the rule the scheduler calls. */
 export function exitRule(policy: ExitPolicy): ExitRule {
   const final = (loop: number, loops: number) => loop === loops - 1;
@@ -54,10 +71,11 @@ export function exitRule(policy: ExitPolicy): ExitRule {
       return { readsOut: final, exits: () => false, exitLoop: untilNow };
     case 'confidence': {
       const minLoops = policy.minLoops ?? 1;
+      const checked = checkedLoops(policy.checkLoops);
+      const checks = (loop: number) => loop + 1 >= minLoops && (checked === undefined || checked.has(loop));
       return {
-        readsOut: (loop, loops) => final(loop, loops) || loop + 1 >= minLoops,
-        exits: (history) =>
-          last(history).loop + 1 >= minLoops && last(history).maxProbability >= policy.threshold,
+        readsOut: (loop, loops) => final(loop, loops) || checks(loop),
+        exits: (history) => checks(last(history).loop) && last(history).maxProbability >= policy.threshold,
         exitLoop: untilNow,
       };
     }

@@ -60,6 +60,7 @@ export {
 export {
   type MeasureOptions,
   measureStepTimes,
+  readoutCost,
   type SimulateOptions,
   type StepTimes,
   simulateTrace,

@@ -24,6 +24,8 @@ export interface StepTimes {
   batchSizes: number[];
   /** One pass of the block (embed, K layers, readout of every row) at each batch size: a depth-wise step. */
   passMs: number[];
+  /** The same pass without the readout (a loop at which no exit is checked). */
+  passWithoutReadoutMs: number[];
   /** Every loop (embed, L passes, readout after the last): a sequence-wise or static step. */
   fullMs: number[];
   /** Extra milliseconds per prefill token beyond a chunk's first, per pass over the block. */
@@ -63,7 +65,7 @@ export async function measureStepTimes(model: Decoder, options: MeasureOptions =
   }
   // Every decode call appends one position to each of its rows' sequences (row 0 is in every batch size);
   // the chunk sequence gets a chunk per round.
-  const positions = context + Math.max(batchSizes.length * (2 * rounds + 1), chunk * rounds);
+  const positions = context + Math.max(batchSizes.length * (3 * rounds + 1), chunk * rounds);
   if (positions > config.maxPositionEmbeddings) {
     throw new CalibrationError(
       'context',
@@ -106,7 +108,7 @@ export async function measureStepTimes(model: Decoder, options: MeasureOptions =
       loops,
       propagations: [],
     });
-    const decode = (b: number, offset: number, perStep: number): StepPlan => ({
+    const decode = (b: number, offset: number, perStep: number, readsOut = true): StepPlan => ({
       rows: Array.from({ length: b }, (_, id) => ({
         id,
         tokens: [token(offset + id)],
@@ -114,23 +116,27 @@ export async function measureStepTimes(model: Decoder, options: MeasureOptions =
         loop: 0,
         // A depth-wise pass reads out (its exit decision needs it); a sequence-wise step, as with exit
         // `none`, reads out after its last loop only.
-        readouts: Array.from({ length: perStep }, (_, pass) => pass === perStep - 1),
+        readouts: Array.from({ length: perStep }, (_, pass) => readsOut && pass === perStep - 1),
       })),
       loops: perStep,
       propagations: [],
     });
     const passMs: number[] = [];
+    const passWithoutReadoutMs: number[] = [];
     const fullMs: number[] = [];
     for (const b of batchSizes) {
       const pass: number[] = [];
+      const bare: number[] = [];
       const full: number[] = [];
       await time(decode(b, context, 1)); // warm-up (kernels, weight packing)
       for (let r = 0; r < rounds; r++) {
         // Offsets stay near `context`; the cache appends, the timing only needs the history's size.
-        pass.push(await time(decode(b, context + 1 + 2 * r, 1)));
-        full.push(await time(decode(b, context + 2 + 2 * r, loops)));
+        pass.push(await time(decode(b, context + 1 + 3 * r, 1)));
+        bare.push(await time(decode(b, context + 2 + 3 * r, 1, false)));
+        full.push(await time(decode(b, context + 3 + 3 * r, loops)));
       }
       passMs.push(best(pass));
+      passWithoutReadoutMs.push(best(bare));
       fullMs.push(best(full));
     }
     // One sequence's prefill chunk against one decode row, one pass each.
@@ -149,7 +155,7 @@ export async function measureStepTimes(model: Decoder, options: MeasureOptions =
       propagations: [],
     });
     for (let r = 0; r < rounds; r++) chunkTimes.push(await time(chunkRow(r)));
-    const measured = { loops, batchSizes, passMs, fullMs, prefillTokenPassMs: 0 };
+    const measured = { loops, batchSizes, passMs, passWithoutReadoutMs, fullMs, prefillTokenPassMs: 0 };
     const onePass = stepTimeAt(measured, 'pass', 1);
     return { ...measured, prefillTokenPassMs: Math.max(0, (best(chunkTimes) - onePass) / (chunk - 1)) };
   } finally {
@@ -159,9 +165,22 @@ export async function measureStepTimes(model: Decoder, options: MeasureOptions =
   }
 }
 
-/** Milliseconds at `b` rows, linearly inter- and extrapolated from the measured batch sizes. */
-export function stepTimeAt(times: StepTimes, perStep: 'pass' | 'full', b: number): number {
-  const values = perStep === 'pass' ? times.passMs : times.fullMs;
+/**
+ * What one readout costs at `b` rows, in passes of the block: `pass / pass without readout − 1` (at
+ * least 0). The `readoutCost` of {@link chooseThreshold}.
+ */
+export function readoutCost(times: StepTimes, b: number): number {
+  const bare = stepTimeAt(times, 'bare', b);
+  return bare > 0 ? Math.max(0, stepTimeAt(times, 'pass', b) / bare - 1) : 0;
+}
+
+/**
+ * Milliseconds at `b` rows, linearly inter- and extrapolated from the measured batch sizes: of a pass
+ * (`pass`), a pass without readout (`bare`) or every loop (`full`).
+ */
+export function stepTimeAt(times: StepTimes, perStep: 'pass' | 'bare' | 'full', b: number): number {
+  const values =
+    perStep === 'pass' ? times.passMs : perStep === 'bare' ? times.passWithoutReadoutMs : times.fullMs;
   const sizes = times.batchSizes;
   if (sizes.length === 1) return (values[0]! * b) / sizes[0]!;
   let i = 0;

@@ -66,6 +66,85 @@ describe('chooseThreshold', () => {
     }
   });
 
+  it('with a readout cost, picks the loops to check and τ of least cost per token (brute force over every set and τ)', () => {
+    const seed = Math.floor(Math.random() * 1e6);
+    for (let trial = 0; trial < 30; trial++) {
+      const loops = 2 + (trial % 4);
+      const profile = randomProfile(seed + trial, 25 + trial, loops);
+      const maxChange = [0.05, 0.2, 0.5][trial % 3]!;
+      const minLoops = 1 + (trial % 2);
+      const readoutCost = [0, 0.3, 1, 2.5][trial % 4]!;
+      const chosen = chooseThreshold(profile, { maxChange, minLoops, readoutCost });
+      // Independently of the library: a token exits at the first checked loop whose probability is ≥ τ,
+      // pays one pass per loop run and one readout per checked loop reached (and the last loop's).
+      const cost = (checks: readonly number[], threshold: number) => {
+        let passes = 0;
+        let readouts = 0;
+        let changed = 0;
+        for (let p = 0; p < profile.positions; p++) {
+          let exit = loops - 1;
+          for (const loop of checks) {
+            if (profile.maxProbability[p * loops + loop]! >= threshold) {
+              exit = loop;
+              break;
+            }
+          }
+          passes += exit + 1;
+          readouts += checks.filter((loop) => loop <= exit).length + (exit === loops - 1 ? 1 : 0);
+          if (profile.argmax[p * loops + exit] !== profile.argmax[p * loops + loops - 1]) changed++;
+        }
+        return {
+          perToken: (passes + readoutCost * readouts) / profile.positions,
+          changed: changed / profile.positions,
+        };
+      };
+      const candidates = Array.from({ length: loops - 1 }, (_, loop) => loop).filter(
+        (loop) => loop + 1 >= minLoops,
+      );
+      let cheapest = Number.POSITIVE_INFINITY;
+      for (let bits = 0; bits < 1 << candidates.length; bits++) {
+        const checks = candidates.filter((_, index) => bits & (1 << index));
+        // The smallest τ that holds from above, walking down every probability of a checked loop.
+        const taus = [
+          ...new Set(
+            checks.flatMap((loop) =>
+              Array.from({ length: profile.positions }, (_, p) => profile.maxProbability[p * loops + loop]!),
+            ),
+          ),
+        ].sort((a, b) => b - a);
+        let threshold = Number.POSITIVE_INFINITY;
+        for (const tau of taus) {
+          if (cost(checks, tau).changed > maxChange) break;
+          threshold = tau;
+        }
+        cheapest = Math.min(cheapest, cost(checks, threshold).perToken);
+      }
+      const message = `seed ${seed + trial}`;
+      const measured = cost(chosen.checkLoops, chosen.threshold);
+      expect(chosen.costPerToken, message).toBeCloseTo(cheapest, 12);
+      expect(measured.perToken, message).toBeCloseTo(cheapest, 12);
+      expect(measured.changed, message).toBeLessThanOrEqual(maxChange);
+      expect(chosen.changedShare, message).toBe(measured.changed);
+      expect(
+        chosen.checkLoops.every((loop) => loop + 1 >= minLoops && loop < loops - 1),
+        message,
+      ).toBe(true);
+    }
+  });
+
+  it('without a readout cost checks every loop from minLoops − 1, as before', () => {
+    const profile = randomProfile(Math.floor(Math.random() * 1e6), 40, 5);
+    const plain = chooseThreshold(profile, { maxChange: 0.2, minLoops: 2 });
+    expect(plain.checkLoops).toEqual([1, 2, 3]);
+    expect(plain.readoutCost).toBe(0);
+    expect(plain).toEqual({ ...exitOutcome(profile, plain.threshold, 2), ...plain });
+    expect(() => chooseThreshold(profile, { readoutCost: -1 })).toThrow(CalibrationError);
+    expect(() => chooseThreshold(randomProfile(1, 3, 15), { readoutCost: 0.5 })).toThrow(/at most 12 loops/);
+    expect(
+      chooseThreshold(randomProfile(1, 3, 15), { readoutCost: 0.5, minLoops: 3 }).checkLoops.length,
+    ).toBeLessThanOrEqual(12);
+  });
+
   it('reports a threshold outcome exactly on a hand-made profile', () => {
     // 3 positions × 3 loops; last-loop argmaxes 5, 6, 7.
     const profile: ExitProfile = {
@@ -96,6 +175,15 @@ describe('chooseThreshold', () => {
       [...chosen.curve.map((p) => p.threshold)].sort((a, b) => b - a),
     );
     expect(() => chooseThreshold(profile, { maxChange: 2 })).toThrow(CalibrationError);
+    // Checked at loop 1 only (τ 0.9): every position exits there (0.9, 0.92, 0.97), one readout each,
+    // and position 2's loop-1 argmax 2 ≠ 7 is a change.
+    const atLoop1 = exitOutcome(profile, 0.9, 1, [1]);
+    expect(atLoop1.exitLoopShares).toEqual([0, 1, 0]);
+    expect(atLoop1.readoutsPerToken).toBe(1);
+    expect(atLoop1.changedShare).toBeCloseTo(1 / 3, 15);
+    // Every loop checked: readouts 1, 2, 1 (positions 0 and 2 exit at loop 0, 1 at loop 1).
+    expect(at90.readoutsPerToken).toBeCloseTo(4 / 3, 15);
+    expect(exitOutcome(profile, 0.9, 1, []).exitLoopShares).toEqual([0, 0, 1]);
   });
 });
 

@@ -7,7 +7,14 @@
 import { type Decoder, seededRandom, yieldToEventLoop } from '@rrt/core';
 import type { Backend } from '@rrt/tensor';
 import { describe, expect, it } from 'vitest';
-import { type BatchingMode, createEngine, QueueFullError } from '../src/index.js';
+import {
+  type BatchingMode,
+  CalibrationError,
+  createEngine,
+  exitRule,
+  QueueFullError,
+  RequestError,
+} from '../src/index.js';
 import { collect, greedy, useRelaxedModel } from './support.js';
 
 describe('serving engine (wasm)', () => {
@@ -125,6 +132,51 @@ describe('serving engine (wasm)', () => {
       expect(engine.cache.usedBytes()).toBe(0);
       engine.dispose();
     }
+    expect(backend.numTensors()).toBe(expectedTensors);
+  });
+
+  it('confidence exits with checkLoops read out and exit only at those loops', async () => {
+    const expectedTensors = backend.numTensors();
+    const rule = exitRule({ kind: 'confidence', threshold: 0, checkLoops: [1] });
+    expect([0, 1, 2].map((loop) => rule.readsOut(loop, 3))).toEqual([false, true, true]);
+    for (const [checkLoops, minLoops, exitLoop] of [
+      [[1], 1, 1],
+      [[], 1, 2],
+      [[0, 1], 2, 1], // minLoops still applies: loop 0 is not allowed
+    ] as const) {
+      const engine = createEngine(model, {
+        mode: 'depth',
+        maxSlots: 2,
+        kvBytes: 1 << 20,
+        exit: { kind: 'confidence', threshold: 0, minLoops, checkLoops },
+      });
+      const results = await Promise.all(
+        [[1, 2], [3]].map((prompt) => collect(engine.generate(prompt, { maxTokens: 4, stopTokens: [] }))),
+      );
+      const message = `checkLoops [${checkLoops.join(', ')}], minLoops ${minLoops}`;
+      // The two-token prompt's chunk runs every loop; each single token leaves at the first allowed loop.
+      expect(results[0]!.stats.exitLoops, message).toEqual([2, exitLoop, exitLoop, exitLoop]);
+      expect(results[1]!.stats.exitLoops, message).toEqual([exitLoop, exitLoop, exitLoop, exitLoop]);
+      engine.dispose();
+    }
+    expect(() =>
+      createEngine(model, {
+        mode: 'depth',
+        maxSlots: 2,
+        kvBytes: 1 << 20,
+        exit: { kind: 'confidence', threshold: 0.5, checkLoops: [0.5] },
+      }),
+    ).toThrow(RequestError);
+    expect(backend.numTensors()).toBe(expectedTensors);
+  });
+
+  it('refused options allocate nothing (the KV pool is made after every option is checked)', () => {
+    const expectedTensors = backend.numTensors();
+    const options = { mode: 'depth', maxSlots: 2, kvBytes: 1 << 20 } as const;
+    expect(() => createEngine(model, { ...options, maxStepTokens: 0 })).toThrow(RequestError);
+    expect(() =>
+      createEngine(model, { ...options, exit: { kind: 'replay', exitLoopShares: [], seed: 1 } }),
+    ).toThrow(CalibrationError);
     expect(backend.numTensors()).toBe(expectedTensors);
   });
 });

@@ -23,6 +23,7 @@ import {
   runTrace,
   type StepTimes,
   simulateTrace,
+  readoutCost,
   stepTimeAt,
   summarizeRun,
   type TraceRequest,
@@ -100,6 +101,7 @@ describe('simulateTrace', () => {
     loops: 3,
     batchSizes: [1, 8],
     passMs: [1, 1],
+    passWithoutReadoutMs: [0.8, 0.8],
     fullMs: [3, 3],
     prefillTokenPassMs: 0,
   };
@@ -137,6 +139,9 @@ describe('simulateTrace', () => {
     const measured: StepTimes = { ...times, batchSizes: [1, 2, 4], passMs: [1, 2, 6] };
     expect(stepTimeAt(measured, 'pass', 3)).toBe(4);
     expect(stepTimeAt(measured, 'pass', 8)).toBe(14);
+    // A readout costs what a pass costs beyond a bare one, in bare passes: 1 / 0.8 − 1.
+    expect(readoutCost(times, 4)).toBeCloseTo(0.25, 15);
+    expect(readoutCost({ ...times, passWithoutReadoutMs: [1.2, 1.2] }, 4)).toBe(0);
   });
 });
 
@@ -161,7 +166,10 @@ describe('measured steps and replayed exits (wasm, relaxed K=2 L=3)', () => {
     const times = await measureStepTimes(model, { batchSizes: [1, 3], context: 6, rounds: 2, chunk: 4 });
     expect(times.loops).toBe(3);
     expect(times.passMs).toHaveLength(2);
-    for (const ms of [...times.passMs, ...times.fullMs]) expect(ms).toBeGreaterThan(0);
+    expect(times.passWithoutReadoutMs).toHaveLength(2);
+    for (const ms of [...times.passMs, ...times.passWithoutReadoutMs, ...times.fullMs]) {
+      expect(ms).toBeGreaterThan(0);
+    }
     expect(backend.numTensors()).toBe(baseline);
   });
 

@@ -78,10 +78,12 @@ Early exit (recursive models: rrt convert … --loops L):
   --exit <rule>            ${exitSpecs}
                            decode through the serving engine in depth-wise mode, one loop per step, each
                            token leaving at the first loop the rule allows (confidence: the loop's top
-                           softmax probability ≥ τ; agreement: two loops in a row agree); skipped loops'
-                           keys and values are filled by CALM state propagation. With --temperature > 0
-                           each token is sampled from its exit loop (--top-k, --top-p, --seed as above);
-                           not with --stop (use --stop-token). The closing line gives the mean exit loop
+                           softmax probability ≥ τ, at every loop or only at the loops after @, as
+                           rrt calibrate-exit --readout-cost prints them; agreement: two loops in a row
+                           agree); skipped loops' keys and values are filled by CALM state
+                           propagation. With --temperature > 0 each token is sampled from its exit loop
+                           (--top-k, --top-p, --seed as above); not with --stop (use --stop-token). The
+                           closing line gives the mean exit loop
   --min-loops <n>          with --exit confidence:<τ>: run at least n loops per token (default 1)
   --show-exits             mark each printed piece by the loop (0-based) its token exited at: colours on
                            a terminal (green = earliest … red = last loop; a legend goes to stderr), a
@@ -259,6 +261,12 @@ function exitLoopsOf(config: ModelConfig, dir: string, exit: ExitPolicy): number
   if (exit.kind === 'confidence' && (exit.minLoops ?? 1) > loops) {
     throw new UsageError(
       `--min-loops expects an integer ≤ ${loops} (the loops of ${dir}), got ${exit.minLoops}`,
+    );
+  }
+  const beyond = exit.kind === 'confidence' ? exit.checkLoops?.find((loop) => loop >= loops - 1) : undefined;
+  if (beyond !== undefined) {
+    throw new UsageError(
+      `--exit confidence:<τ>@<loops>: loop ${beyond} is not before the last of ${dir}'s ${loops} (0-based, at most ${loops - 2})`,
     );
   }
   return loops;
