@@ -15,7 +15,12 @@
  *    the Backend (rows copied by `RrtGatherRows` on cpu and wasm) against `tf.gather` on the same tensors.
  *
  *   node --import tsx bench/depth-overhead.ts [--backend wasm] [--requests 128] [--slots 8] [--rounds 4]
- *        [--seed 7] [--clock cpu|wall]
+ *        [--seed 7] [--clock cpu|wall] [--model <relaxed model dir>] [--threshold τ] [--min-loops 1]
+ *
+ * `--model <dir>` runs a relaxed model of the user's (e.g. an early-exit-trained one) instead of the two
+ * conversions; `--threshold τ` adds a third column, depth mode with confidence exits at τ, so that the
+ * table shows what exits save (layer calls) against what they cost (a readout at every loop, the
+ * propagation of exited tokens' KV in `appendKV`).
  *
  * NOTE: the phases wrap prototype methods of `Decoder`, `Executor` and `Scheduler` for the duration of
  * the run, which a benchmark may do and nothing else should.
@@ -25,7 +30,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type BackendKind, createBackend } from '@rrt/backend-tfjs';
-import { type BatchingMode, createEngine, Executor, Scheduler } from '@rrt/batching';
+import { type BatchingMode, createEngine, Executor, type ExitPolicy, Scheduler } from '@rrt/batching';
 import { convertToRecursive } from '@rrt/convert';
 import { type Decoder, Decoder as DecoderClass, loadModel } from '@rrt/core';
 import type { Tensor } from '@rrt/tensor';
@@ -47,6 +52,9 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '4' },
     seed: { type: 'string', default: '7' },
     clock: { type: 'string', default: 'cpu' },
+    model: { type: 'string' },
+    threshold: { type: 'string' },
+    'min-loops': { type: 'string', default: '1' },
   },
 });
 const assets = stories260KAssetsOrExit('depth-overhead');
@@ -93,9 +101,17 @@ interface Round {
   output: string;
 }
 
-async function serve(model: Decoder, trace: readonly TurnTraceRequest[], mode: BatchingMode): Promise<Round> {
+/** One column of the table: a batching mode and its exit policy. */
+interface Setup {
+  label: string;
+  mode: BatchingMode;
+  exit: ExitPolicy;
+}
+
+async function serve(model: Decoder, trace: readonly TurnTraceRequest[], setup: Setup): Promise<Round> {
   const engine = createEngine(model, {
-    mode,
+    mode: setup.mode,
+    exit: setup.exit,
     maxSlots: Number(values.slots),
     kvBytes: 64 << 20,
     maxQueue: 4096,
@@ -128,72 +144,97 @@ function breakdown(round: Round): Map<string, number> {
   return parts;
 }
 
+const rounds = Number(values.rounds);
+if (!(Number.isInteger(rounds) && rounds >= 2)) {
+  // Round 0 warms up (JIT, XNNPACK's weight packing) and is not counted.
+  console.error(
+    `bench/depth-overhead: --rounds expects an integer ≥ 2 (the first is a warm-up), got ${values.rounds}`,
+  );
+  process.exit(2);
+}
+const threshold = values.threshold === undefined ? undefined : Number(values.threshold);
+if (threshold !== undefined && !(threshold > 0 && threshold <= 1)) {
+  console.error(`bench/depth-overhead: --threshold expects a probability in (0, 1], got ${values.threshold}`);
+  process.exit(2);
+}
 const workDir = await mkdtemp(join(tmpdir(), 'rrt-bench-depth-overhead-'));
 try {
   const { backend, kind, reason } = await createBackend(values.backend as BackendKind);
   console.log(`backend ${kind}: ${reason}`);
-  const original = await importStories260K(assets, workDir);
-  const relaxedDir = join(workDir, 'relaxed-1x5-r16');
-  await convertToRecursive(original, relaxedDir, { loops: 5, init: 'average', ranks: 16 });
-  const recursiveDir = join(workDir, 'recursive-1x5');
-  await convertToRecursive(original, recursiveDir, { loops: 5, init: 'average', ranks: 0 });
-  const rounds = Number(values.rounds);
-  if (!(Number.isInteger(rounds) && rounds >= 2)) {
-    // Round 0 warms up (JIT, XNNPACK's weight packing) and is not counted.
-    console.error(
-      `bench/depth-overhead: --rounds expects an integer ≥ 2 (the first is a warm-up), got ${values.rounds}`,
-    );
-    process.exit(2);
+  const setups: Setup[] = [
+    { label: 'sequence', mode: 'sequence', exit: { kind: 'none' } },
+    { label: 'depth', mode: 'depth', exit: { kind: 'none' } },
+  ];
+  if (threshold !== undefined) {
+    setups.push({
+      label: `depth τ ${threshold}`,
+      mode: 'depth',
+      exit: { kind: 'confidence', threshold, minLoops: Number(values['min-loops']) },
+    });
+  }
+  let models: (readonly [string, string])[];
+  if (values.model) {
+    models = [[values.model, values.model]];
+  } else {
+    const original = await importStories260K(assets, workDir);
+    const relaxedDir = join(workDir, 'relaxed-1x5-r16');
+    await convertToRecursive(original, relaxedDir, { loops: 5, init: 'average', ranks: 16 });
+    const recursiveDir = join(workDir, 'recursive-1x5');
+    await convertToRecursive(original, recursiveDir, { loops: 5, init: 'average', ranks: 0 });
+    models = [
+      ['relaxed 1×5, LoRA rank 16', relaxedDir],
+      ['recursive 1×5, no LoRA', recursiveDir],
+    ];
   }
 
   console.log(
-    `\n1. ${values.requests} requests (turnTrace, seed ${values.seed}), ${values.slots} slots, exit none; ` +
+    `\n1. ${values.requests} requests (turnTrace, seed ${values.seed}), ${values.slots} slots; ` +
       `best of ${rounds - 1} rounds after a warm-up (${values.clock} clock)\n`,
   );
-  for (const [label, dir] of [
-    ['relaxed 1×5, LoRA rank 16', relaxedDir],
-    ['recursive 1×5, no LoRA', recursiveDir],
-  ] as const) {
+  for (const [label, dir] of models) {
     const model = await loadModel(dir, backend);
     const trace = turnTrace(Number(values.requests), Number(values.seed), model.config.vocabSize);
-    const best = new Map<BatchingMode, Round>();
-    const all = new Map<BatchingMode, number[]>();
+    const best = new Map<string, Round>();
+    const all = new Map<string, number[]>();
     for (let round = 0; round < rounds; round++) {
-      for (const mode of ['sequence', 'depth'] as const) {
-        const result = await serve(model, trace, mode);
+      for (const setup of setups) {
+        const result = await serve(model, trace, setup);
         if (round === 0) continue; // warm-up: JIT, XNNPACK's weight packing
         const rate = (result.tokens / result.ms) * 1000;
-        all.set(mode, [...(all.get(mode) ?? []), rate]);
-        const previous = best.get(mode);
-        if (!previous || result.ms < previous.ms) best.set(mode, result);
+        all.set(setup.label, [...(all.get(setup.label) ?? []), rate]);
+        const previous = best.get(setup.label);
+        if (!previous || result.ms < previous.ms) best.set(setup.label, result);
       }
     }
+    const rate = (r: Round) => (r.tokens / r.ms) * 1000;
+    const range = (name: string) =>
+      `${Math.min(...all.get(name)!).toFixed(0)}–${Math.max(...all.get(name)!).toFixed(0)}`;
     const sequence = best.get('sequence')!;
     const depthRound = best.get('depth')!;
-    const rate = (r: Round) => (r.tokens / r.ms) * 1000;
-    const range = (mode: BatchingMode) =>
-      `${Math.min(...all.get(mode)!).toFixed(0)}–${Math.max(...all.get(mode)!).toFixed(0)}`;
     console.log(
-      `${label}: ${sequence.tokens} tokens; depth and sequence tokens equal: ${sequence.output === depthRound.output}`,
+      `${label}: ${sequence.tokens} tokens; depth and sequence tokens equal (no exit): ${sequence.output === depthRound.output}`,
     );
-    console.log(
-      `tokens/s: sequence ${rate(sequence).toFixed(0)} (rounds ${range('sequence')}), depth ${rate(depthRound).toFixed(0)} ` +
-        `(rounds ${range('depth')}); depth / sequence ${(rate(depthRound) / rate(sequence)).toFixed(3)}; ` +
-        `steps ${sequence.steps} / ${depthRound.steps}\n`,
-    );
-    const s = breakdown(sequence);
-    const d = breakdown(depthRound);
-    console.log('| µs per emitted token | sequence | depth | depth − sequence |');
-    console.log('|---|---:|---:|---:|');
-    for (const [phase, sequenceUs] of s) {
-      const depthUs = d.get(phase)!;
+    for (const setup of setups) {
+      const round = best.get(setup.label)!;
       console.log(
-        `| ${phase} | ${sequenceUs.toFixed(1)} | ${depthUs.toFixed(1)} | ${(depthUs - sequenceUs).toFixed(1)} |`,
+        `tokens/s ${setup.label}: ${rate(round).toFixed(0)} (rounds ${range(setup.label)}), ` +
+          `${(rate(round) / rate(sequence)).toFixed(3)}× sequence; ${round.steps} steps`,
       );
     }
-    const total = (m: Map<string, number>) => [...m.values()].reduce((n, v) => n + v, 0);
+    const columns = setups.map((setup) => breakdown(best.get(setup.label)!));
     console.log(
-      `| total | ${total(s).toFixed(1)} | ${total(d).toFixed(1)} | ${(total(d) - total(s)).toFixed(1)} |\n`,
+      `\n| µs per emitted token | ${setups.map((setup) => setup.label).join(' | ')} | depth − sequence |`,
+    );
+    console.log(`|---|${setups.map(() => '---:|').join('')}---:|`);
+    for (const phase of columns[0]!.keys()) {
+      const cells = columns.map((column) => column.get(phase)!);
+      console.log(
+        `| ${phase} | ${cells.map((us) => us.toFixed(1)).join(' | ')} | ${(cells[1]! - cells[0]!).toFixed(1)} |`,
+      );
+    }
+    const totals = columns.map((column) => [...column.values()].reduce((n, v) => n + v, 0));
+    console.log(
+      `| total | ${totals.map((us) => us.toFixed(1)).join(' | ')} | ${(totals[1]! - totals[0]!).toFixed(1)} |\n`,
     );
     model.dispose();
   }

@@ -123,6 +123,86 @@ describe.skipIf(!haveAssets)(
       expect(human.stdout).toMatch(/\(chosen\)|no threshold keeps/);
     });
 
+    it('calibrate-exit --readout-cost chooses the loops to check; generate runs the spec it prints', async () => {
+      const given = await rrt([
+        'calibrate-exit',
+        relaxed,
+        '--text',
+        text,
+        '--max-change',
+        '0.05',
+        '--max-tokens',
+        '800',
+        '--readout-cost',
+        '0.5',
+        '--backend',
+        'wasm',
+        '--json',
+      ]);
+      expect(given.code, given.stderr).toBe(0);
+      const result = JSON.parse(given.stdout);
+      expect(result.readoutCost).toBe(0.5);
+      expect(result.changedShare).toBeLessThanOrEqual(0.05);
+      for (const loop of result.checkLoops) expect(loop).toBeLessThan(4);
+      expect(result.costPerToken).toBeCloseTo(result.meanExitLoop + 1 + 0.5 * result.readoutsPerToken, 12);
+      // No exits cost 5 passes and a readout: the chosen loops never cost more.
+      expect(result.costPerToken).toBeLessThanOrEqual(5.5);
+
+      const measured = await rrt([
+        'calibrate-exit',
+        relaxed,
+        '--text',
+        text,
+        '--max-change',
+        '0.05',
+        '--max-tokens',
+        '800',
+        '--readout-cost',
+        'auto',
+        '--slots',
+        '4',
+        '--backend',
+        'wasm',
+      ]);
+      expect(measured.code, measured.stderr).toBe(0);
+      expect(measured.stderr).toMatch(/timing a depth-wise step of 4 rows/);
+      expect(measured.stdout).toMatch(/checked at loops .* for a readout of \d+\.\d{3} passes/);
+      const spec = measured.stdout.match(/use: --exit (confidence:\S+)/)?.[1];
+      if (spec) {
+        const checkLoops = spec.split('@')[1]!.split(',').map(Number);
+        const generated = await rrt([
+          'generate',
+          relaxed,
+          'Once upon a time',
+          '-n',
+          '20',
+          '--exit',
+          spec,
+          '--backend',
+          'wasm',
+          '--json',
+        ]);
+        expect(generated.code, generated.stderr).toBe(0);
+        const { exitLoops } = JSON.parse(generated.stdout);
+        // The first token comes from the prompt's chunk (every loop); the rest exit at a checked loop or the last.
+        for (const loop of exitLoops.slice(1)) expect([...checkLoops, 4]).toContain(loop);
+      }
+      for (const bad of [
+        ['calibrate-exit', relaxed, '--text', text, '--readout-cost', '-1'],
+        ['calibrate-exit', relaxed, '--text', text, '--readout-cost', '0.5', '--slots', '4'],
+        ['generate', relaxed, 'Once', '--exit', 'confidence:0.5@4'],
+        ['generate', relaxed, 'Once', '--exit', 'confidence:0.5@one'],
+        ['generate', relaxed, 'Once', '--exit', 'confidence:0.5@1@2'],
+      ]) {
+        const refused = await rrt(bad);
+        expect(refused.code, bad.join(' ')).toBe(2);
+        // One line naming the flag, and where the help is.
+        expect(refused.stderr, bad.join(' ')).toMatch(
+          /^rrt [a-z-]+: .*(--readout-cost|--slots|--exit).*\n\(see: rrt [a-z-]+ --help\)\n$/,
+        );
+      }
+    });
+
     it('calibrate-exit refuses a model without loops and bad flags (exit 2)', async () => {
       const vanilla = await rrt(['calibrate-exit', stories, '--text', text]);
       expect(vanilla.code).toBe(2);
@@ -168,7 +248,7 @@ describe.skipIf(!haveAssets)(
         'm sequence none',
         'm depth none',
       ]);
-      expect(modes.at(-1)).toBe('m depth confidence');
+      expect(modes.slice(-2)).toEqual(['m depth confidence', 'm depth replay']);
       for (const row of result.rows) {
         // No stop tokens: every request generates its maxTokens, in every mode.
         expect(row.summary.outputTokens).toBe(result.outputTokens);
@@ -179,9 +259,14 @@ describe.skipIf(!haveAssets)(
       // Exit none: depth-wise batching serves exactly the sequence-wise tokens.
       expect(depthNone.changedTokenShare).toBe(0);
       expect(depthNone.overStatic).toBeGreaterThan(0);
-      const contrast = result.rows.at(-1);
+      const contrast = result.rows.at(-2);
       expect(contrast.changedTokenShare).toBeGreaterThanOrEqual(0);
       expect(contrast.teacherForced.fullDepthPerplexity).toBeGreaterThan(1);
+      // The oracle bound: exits drawn from the oracle's shares; replayed tokens get no quality column.
+      const oracleReplay = result.rows.at(-1);
+      expect(oracleReplay.exit).toBe('replay of oracle exit shares');
+      expect(oracleReplay.changedTokenShare).toBeUndefined();
+      expect(oracleReplay.overSequence).toBeGreaterThan(0);
       const simulatedModes = result.simulated.map(
         (row: { mode: string; exits: string }) => `${row.mode} ${row.exits.split(':')[0]}`,
       );

@@ -13,8 +13,11 @@ import { createEngine, type EngineOptions } from './engine.js';
 import type { ExitPolicy } from './exit.js';
 import { changedTokenShare, identicalRequestShare, type RunSummary, summarizeRun } from './metrics.js';
 import type { BatchingMode } from './modes.js';
-import { measureStepTimes, type StepTimes, simulateTrace } from './simulate.js';
+import { measureStepTimes, readoutCost, type StepTimes, simulateTrace } from './simulate.js';
 import { runTrace, type TraceRequest, type TraceRun } from './trace.js';
+
+/** The exit label of the row that replays a model's oracle exit shares in depth mode. */
+const REPLAY_ORACLE = 'replay of oracle exit shares';
 
 /** One model of the suite. */
 export interface SuiteModel {
@@ -57,7 +60,10 @@ export interface ServingRow {
   summary: RunSummary;
   /** Share of exit-loop counts per loop over the run's tokens. */
   exitLoopShares: number[];
-  /** Against the same model's sequence-mode no-exit run (free-running: a changed token changes what follows); 0 for every no-exit row. */
+  /**
+   * Against the same model's sequence-mode no-exit run (free-running: a changed token changes what
+   * follows); 0 for every no-exit row, absent for replayed exits.
+   */
   changedTokenShare?: number;
   /** Share of requests whose tokens all equal the no-exit run's. */
   identicalRequestShare?: number;
@@ -92,7 +98,14 @@ export interface ServingSuiteResult {
   rows: ServingRow[];
   simulated: SimulatedRow[];
   /** Per model: its calibration (when it had a profile) and its step times (when simulated). */
-  models: { name: string; loops: number; calibration?: ExitCalibration; stepTimes?: StepTimes }[];
+  models: {
+    name: string;
+    loops: number;
+    calibration?: ExitCalibration;
+    /** The calibration that also chose the loops to check, for the measured readout cost. */
+    costAwareCalibration?: ExitCalibration;
+    stepTimes?: StepTimes;
+  }[];
 }
 
 function shares(exitLoops: readonly number[], loops: number): number[] {
@@ -104,9 +117,11 @@ function shares(exitLoops: readonly number[], loops: number): number[] {
 /**
  * Runs the trace through every model: vanilla models in `static` and `sequence` mode; recursive ones also
  * in `depth` mode without exits, with calibrated confidence exits (and contrast thresholds) where they
- * have a profile, and with replayed exits where they have replay shares. Then, unless `simulate` is
- * false, measures each model's step times and simulates the same trace with no exits, oracle exits
- * (from a sequence-mode oracle run, for models with a profile) and each measured row's exits.
+ * have a profile, and with replayed exits where they have replay shares. A model with a profile also gets
+ * a depth-mode row whose exits replay the shares of a sequence-mode oracle run: the measured speed of exits
+ * as early as any rule that changes nothing could make them. Then, unless `simulate` is false, measures
+ * each model's step times and simulates the same trace with no exits, oracle exits (that oracle run's
+ * trajectories) and each measured row's exits. Replayed rows get no changed-token share.
  */
 export async function runServingSuite(
   models: readonly SuiteModel[],
@@ -134,13 +149,24 @@ export async function runServingSuite(
   for (const entry of models) {
     const { model, name } = entry;
     const loops = model.config.recursion?.loops ?? 1;
-    const calibration = entry.profile
-      ? chooseThreshold(entry.profile, {
-          maxChange: options.maxChange ?? 0.01,
-          minLoops: options.minLoops ?? 1,
-        })
-      : undefined;
+    const simulates = options.simulate ?? true;
+    // Step times first: the cost-aware calibration needs the readout's cost at this batch size.
+    let stepTimes: StepTimes | undefined;
+    if (simulates || (entry.profile && loops > 1)) {
+      const batchSizes = [...new Set([1, 2, 4, 8, 16, 32].filter((b) => b < maxSlots).concat(maxSlots))];
+      stepTimes = await measureStepTimes(model, { batchSizes });
+    }
+    const calibrationOptions = { maxChange: options.maxChange ?? 0.01, minLoops: options.minLoops ?? 1 };
+    const calibration = entry.profile ? chooseThreshold(entry.profile, calibrationOptions) : undefined;
+    const costAwareCalibration =
+      entry.profile && loops > 1
+        ? chooseThreshold(entry.profile, {
+            ...calibrationOptions,
+            readoutCost: readoutCost(stepTimes!, maxSlots),
+          })
+        : undefined;
     const runs: { row: ServingRow; run: TraceRun; policy: ExitPolicy }[] = [];
+    let oracle: TraceRun | undefined;
     const measure = async (mode: BatchingMode, policy: ExitPolicy, label: string) => {
       const result = await run(model, mode, policy);
       const all = result.requests.flatMap((request) => request.exitLoops);
@@ -152,12 +178,13 @@ export async function runServingSuite(
         exitLoopShares: shares(all, loops),
       };
       const reference = runs.find((r) => r.row.mode === 'sequence' && r.policy.kind === 'none');
-      if (reference) {
+      // Replayed exits ignore what the model reads out: their tokens' quality means nothing.
+      if (reference && policy.kind !== 'replay') {
         row.changedTokenShare = changedTokenShare(result.requests, reference.run.requests);
         row.identicalRequestShare = identicalRequestShare(result.requests, reference.run.requests);
       }
       if (entry.profile && policy.kind === 'confidence') {
-        const outcome = exitOutcome(entry.profile, policy.threshold, policy.minLoops);
+        const outcome = exitOutcome(entry.profile, policy.threshold, policy.minLoops, policy.checkLoops);
         row.teacherForced = {
           changedShare: outcome.changedShare,
           perplexity: outcome.perplexity,
@@ -186,6 +213,14 @@ export async function runServingSuite(
           `confidence ≥ ${calibration.threshold.toPrecision(6)} (calibrated)`,
         );
       }
+      if (costAwareCalibration && Number.isFinite(costAwareCalibration.threshold)) {
+        const { threshold, minLoops, checkLoops, readoutCost: cost } = costAwareCalibration;
+        await measure(
+          'depth',
+          { kind: 'confidence', threshold, minLoops, checkLoops },
+          `confidence ≥ ${threshold.toPrecision(6)} at loops ${checkLoops.join(', ')} (calibrated, readout ${cost.toFixed(2)} of a pass)`,
+        );
+      }
       for (const threshold of entry.contrastThresholds ?? []) {
         await measure('depth', { kind: 'confidence', threshold }, `confidence ≥ ${threshold} (uncalibrated)`);
       }
@@ -196,11 +231,25 @@ export async function runServingSuite(
           'replay',
         );
       }
+      if (entry.profile) {
+        // The bound of any exit rule that reads out every loop: tokens exit as early as the oracle's do
+        // (drawn from its shares), so the row measures the engine at exits that change nothing.
+        oracle = await run(model, 'sequence', { kind: 'oracle' });
+        await measure(
+          'depth',
+          {
+            kind: 'replay',
+            exitLoopShares: shares(
+              oracle.requests.flatMap((request) => request.exitLoops),
+              loops,
+            ),
+            seed: options.replaySeed ?? 0,
+          },
+          REPLAY_ORACLE,
+        );
+      }
     }
-    let stepTimes: StepTimes | undefined;
-    if (options.simulate ?? true) {
-      const batchSizes = [...new Set([1, 2, 4, 8, 16, 32].filter((b) => b < maxSlots).concat(maxSlots))];
-      stepTimes = await measureStepTimes(model, { batchSizes });
+    if (simulates) {
       const simulate = (mode: BatchingMode, exits: string, exitLoops?: number[][], measured?: ServingRow) => {
         const result = simulateTrace(trace, {
           mode,
@@ -222,8 +271,7 @@ export async function runServingSuite(
       simulate('sequence', 'none', undefined, measuredRow('sequence', 'none'));
       if (loops > 1) {
         simulate('depth', 'none', undefined, measuredRow('depth', 'none'));
-        if (entry.profile) {
-          const oracle = await run(model, 'sequence', { kind: 'oracle' });
+        if (oracle) {
           simulate(
             'depth',
             'oracle',
@@ -244,6 +292,7 @@ export async function runServingSuite(
       name,
       loops,
       ...(calibration ? { calibration } : {}),
+      ...(costAwareCalibration ? { costAwareCalibration } : {}),
       ...(stepTimes ? { stepTimes } : {}),
     });
   }
@@ -291,16 +340,29 @@ export function servingTables(result: ServingSuiteResult): string {
         `${fixed(row.summary.meanExitLoop, 2)} |`,
     ),
   ];
-  const calibrations = result.models.flatMap(({ name, calibration }) =>
-    calibration
+  // Both calibrations' cost per token at the readout cost measured for the cost-aware one.
+  const describe = (name: string, calibration: ExitCalibration, checks: string, cost: number) =>
+    `${name}: calibrated τ ${Number.isFinite(calibration.threshold) ? calibration.threshold.toPrecision(6) : 'none (no τ keeps the change within budget)'}${checks} ` +
+    `at max change ${percent(calibration.maxChange)} over ${calibration.positions} held-out positions: ` +
+    `changed ${percent(calibration.changedShare)}, mean exit loop ${calibration.meanExitLoop.toFixed(2)}, ` +
+    `readouts per token ${calibration.readoutsPerToken.toFixed(2)}, cost per token ` +
+    `${(calibration.meanExitLoop + 1 + cost * calibration.readoutsPerToken).toFixed(2)} passes, ` +
+    `perplexity with exits ${calibration.perplexity.toFixed(2)} (full depth ${calibration.fullDepthPerplexity.toFixed(2)})`;
+  const calibrations = result.models.flatMap(({ name, calibration, costAwareCalibration }) => [
+    ...(calibration
+      ? [describe(name, calibration, ', every loop checked', costAwareCalibration?.readoutCost ?? 0)]
+      : []),
+    ...(costAwareCalibration
       ? [
-          `${name}: calibrated τ ${Number.isFinite(calibration.threshold) ? calibration.threshold.toPrecision(6) : 'none (no τ keeps the change within budget)'} ` +
-            `at max change ${percent(calibration.maxChange)} over ${calibration.positions} held-out positions: ` +
-            `changed ${percent(calibration.changedShare)}, mean exit loop ${calibration.meanExitLoop.toFixed(2)}, ` +
-            `perplexity with exits ${calibration.perplexity.toFixed(2)} (full depth ${calibration.fullDepthPerplexity.toFixed(2)})`,
+          describe(
+            name,
+            costAwareCalibration,
+            `, checked at loops [${costAwareCalibration.checkLoops.join(', ')}] for a readout of ${costAwareCalibration.readoutCost.toFixed(3)} passes`,
+            costAwareCalibration.readoutCost,
+          ),
         ]
-      : [],
-  );
+      : []),
+  ]);
   return [
     `${result.requests} requests, ${result.outputTokens} output tokens, ${result.maxSlots} slots`,
     '',
