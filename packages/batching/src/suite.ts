@@ -116,12 +116,14 @@ function shares(exitLoops: readonly number[], loops: number): number[] {
 
 /**
  * Runs the trace through every model: vanilla models in `static` and `sequence` mode; recursive ones also
- * in `depth` mode without exits, with calibrated confidence exits (and contrast thresholds) where they
- * have a profile, and with replayed exits where they have replay shares. A model with a profile also gets
- * a depth-mode row whose exits replay the shares of a sequence-mode oracle run: the measured speed of exits
- * as early as any rule that changes nothing could make them. Then, unless `simulate` is false, measures
- * each model's step times and simulates the same trace with no exits, oracle exits (that oracle run's
- * trajectories) and each measured row's exits. Replayed rows get no changed-token share.
+ * in `depth` mode without exits, and with replayed exits where they have replay shares. A recursive model
+ * with a profile also runs depth mode with calibrated confidence exits checked at every loop, with exits
+ * checked only at the loops chosen for the readout cost measured at `maxSlots` rows (again with FREE-style
+ * completion of exited tokens, `exitKV: 'complete'`, whose exact KV shows what CALM propagation changes),
+ * at the contrast thresholds, and with exits replaying the shares of a sequence-mode oracle run: the
+ * measured speed of exits as early as any rule that changes nothing could make them. Replayed rows get no
+ * changed-token share. Step times are measured first; unless `simulate` is false the same trace is then
+ * simulated with no exits, oracle exits (that oracle run's trajectories) and each measured row's exits.
  */
 export async function runServingSuite(
   models: readonly SuiteModel[],
@@ -131,10 +133,16 @@ export async function runServingSuite(
   const rows: ServingRow[] = [];
   const simulated: SimulatedRow[] = [];
   const modelResults: ServingSuiteResult['models'] = [];
-  const run = async (model: Decoder, mode: BatchingMode, exit: ExitPolicy): Promise<TraceRun> => {
+  const run = async (
+    model: Decoder,
+    mode: BatchingMode,
+    exit: ExitPolicy,
+    exitKV?: EngineOptions['exitKV'],
+  ): Promise<TraceRun> => {
     const engine = createEngine(model, {
       maxQueue: trace.length + 1,
       ...options.engine,
+      ...(exitKV ? { exitKV } : {}),
       mode,
       maxSlots,
       kvBytes,
@@ -167,8 +175,13 @@ export async function runServingSuite(
         : undefined;
     const runs: { row: ServingRow; run: TraceRun; policy: ExitPolicy }[] = [];
     let oracle: TraceRun | undefined;
-    const measure = async (mode: BatchingMode, policy: ExitPolicy, label: string) => {
-      const result = await run(model, mode, policy);
+    const measure = async (
+      mode: BatchingMode,
+      policy: ExitPolicy,
+      label: string,
+      exitKV?: EngineOptions['exitKV'],
+    ) => {
+      const result = await run(model, mode, policy, exitKV);
       const all = result.requests.flatMap((request) => request.exitLoops);
       const row: ServingRow = {
         model: name,
@@ -220,6 +233,16 @@ export async function runServingSuite(
           { kind: 'confidence', threshold, minLoops, checkLoops },
           `confidence ≥ ${threshold.toPrecision(6)} at loops ${checkLoops.join(', ')} (calibrated, readout ${cost.toFixed(2)} of a pass)`,
         );
+        // The same exits with exact KV for the skipped depths (FREE-style completion: no compute saved on
+        // them), which shows how much of the served change CALM propagation's approximate KV causes.
+        if (options.engine?.exitKV !== 'complete' && options.engine?.sharing !== 'recursive') {
+          await measure(
+            'depth',
+            { kind: 'confidence', threshold, minLoops, checkLoops },
+            `confidence ≥ ${threshold.toPrecision(6)} at loops ${checkLoops.join(', ')}, FREE completion`,
+            'complete',
+          );
+        }
       }
       for (const threshold of entry.contrastThresholds ?? []) {
         await measure('depth', { kind: 'confidence', threshold }, `confidence ≥ ${threshold} (uncalibrated)`);
