@@ -18,6 +18,8 @@ import { runTrace, type TraceRequest, type TraceRun } from './trace.js';
 
 /** The exit label of the row that replays a model's oracle exit shares in depth mode. */
 const REPLAY_ORACLE = 'replay of oracle exit shares';
+/** The exit label of the row where every decode token exits after loop 0. */
+const REPLAY_CEILING = 'replay: every decode token at loop 0 (ceiling)';
 
 /** One model of the suite. */
 export interface SuiteModel {
@@ -121,7 +123,9 @@ function shares(exitLoops: readonly number[], loops: number): number[] {
  * checked only at the loops chosen for the readout cost measured at `maxSlots` rows (again with FREE-style
  * completion of exited tokens, `exitKV: 'complete'`, whose exact KV shows what CALM propagation changes),
  * at the contrast thresholds, and with exits replaying the shares of a sequence-mode oracle run: the
- * measured speed of exits as early as any rule that changes nothing could make them. Replayed rows get no
+ * measured speed of exits as early as any rule that changes nothing could make them. Every recursive model
+ * also gets the ceiling of exits on the trace: each decode token leaves after loop 0 (prompt chunks and
+ * first tokens run every loop, so that prefill bounds what exits can gain). Replayed rows get no
  * changed-token share. Step times are measured first; unless `simulate` is false the same trace is then
  * simulated with no exits, oracle exits (that oracle run's trajectories) and each measured row's exits.
  */
@@ -254,6 +258,17 @@ export async function runServingSuite(
           'replay',
         );
       }
+      // The ceiling of early exits on this trace: every decode token leaves after loop 0 (prompt chunks
+      // and each request's first token still run every loop).
+      await measure(
+        'depth',
+        {
+          kind: 'replay',
+          exitLoopShares: Array.from({ length: loops }, (_, loop) => (loop === 0 ? 1 : 0)),
+          seed: options.replaySeed ?? 0,
+        },
+        REPLAY_CEILING,
+      );
       if (entry.profile) {
         // The bound of any exit rule that reads out every loop: tokens exit as early as the oracle's do
         // (drawn from its shares), so the row measures the engine at exits that change nothing.
