@@ -20,11 +20,15 @@ const servingHelp = `rrt bench serving <model-dir> [--baseline <vanilla-model-di
 Runs one seeded request trace (Poisson arrivals at --rate per second, prompts of 4–32 tokens, outputs of
 8–48, no stop tokens) through the serving engine, in one run: the baseline (when given) in static and
 sequence mode; the model in static and sequence mode, and (when recursive) in depth mode without exits,
-with confidence exits calibrated on --text at --max-change (see rrt calibrate-exit), and at τ --contrast.
-Prints tokens/s, TTFT and TPOT p50/p90/p99, mean exit loop, depth/static and depth/sequence, the share of
-tokens that differ from the model's no-exit run, the teacher-forced changed share and perplexity with
-exits; then the paper-style simulation of the same trace (measured step times × exit trajectories:
-none, oracle, and each measured row's). Wall clock: run it on a quiet machine.
+with confidence exits calibrated on --text at --max-change (see rrt calibrate-exit) checked at every loop,
+and checked only at the loops chosen for the measured readout cost (--readout-cost auto there; again with
+FREE completion of exited tokens' KV), at τ --contrast, with exits replaying the oracle's exit shares
+(the speed of exits that change nothing), and with every decode token leaving after loop 0 (the ceiling
+of exits on this trace: prompts and first tokens run every loop). Prints tokens/s, TTFT and TPOT
+p50/p90/p99, mean exit loop, depth/static and depth/sequence, the share of tokens that differ from the
+model's no-exit run, the teacher-forced changed share and perplexity with exits; then the paper-style
+simulation of the same trace (measured step times × exit trajectories: none, oracle, and each measured
+row's). Wall clock: run it on a quiet machine.
 
 Options:
   --baseline <dir>          a vanilla model to serve beside it (e.g. the original of a converted model)
