@@ -64,21 +64,12 @@ describe.skipIf(!haveAssets)(
     afterAll(async () => {
       if (work) await rm(work, { recursive: true, force: true });
     });
+    /** `rrt calibrate-exit` of the relaxed model on the held-out text at a 5 % budget, on wasm. */
+    const calibrate = (flags: string[]) =>
+      rrt(['calibrate-exit', relaxed, '--text', text, '--max-change', '0.05', ...flags, '--backend', 'wasm']);
 
     it('calibrate-exit prints τ within the budget, the curve, and the full-depth perplexity rrt eval gives', async () => {
-      const run = await rrt([
-        'calibrate-exit',
-        relaxed,
-        '--text',
-        text,
-        '--max-change',
-        '0.05',
-        '--max-tokens',
-        '1500',
-        '--backend',
-        'wasm',
-        '--json',
-      ]);
+      const run = await calibrate(['--max-tokens', '1500', '--json']);
       expect(run.code, run.stderr).toBe(0);
       const result = JSON.parse(run.stdout);
       expect(result.positions).toBe(1500);
@@ -124,21 +115,7 @@ describe.skipIf(!haveAssets)(
     });
 
     it('calibrate-exit --readout-cost chooses the loops to check; generate runs the spec it prints', async () => {
-      const given = await rrt([
-        'calibrate-exit',
-        relaxed,
-        '--text',
-        text,
-        '--max-change',
-        '0.05',
-        '--max-tokens',
-        '800',
-        '--readout-cost',
-        '0.5',
-        '--backend',
-        'wasm',
-        '--json',
-      ]);
+      const given = await calibrate(['--max-tokens', '800', '--readout-cost', '0.5', '--json']);
       expect(given.code, given.stderr).toBe(0);
       const result = JSON.parse(given.stdout);
       expect(result.readoutCost).toBe(0.5);
@@ -148,22 +125,7 @@ describe.skipIf(!haveAssets)(
       // No exits cost 5 passes and a readout: the chosen loops never cost more.
       expect(result.costPerToken).toBeLessThanOrEqual(5.5);
 
-      const measured = await rrt([
-        'calibrate-exit',
-        relaxed,
-        '--text',
-        text,
-        '--max-change',
-        '0.05',
-        '--max-tokens',
-        '800',
-        '--readout-cost',
-        'auto',
-        '--slots',
-        '4',
-        '--backend',
-        'wasm',
-      ]);
+      const measured = await calibrate(['--max-tokens', '800', '--readout-cost', 'auto', '--slots', '4']);
       expect(measured.code, measured.stderr).toBe(0);
       expect(measured.stderr).toMatch(/timing a depth-wise step of 4 rows/);
       expect(measured.stdout).toMatch(/checked at loops .* for a readout of \d+\.\d{3} passes/);
