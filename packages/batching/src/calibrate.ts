@@ -191,11 +191,13 @@ export interface CalibrationOptions {
   /** Loops every token runs before it may exit (default 1). */
   minLoops?: number;
   /**
-   * The cost of one loop's readout (final norm, head, softmax, read back) per token, in passes of the
-   * block per token (e.g. 0.3: a readout costs 30 % of a loop). When given, the calibration also chooses
-   * the loops worth checking (`checkLoops`): of every set of loops from `minLoops − 1` (up to 12 loops),
-   * the one whose τ gives the lowest cost per token, `meanExitLoop + 1 + readoutCost · readoutsPerToken`,
-   * within `maxChange`. Without it every loop from `minLoops − 1` is checked.
+   * What one token's readout at a loop (final norm, head, softmax, read back) costs, in passes of the
+   * block (e.g. 0.3: 30 % of one loop; `readoutCost` of measured step times gives it). When given, the
+   * calibration also chooses the loops worth checking (`checkLoops`): of every set of loops from
+   * `minLoops − 1` (at most 12 of them), the one whose τ gives the lowest cost per token,
+   * `meanExitLoop + 1 + readoutCost · readoutsPerToken`, within `maxChange`. The model leaves out what
+   * filling an exited token's skipped depths costs (CALM propagation). Without it every loop from
+   * `minLoops − 1` is checked.
    */
   readoutCost?: number;
   /** Thresholds whose outcome is reported as the curve (default 0.5 … 0.999); the chosen τ is added. */
