@@ -235,6 +235,9 @@ describe.skipIf(!haveAssets)(
       const ceiling = row((exit) => exit.startsWith('replay: every decode token at loop 0'));
       expect(ceiling.exitLoopShares.slice(1, 4)).toEqual([0, 0, 0]);
       expect(ceiling.exitLoopShares[4]).toBeCloseTo(5 / result.outputTokens, 12);
+      // Again under recursive KV sharing (nothing to propagate): the same exits.
+      const shared = row((exit) => exit.endsWith('(ceiling), recursive KV sharing'));
+      expect(shared.exitLoopShares).toEqual(ceiling.exitLoopShares);
       const simulatedModes = result.simulated.map(
         (row: { mode: string; exits: string }) => `${row.mode} ${row.exits.split(':')[0]}`,
       );

@@ -125,7 +125,8 @@ function shares(exitLoops: readonly number[], loops: number): number[] {
  * at the contrast thresholds, and with exits replaying the shares of a sequence-mode oracle run: the
  * measured speed of exits as early as any rule that changes nothing could make them. Every recursive model
  * also gets the ceiling of exits on the trace: each decode token leaves after loop 0 (prompt chunks and
- * first tokens run every loop, so that prefill bounds what exits can gain). Replayed rows get no
+ * first tokens run every loop, so that prefill bounds what exits can gain), with per-loop KV and again
+ * under recursive sharing (no propagation; speed only). Replayed rows get no
  * changed-token share. Step times are measured first; unless `simulate` is false the same trace is then
  * simulated with no exits, oracle exits (that oracle run's trajectories) and each measured row's exits.
  */
@@ -141,12 +142,13 @@ export async function runServingSuite(
     model: Decoder,
     mode: BatchingMode,
     exit: ExitPolicy,
-    exitKV?: EngineOptions['exitKV'],
+    /** Options of this run only (over `options.engine`). */
+    overrides: Pick<EngineOptions, 'exitKV' | 'sharing'> = {},
   ): Promise<TraceRun> => {
     const engine = createEngine(model, {
       maxQueue: trace.length + 1,
       ...options.engine,
-      ...(exitKV ? { exitKV } : {}),
+      ...overrides,
       mode,
       maxSlots,
       kvBytes,
@@ -183,9 +185,9 @@ export async function runServingSuite(
       mode: BatchingMode,
       policy: ExitPolicy,
       label: string,
-      exitKV?: EngineOptions['exitKV'],
+      overrides?: Pick<EngineOptions, 'exitKV' | 'sharing'>,
     ) => {
-      const result = await run(model, mode, policy, exitKV);
+      const result = await run(model, mode, policy, overrides);
       const all = result.requests.flatMap((request) => request.exitLoops);
       const row: ServingRow = {
         model: name,
@@ -244,7 +246,7 @@ export async function runServingSuite(
             'depth',
             { kind: 'confidence', threshold, minLoops, checkLoops },
             `confidence ≥ ${threshold.toPrecision(6)} at loops ${checkLoops.join(', ')}, FREE completion`,
-            'complete',
+            { exitKV: 'complete' },
           );
         }
       }
@@ -260,15 +262,18 @@ export async function runServingSuite(
       }
       // The ceiling of early exits on this trace: every decode token leaves after loop 0 (prompt chunks
       // and each request's first token still run every loop).
-      await measure(
-        'depth',
-        {
-          kind: 'replay',
-          exitLoopShares: Array.from({ length: loops }, (_, loop) => (loop === 0 ? 1 : 0)),
-          seed: options.replaySeed ?? 0,
-        },
-        REPLAY_CEILING,
-      );
+      const atLoop0: ExitPolicy = {
+        kind: 'replay',
+        exitLoopShares: Array.from({ length: loops }, (_, loop) => (loop === 0 ? 1 : 0)),
+        seed: options.replaySeed ?? 0,
+      };
+      await measure('depth', atLoop0, REPLAY_CEILING);
+      // The same under MoR-style recursive sharing (loop 0's keys and values serve every loop): nothing
+      // to propagate, so the row says what propagation costs at the ceiling. The model is not the one it
+      // was trained as (speed only).
+      if (options.engine?.sharing !== 'recursive') {
+        await measure('depth', atLoop0, `${REPLAY_CEILING}, recursive KV sharing`, { sharing: 'recursive' });
+      }
       if (entry.profile) {
         // The bound of any exit rule that reads out every loop: tokens exit as early as the oracle's do
         // (drawn from its shares), so the row measures the engine at exits that change nothing.
