@@ -24,7 +24,8 @@ with confidence exits calibrated on --text at --max-change (see rrt calibrate-ex
 and checked only at the loops chosen for the measured readout cost (--readout-cost auto there; again with
 FREE completion of exited tokens' KV), at τ --contrast, with exits replaying the oracle's exit shares
 (the speed of exits that change nothing), and with every decode token leaving after loop 0 (the ceiling
-of exits on this trace: prompts and first tokens run every loop). Prints tokens/s, TTFT and TPOT
+of exits on this trace: prompts and first tokens run every loop; again under recursive KV sharing, with
+nothing to propagate). Prints tokens/s, TTFT and TPOT
 p50/p90/p99, mean exit loop, depth/static and depth/sequence, the share of tokens that differ from the
 model's no-exit run, the teacher-forced changed share and perplexity with exits; then the paper-style
 simulation of the same trace (measured step times × exit trajectories: none, oracle, and each measured
