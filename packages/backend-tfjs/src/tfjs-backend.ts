@@ -181,9 +181,8 @@ export class TfjsBackend implements Backend {
     // by every serving step's readout.
     const tx = asTf(x);
     const data = await tx.data();
-    if (this.tfjsName === 'wasm' && (data instanceof Float32Array || data instanceof Int32Array)) {
-      if (tx.dtype === 'int32' ? data instanceof Int32Array : data instanceof Float32Array) return data;
-    }
+    const ofDtype = tx.dtype === 'int32' ? data instanceof Int32Array : data instanceof Float32Array;
+    if (this.tfjsName === 'wasm' && ofDtype) return data as TensorData;
     if (tx.dtype === 'int32')
       return data instanceof Int32Array ? data.slice() : Int32Array.from(data as Float32Array);
     return data instanceof Float32Array ? data.slice() : Float32Array.from(data as Int32Array);
