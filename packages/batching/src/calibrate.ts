@@ -12,6 +12,7 @@ import { type Decoder, exitDepths, InterruptedError, yieldToEventLoop } from '@r
 import type { Tensor } from '@rrt/tensor';
 import { rowConfidences } from './confidence.js';
 import { CalibrationError } from './errors.js';
+import { exitChecks } from './exit.js';
 
 /** Every position's readout after every loop, teacher-forced (see {@link exitProfile}). */
 export interface ExitProfile {
@@ -126,13 +127,17 @@ export interface ExitOutcome {
   exitLoopShares: number[];
 }
 
-/**
- * Per loop before the last, whether a token may exit there: from loop `minLoops − 1`, and only at
- * `checkLoops` when given.
- */
+/** Per loop before the last, whether a token may exit there ({@link exitChecks}). */
 function checkedMask(loops: number, minLoops: number, checkLoops?: readonly number[]): boolean[] {
-  const only = checkLoops === undefined ? undefined : new Set(checkLoops);
-  return Array.from({ length: loops - 1 }, (_, loop) => loop + 1 >= minLoops && (only?.has(loop) ?? true));
+  return Array.from({ length: loops - 1 }, (_, loop) => loop).map(exitChecks(minLoops, checkLoops));
+}
+
+/**
+ * Cost per token of an outcome, in passes of the block: the loops it runs and `readoutCost` for each
+ * readout, `meanExitLoop + 1 + readoutCost · readoutsPerToken`.
+ */
+export function costPerToken(outcome: ExitOutcome, readoutCost: number): number {
+  return outcome.meanExitLoop + 1 + readoutCost * outcome.readoutsPerToken;
 }
 
 function exitLoopOf(profile: ExitProfile, position: number, threshold: number, checked: boolean[]): number {
@@ -212,7 +217,7 @@ export interface ExitCalibration extends ExitOutcome {
   checkLoops: number[];
   /** The readout cost the loops were chosen for (0 when not given). */
   readoutCost: number;
-  /** Cost per token in passes of the block: `meanExitLoop + 1 + readoutCost · readoutsPerToken`. */
+  /** Cost per token in passes of the block ({@link costPerToken} at `readoutCost`). */
   costPerToken: number;
   /** Positions the profile scored. */
   positions: number;
@@ -315,7 +320,6 @@ export function chooseThreshold(profile: ExitProfile, options: CalibrationOption
     );
   }
   const sorted = sortReadouts(profile);
-  const costOf = (outcome: ExitOutcome) => outcome.meanExitLoop + 1 + readoutCost * outcome.readoutsPerToken;
   // Without a readout cost every candidate loop is checked; with one, every subset of them is tried.
   const subsets =
     options.readoutCost === undefined
@@ -327,7 +331,7 @@ export function chooseThreshold(profile: ExitProfile, options: CalibrationOption
   for (const checkLoops of subsets) {
     const threshold = sweepThreshold(profile, sorted, checkedMask(loops, minLoops, checkLoops), maxChange);
     const outcome = exitOutcome(profile, threshold, minLoops, checkLoops);
-    const cost = costOf(outcome);
+    const cost = costPerToken(outcome, readoutCost);
     if (!best || cost < best.cost) best = { checkLoops, outcome, cost };
   }
   const { checkLoops, outcome, cost } = best!;

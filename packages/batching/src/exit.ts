@@ -51,15 +51,19 @@ export interface ExitRule {
 
 const last = (history: readonly LoopReadout[]) => history[history.length - 1]!;
 
-/** A confidence policy's `checkLoops` as a set; a typed error unless they are loops (integers ≥ 0). */
-function checkedLoops(loops: readonly number[] | undefined): ReadonlySet<number> | undefined {
-  if (loops === undefined) return undefined;
-  for (const loop of loops) {
+/**
+ * Whether a `confidence` policy may exit at `loop` (0-based, before the last): from loop `minLoops − 1`,
+ * and only at `checkLoops` when given. One definition for the engine's rule and for calibration, so that a
+ * calibrated policy exits where its profile said. A typed error unless `checkLoops` are loop indices.
+ */
+export function exitChecks(minLoops = 1, checkLoops?: readonly number[]): (loop: number) => boolean {
+  for (const loop of checkLoops ?? []) {
     if (!Number.isInteger(loop) || loop < 0) {
-      throw new RequestError(`exit checkLoops must be 0-based loop indices (got ${loops.join(', ')})`);
+      throw new RequestError(`exit checkLoops must be 0-based loop indices (got ${checkLoops!.join(', ')})`);
     }
   }
-  return new Set(loops);
+  const only = checkLoops === undefined ? undefined : new Set(checkLoops);
+  return (loop) => loop + 1 >= minLoops && (only === undefined || only.has(loop));
 }
 
 /** Compiles an {@link ExitPolicy} into the rule the scheduler calls. */
@@ -70,9 +74,7 @@ export function exitRule(policy: ExitPolicy): ExitRule {
     case 'none':
       return { readsOut: final, exits: () => false, exitLoop: untilNow };
     case 'confidence': {
-      const minLoops = policy.minLoops ?? 1;
-      const checked = checkedLoops(policy.checkLoops);
-      const checks = (loop: number) => loop + 1 >= minLoops && (checked === undefined || checked.has(loop));
+      const checks = exitChecks(policy.minLoops, policy.checkLoops);
       return {
         readsOut: (loop, loops) => final(loop, loops) || checks(loop),
         exits: (history) => checks(last(history).loop) && last(history).maxProbability >= policy.threshold,

@@ -22,7 +22,7 @@ export {
   type RequestStats,
 } from './engine.js';
 export { QueueFullError, RequestError } from './errors.js';
-export { type ExitPolicy, type ExitRule, exitRule, type LoopReadout } from './exit.js';
+export { type ExitPolicy, type ExitRule, exitChecks, exitRule, type LoopReadout } from './exit.js';
 export { type ExitKV, type ExitKVRule, exitKVRule } from './exit-kv.js';
 export { type BatchingMode, type ModeRule, modeRule } from './modes.js';
 export type { Propagation, StepOutput, StepPlan, StepRow } from './plan.js';
@@ -32,6 +32,7 @@ export {
   type CalibrationOptions,
   calibrateExit,
   chooseThreshold,
+  costPerToken,
   type ExitCalibration,
   type ExitOutcome,
   type ExitProfile,

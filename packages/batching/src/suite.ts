@@ -8,7 +8,13 @@
  * @module
  */
 import type { Decoder } from '@rrt/core';
-import { chooseThreshold, type ExitCalibration, type ExitProfile, exitOutcome } from './calibrate.js';
+import {
+  chooseThreshold,
+  costPerToken,
+  type ExitCalibration,
+  type ExitProfile,
+  exitOutcome,
+} from './calibrate.js';
 import { createEngine, type EngineOptions } from './engine.js';
 import type { ExitPolicy } from './exit.js';
 import { changedTokenShare, identicalRequestShare, type RunSummary, summarizeRun } from './metrics.js';
@@ -389,7 +395,7 @@ export function servingTables(result: ServingSuiteResult): string {
     `at max change ${percent(calibration.maxChange)} over ${calibration.positions} held-out positions: ` +
     `changed ${percent(calibration.changedShare)}, mean exit loop ${calibration.meanExitLoop.toFixed(2)}, ` +
     `readouts per token ${calibration.readoutsPerToken.toFixed(2)}, cost per token ` +
-    `${(calibration.meanExitLoop + 1 + cost * calibration.readoutsPerToken).toFixed(2)} passes, ` +
+    `${costPerToken(calibration, cost).toFixed(2)} passes, ` +
     `perplexity with exits ${calibration.perplexity.toFixed(2)} (full depth ${calibration.fullDepthPerplexity.toFixed(2)})`;
   const calibrations = result.models.flatMap(({ name, calibration, costAwareCalibration }) => [
     ...(calibration
