@@ -129,26 +129,43 @@ describe.skipIf(!haveAssets)(
       expect(measured.code, measured.stderr).toBe(0);
       expect(measured.stderr).toMatch(/timing a depth-wise step of 4 rows/);
       expect(measured.stdout).toMatch(/checked at loops .* for a readout of \d+\.\d{3} passes/);
-      const spec = measured.stdout.match(/use: --exit (confidence:\S+)/)?.[1];
-      if (spec) {
-        const checkLoops = spec.split('@')[1]!.split(',').map(Number);
-        const generated = await rrt([
-          'generate',
-          relaxed,
-          'Once upon a time',
-          '-n',
-          '20',
-          '--exit',
-          spec,
-          '--backend',
-          'wasm',
-          '--json',
-        ]);
-        expect(generated.code, generated.stderr).toBe(0);
-        const { exitLoops } = JSON.parse(generated.stdout);
-        // The first token comes from the prompt's chunk (every loop); the rest exit at a checked loop or the last.
-        for (const loop of exitLoops.slice(1)) expect([...checkLoops, 4]).toContain(loop);
-      }
+      // Either a spec to run, or no τ within the budget (then no spec).
+      expect(measured.stdout).toMatch(/use: --exit confidence:\d\.\d+@\d+(,\d+)*\n|no threshold keeps/);
+      // The given cost's result is deterministic (the model and text are): its spec runs in generate.
+      expect(result.threshold).not.toBeNull();
+      expect(result.checkLoops.length).toBeGreaterThan(0);
+      const generated = await rrt([
+        'generate',
+        relaxed,
+        'Once upon a time',
+        '-n',
+        '20',
+        '--exit',
+        `confidence:${result.threshold}@${result.checkLoops.join(',')}`,
+        '--backend',
+        'wasm',
+        '--json',
+      ]);
+      expect(generated.code, generated.stderr).toBe(0);
+      const { exitLoops } = JSON.parse(generated.stdout);
+      // The first token comes from the prompt's chunk (every loop); the rest exit at a checked loop or the last.
+      for (const loop of exitLoops.slice(1)) expect([...result.checkLoops, 4]).toContain(loop);
+      // At τ 0 every decode token leaves at the first checked loop, none earlier: the loops reach the engine.
+      const eager = await rrt([
+        'generate',
+        relaxed,
+        'Once upon a time',
+        '-n',
+        '20',
+        '--exit',
+        `confidence:0@${result.checkLoops.join(',')}`,
+        '--backend',
+        'wasm',
+        '--json',
+      ]);
+      expect(eager.code, eager.stderr).toBe(0);
+      const eagerLoops: number[] = JSON.parse(eager.stdout).exitLoops;
+      expect(eagerLoops.slice(1)).toEqual(eagerLoops.slice(1).map(() => result.checkLoops[0]));
       for (const bad of [
         ['calibrate-exit', relaxed, '--text', text, '--readout-cost', '-1'],
         ['calibrate-exit', relaxed, '--text', text, '--readout-cost', '0.5', '--slots', '4'],
