@@ -134,38 +134,21 @@ describe.skipIf(!haveAssets)(
       // The given cost's result is deterministic (the model and text are): its spec runs in generate.
       expect(result.threshold).not.toBeNull();
       expect(result.checkLoops.length).toBeGreaterThan(0);
-      const generated = await rrt([
-        'generate',
-        relaxed,
-        'Once upon a time',
-        '-n',
-        '20',
-        '--exit',
-        `confidence:${result.threshold}@${result.checkLoops.join(',')}`,
-        '--backend',
-        'wasm',
-        '--json',
-      ]);
-      expect(generated.code, generated.stderr).toBe(0);
-      const { exitLoops } = JSON.parse(generated.stdout);
+      /** The exit loops of 20 tokens of `rrt generate --exit <spec> --json`. */
+      const exitLoopsOf = async (spec: string): Promise<number[]> => {
+        const args = ['generate', relaxed, 'Once upon a time', '-n', '20', '--exit', spec];
+        const generated = await rrt([...args, '--backend', 'wasm', '--json']);
+        expect(generated.code, generated.stderr).toBe(0);
+        return JSON.parse(generated.stdout).exitLoops;
+      };
+      const checks = result.checkLoops.join(',');
       // The first token comes from the prompt's chunk (every loop); the rest exit at a checked loop or the last.
-      for (const loop of exitLoops.slice(1)) expect([...result.checkLoops, 4]).toContain(loop);
+      for (const loop of (await exitLoopsOf(`confidence:${result.threshold}@${checks}`)).slice(1)) {
+        expect([...result.checkLoops, 4]).toContain(loop);
+      }
       // At τ 0 every decode token leaves at the first checked loop, none earlier: the loops reach the engine.
-      const eager = await rrt([
-        'generate',
-        relaxed,
-        'Once upon a time',
-        '-n',
-        '20',
-        '--exit',
-        `confidence:0@${result.checkLoops.join(',')}`,
-        '--backend',
-        'wasm',
-        '--json',
-      ]);
-      expect(eager.code, eager.stderr).toBe(0);
-      const eagerLoops: number[] = JSON.parse(eager.stdout).exitLoops;
-      expect(eagerLoops.slice(1)).toEqual(eagerLoops.slice(1).map(() => result.checkLoops[0]));
+      const eager = (await exitLoopsOf(`confidence:0@${checks}`)).slice(1);
+      expect(eager).toEqual(eager.map(() => result.checkLoops[0]));
       for (const bad of [
         ['calibrate-exit', relaxed, '--text', text, '--readout-cost', '-1'],
         ['calibrate-exit', relaxed, '--text', text, '--readout-cost', '0.5', '--slots', '4'],
