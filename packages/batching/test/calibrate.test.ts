@@ -20,6 +20,9 @@ import {
   exitProfile,
 } from '../src/index.js';
 
+/** The spacing of float32 values at `x` (> 0): 2^(⌊log2 x⌋ − 23). */
+const float32Ulp = (x: number) => 2 ** (Math.floor(Math.log2(x)) - 23);
+
 /** A profile of `positions` × `loops` with argmaxes from a small vocabulary (so agreements happen). */
 function randomProfile(seed: number, positions: number, loops: number): ExitProfile {
   const random = seededRandom(seed);
@@ -226,6 +229,7 @@ describe('exitProfile (wasm, relaxed K=2 L=3)', () => {
     let position = 0;
     let worst = 0;
     let worstProbability = 0;
+    let worstUlps = 0;
     for (const window of windows) {
       const ids = backend.fromArray(Int32Array.from(window), [1, window.length], 'int32');
       const output = model.forward(ids, { loopOutputs: true });
@@ -237,9 +241,11 @@ describe('exitProfile (wasm, relaxed K=2 L=3)', () => {
           const logSum = max + Math.log(row.reduce((sum, v) => sum + Math.exp(v - max), 0));
           const at = (position + t) * 3 + loop;
           expect(profile.argmax[at]).toBe(row.indexOf(max));
-          worstProbability = Math.max(
-            worstProbability,
-            Math.abs(profile.maxProbability[at]! - Math.exp(max - logSum)),
+          const reference = Math.exp(max - logSum);
+          worstProbability = Math.max(worstProbability, Math.abs(profile.maxProbability[at]! - reference));
+          worstUlps = Math.max(
+            worstUlps,
+            Math.abs(profile.maxProbability[at]! - reference) / float32Ulp(reference),
           );
           worst = Math.max(
             worst,
@@ -252,9 +258,12 @@ describe('exitProfile (wasm, relaxed K=2 L=3)', () => {
     }
     // The target's log-probability: same float32 logits, float64 arithmetic both sides (observed ≤ 1e-15).
     expect(worst).toBeLessThan(1e-12);
-    // The max probability is the backend's float32 softmax, as the engine reads it: observed 1.9e-8 to
-    // 3.3e-8 over 5 seeds (≈ half a float32 ulp of 1).
-    expect(worstProbability, `worst ${worstProbability}`).toBeLessThan(1e-7);
+    // The max probability is the backend's float32 softmax, as the engine reads it, so its error scales
+    // with the float32 spacing at the value: observed ≤ 3.1 ulps over 65 seeds (≤ 5.3e-8 absolute). The
+    // earlier absolute bound of 1e-7 failed once on a clean clone at 1.1e-7 (its seed was not printed;
+    // the message now names it).
+    // A 1e-6 relative change of the probabilities gives 17 ulps.
+    expect(worstUlps, `worst ${worstUlps} ulps (${worstProbability} absolute), seed ${seed}`).toBeLessThan(6);
     const calibration = await calibrateExit(model, sequences, { context: 5, maxChange: 0.25 });
     expect(calibration.changedShare).toBeLessThanOrEqual(0.25);
     expect(calibration.positions).toBe(profile.positions);
